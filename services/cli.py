@@ -1,0 +1,53 @@
+"""`tickstream`: one console script, a subcommand per service or tool.
+
+Each subcommand lives in its own module exposing `HELP`, `add_arguments(parser)` and
+`run(args) -> int`; modules are imported only when their subcommand runs, so a tool never pays
+for a service's imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Protocol
+
+
+class Command(Protocol):
+    HELP: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+# subcommand -> (module, one-line help). Keep the help here so `--help` imports nothing.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "decode": ("shared.decode_cli", "print raw feed frames as JSON lines (MessageToDict form)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tickstream", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints usage or the unknown-command error, then exits
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_text = COMMANDS[name]
+    command: Command = importlib.import_module(module_name)  # type: ignore[assignment]
+    sub_parser = argparse.ArgumentParser(prog=f"tickstream {name}", description=help_text)
+    command.add_arguments(sub_parser)
+    return command.run(sub_parser.parse_args(rest))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

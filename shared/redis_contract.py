@@ -1,0 +1,158 @@
+"""The Redis contract: every key and channel name the system uses, and the payload of each.
+
+Nothing else in the code base spells a Redis name. `docs/architecture.md` documents the same
+table for people. All names start with `PREFIX`.
+
+| name | kind | written by | payload |
+| --- | --- | --- | --- |
+| `session:{user_id}` | string, TTL to expiry | auth | `StoredSession` JSON |
+| `session:active` | string, same TTL | auth | user id whose token the ingestor uses |
+| `events:token` | channel | auth, ingestor | `TokenEvent` JSON (never the token) |
+| `oauth:state:{state}` | string, short TTL | auth | `OAuthState` JSON |
+| `demand:{replica}` | hash, TTL = lease | gateway | field instrument key, value modes "ltpc,full" |
+| `events:demand` | channel | gateway | replica id whose demand changed |
+| `tick:{mode}:{key}` | channel | ingestor | tick payload (`encode_tick`) |
+| `last:{mode}:{key}` | string | ingestor | the last tick payload, for snapshots |
+| `market_info` | string | ingestor | `market_info` frame JSON (MessageToDict form) |
+| `events:market_info` | channel | ingestor | the same JSON, on change |
+| `ingestor:lease` | string, PX lease | ingestor | id of the active instance |
+| `ingestor:status` | string, TTL | ingestor | `IngestorStatus` JSON |
+| `ingestor:refused` | hash | ingestor | field instrument key, value reason (over a limit) |
+| `events:ingestor` | channel | ingestor | `IngestorStatus` JSON, on change |
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from pydantic import BaseModel
+
+from shared.instruments import Mode
+
+PREFIX: Final = "tickstream"
+
+# auth
+ACTIVE_SESSION: Final = f"{PREFIX}:session:active"
+TOKEN_EVENTS: Final = f"{PREFIX}:events:token"
+
+# gateways' demand
+DEMAND_PATTERN: Final = f"{PREFIX}:demand:*"
+DEMAND_EVENTS: Final = f"{PREFIX}:events:demand"
+
+# ingestor output
+TICK_CHANNEL_PREFIX: Final = f"{PREFIX}:tick:"
+LAST_VALUE_PREFIX: Final = f"{PREFIX}:last:"
+MARKET_INFO: Final = f"{PREFIX}:market_info"
+MARKET_INFO_EVENTS: Final = f"{PREFIX}:events:market_info"
+
+# ingestor coordination
+INGESTOR_LEASE: Final = f"{PREFIX}:ingestor:lease"
+INGESTOR_STATUS: Final = f"{PREFIX}:ingestor:status"
+INGESTOR_REFUSED: Final = f"{PREFIX}:ingestor:refused"
+INGESTOR_EVENTS: Final = f"{PREFIX}:events:ingestor"
+
+
+def session_key(user_id: str) -> str:
+    return f"{PREFIX}:session:{user_id}"
+
+
+def oauth_state_key(state: str) -> str:
+    return f"{PREFIX}:oauth:state:{state}"
+
+
+def demand_key(replica_id: str) -> str:
+    return f"{PREFIX}:demand:{replica_id}"
+
+
+def replica_of_demand_key(name: str) -> str:
+    return name.removeprefix(f"{PREFIX}:demand:")
+
+
+def tick_channel(mode: Mode, instrument_key: str) -> str:
+    return f"{TICK_CHANNEL_PREFIX}{mode.value}:{instrument_key}"
+
+
+def parse_tick_channel(channel: str) -> tuple[Mode, str]:
+    """Inverse of `tick_channel`: (mode, instrument key)."""
+    mode, _, key = channel.removeprefix(TICK_CHANNEL_PREFIX).partition(":")
+    return Mode(mode), key
+
+
+def last_value_key(mode: Mode, instrument_key: str) -> str:
+    return f"{LAST_VALUE_PREFIX}{mode.value}:{instrument_key}"
+
+
+# ---- demand hash values -------------------------------------------------------------------
+
+
+def encode_modes(modes: set[Mode]) -> str:
+    return ",".join(sorted(mode.value for mode in modes))
+
+
+def decode_modes(value: str | bytes) -> set[Mode]:
+    """Modes from a demand hash value; unknown names (a newer gateway) are ignored."""
+    text = value.decode() if isinstance(value, bytes) else value
+    known = {mode.value for mode in Mode}
+    return {Mode(name) for name in text.split(",") if name in known}
+
+
+# ---- tick payloads ------------------------------------------------------------------------
+# A tick payload is the instrument's value exactly as the renderer wrote it (Upstox's
+# `feeds[key]` in MessageToDict form), a newline, and our own metadata as compact JSON:
+# `{"seq":N,"epoch":"E","ts":MS}`. Compact JSON never contains a raw newline, so gateways split
+# on the first one and splice both halves into client frames without parsing either.
+
+TICK_SEPARATOR: Final = b"\n"
+
+
+def encode_tick(value: bytes, seq: int, epoch: str, ts: int) -> bytes:
+    return b"%b\n{\"seq\":%d,\"epoch\":\"%b\",\"ts\":%d}" % (value, seq, epoch.encode(), ts)
+
+
+def split_tick(payload: bytes) -> tuple[bytes, bytes]:
+    """(value JSON, metadata JSON) of a tick payload."""
+    value, _, meta = payload.partition(TICK_SEPARATOR)
+    return value, meta
+
+
+# ---- JSON payload models ------------------------------------------------------------------
+
+
+class StoredSession(BaseModel):
+    """An Upstox login kept by auth. `access_token` is Fernet ciphertext when encryption is on."""
+
+    user_id: str
+    user_name: str = ""
+    email: str = ""
+    access_token: str
+    encrypted: bool = False
+    issued_at: int  # epoch seconds
+    expires_at: int  # epoch seconds: the next 03:30 IST after issue
+    valid: bool = True  # false once Upstox rejected the token
+
+
+TokenEventKind = Literal["login", "logout", "invalid"]
+
+
+class TokenEvent(BaseModel):
+    event: TokenEventKind
+    user_id: str
+
+
+class OAuthState(BaseModel):
+    created_at: int
+    next_url: str = "/"
+
+
+IngestorState = Literal[
+    "starting", "standby", "waiting_token", "connecting", "connected", "backoff", "stopped"
+]
+
+
+class IngestorStatus(BaseModel):
+    instance: str
+    state: IngestorState
+    epoch: str = ""
+    subscribed: dict[str, int] = {}  # mode -> keys subscribed upstream in that mode
+    refused: int = 0  # keys refused because a limit was reached
+    updated_at: int = 0  # epoch ms

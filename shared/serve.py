@@ -1,0 +1,36 @@
+"""Running a service's ASGI app under uvicorn, the same way for every service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from shared.logs import configure_logging
+from shared.settings import CommonSettings
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=default_port, help="port (0: any free port)")
+
+
+def serve(app: ASGIApp, args: argparse.Namespace, settings: CommonSettings, name: str) -> int:
+    configure_logging(settings.log_level, settings.log_format, service=name)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,  # keep our handlers; uvicorn logs through the root logger
+        access_log=False,
+        ws_max_size=1 << 20,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    logging.getLogger(f"tickstream.{name}").info("starting on %s:%d", args.host, args.port)
+    server.run()
+    return 0

@@ -1,0 +1,76 @@
+"""Typed settings, read from the environment (and `.env`), shared by every service.
+
+Each service has one settings class deriving from `CommonSettings`; variable names are the field
+names in upper case (no prefix), so one name means one thing across the whole system. Bad values
+fail at start with a message naming the variable (`load_settings`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8765"
+
+
+class CommonSettings(BaseSettings):
+    """What every service reads: the bus, logging, and where Upstox (or the simulator) is."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        pattern=r"^(redis|rediss|unix)://",
+        description="Redis URL; rediss:// for TLS, redis://:PASSWORD@host:port/db for a password.",
+    )
+    log_level: LogLevel = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    upstox_base_url: str = Field(
+        default=DEFAULT_SIMULATOR_URL,
+        pattern=r"^https?://",
+        description="Upstox REST base URL: the simulator by default, https://api.upstox.com for real.",
+    )
+    upstox_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    internal_service_key: SecretStr | None = Field(
+        default=None,
+        description="Shared secret that lets one service read the stored token from auth.",
+    )
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        variable = "_".join(str(part) for part in problem["loc"]).upper() or "(settings)"
+        lines.append(f"{variable}: {problem['msg']}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
+    """Build `cls` from the environment, raising `SettingsError` that names each bad variable."""
+    try:
+        return cls(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error)) from None
+
+
+def load_settings_or_exit(cls: type[SettingsT]) -> SettingsT:
+    """For entry points: a bad variable prints one clear line and exits with status 2."""
+    try:
+        return load_settings(cls)
+    except SettingsError as error:
+        sys.stderr.write(f"tickstream: {error}\n")
+        raise SystemExit(2) from None
