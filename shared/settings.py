@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -42,6 +42,28 @@ class CommonSettings(BaseSettings):
         default=None,
         description="Shared secret that lets one service read the stored token from auth.",
     )
+    token_encryption_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Fernet key (urlsafe base64 of 32 bytes) encrypting the access token at rest in "
+            "Redis; every service that reads the token needs the same key. Generate one with "
+            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key()"
+            ".decode())'`."
+        ),
+    )
+
+    @field_validator("token_encryption_key")
+    @classmethod
+    def _check_fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        from cryptography.fernet import Fernet  # only services that encrypt pay for the import
+
+        try:
+            Fernet(value.get_secret_value())
+        except (ValueError, TypeError):
+            raise ValueError("not a Fernet key (urlsafe base64 encoding of 32 bytes)") from None
+        return value
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -1,0 +1,123 @@
+"""auth: the Upstox OAuth login, the stored session, and the seed's profile endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from services.auth import login, session
+from services.auth.bootstrap import bootstrap_env_token
+from services.auth.context import AuthContext, Ctx
+from services.auth.metrics import AuthMetrics
+from services.auth.respond import problem
+from services.auth.settings import DEMO_CLIENT_ID, AuthSettings
+from shared.sessions import SessionDecryptError, SessionStore
+from shared.settings import DEFAULT_SIMULATOR_URL
+from shared.upstox.backoff import Backoff
+from shared.upstox.client import UpstoxClient
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: AuthSettings) -> FastAPI:
+    metrics = AuthMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context = _open_context(settings, metrics)
+        app.state.auth = context
+        if settings.upstox_base_url != DEFAULT_SIMULATOR_URL and settings.api_key == DEMO_CLIENT_ID:
+            logger.warning("API_KEY is the simulator's demo client id; set your Upstox API key")
+        if settings.upstox_access_token is not None:
+            context.bootstrap = asyncio.create_task(
+                bootstrap_env_token(
+                    context,
+                    settings.upstox_access_token.get_secret_value(),
+                    Backoff(initial=1.0, maximum=30.0),
+                ),
+                name="auth-env-token",
+            )
+        try:
+            yield
+        finally:
+            if context.bootstrap is not None:
+                context.bootstrap.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await context.bootstrap
+            await context.upstox.aclose()
+            await context.redis.aclose()
+
+    app = FastAPI(title="tickstream auth", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.metrics = metrics
+    if settings.auth_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.auth_cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type"],
+        )
+    app.include_router(login.router)
+    app.include_router(session.router)
+    _add_operations(app, metrics)
+    _add_error_handlers(app)
+    return app
+
+
+def _open_context(settings: AuthSettings, metrics: AuthMetrics) -> AuthContext:
+    redis = aioredis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30
+    )
+    return AuthContext(
+        settings=settings,
+        redis=redis,
+        store=SessionStore(redis, settings.token_encryption_key),
+        upstox=UpstoxClient(settings.upstox_base_url, settings.upstox_timeout_seconds),
+        metrics=metrics,
+    )
+
+
+def _add_operations(app: FastAPI, metrics: AuthMetrics) -> None:
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(context: Ctx) -> Response:
+        try:
+            await context.redis.ping()
+        except (RedisError, OSError) as error:
+            logger.warning("not ready: Redis unreachable (%s)", type(error).__name__)
+            return JSONResponse({"ready": False, "reason": "redis unreachable"}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, error: Exception) -> Response:
+        logger.warning("Redis failed during %s: %s", request.url.path, type(error).__name__)
+        return problem(
+            request,
+            503,
+            "store_unavailable",
+            "the session store (Redis) is unreachable; try again shortly",
+            "Service unavailable",
+        )
+
+    @app.exception_handler(SessionDecryptError)
+    async def unreadable(request: Request, error: Exception) -> Response:
+        logger.error("%s", error)
+        return problem(request, 500, "token_unreadable", str(error), "Stored token unreadable")

@@ -1,0 +1,119 @@
+"""The OAuth login: `/authorize` hands out the dialog URL, `/exchange-token` is the callback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from services.auth.context import AuthContext, Ctx
+from services.auth.respond import NO_STORE, prefers_json, problem
+from services.auth.state import consume_state, new_state, safe_next_url
+from shared.ist import format_ist
+from shared.redis_contract import StoredSession
+from shared.upstox.client import dialog_url
+from shared.upstox.errors import UpstoxAuthError, UpstoxError, UpstoxRequestError
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+class LoginRefused(Exception):
+    """A callback that cannot complete; `detail` is safe to show (no code, no token)."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+
+
+@router.get("/authorize")
+async def authorize(request: Request, context: Ctx, next: str | None = None) -> Response:
+    """302 to Upstox's login dialog; `Accept: application/json` gets `{"auth_url": ...}`."""
+    settings = context.settings
+    next_url = safe_next_url(next, settings.auth_dashboard_url)
+    state = await new_state(context.redis, settings.auth_state_ttl_seconds, next_url)
+    url = dialog_url(
+        settings.dialog_base_url, settings.api_key, settings.upstox_redirect_uri, state
+    )
+    context.metrics.login_starts.inc()
+    if prefers_json(request):
+        return JSONResponse({"auth_url": url}, headers=NO_STORE)
+    return RedirectResponse(url, status_code=302, headers=NO_STORE)
+
+
+@router.get("/exchange-token")
+async def exchange_token(
+    request: Request,
+    context: Ctx,
+    code: str | None = None,
+    state: str | None = None,
+    error: str | None = None,
+) -> Response:
+    """The OAuth callback: state checked and spent, code exchanged, session stored, event sent."""
+    try:
+        session, next_url = await _complete_login(context, code, state, error)
+    except LoginRefused as refused:
+        context.metrics.login_failures.labels(refused.reason).inc()
+        logger.warning("login refused (%s): %s", refused.reason, refused.detail)
+        return problem(request, refused.status, refused.reason, refused.detail, "Login failed")
+    context.metrics.logins.inc()
+    if prefers_json(request):
+        body = {
+            "logged_in": True,
+            "user_id": session.user_id,
+            "user_name": session.user_name,
+            "expires_at": format_ist(session.expires_at),
+        }
+        return JSONResponse(body, headers=NO_STORE)
+    return RedirectResponse(next_url, status_code=303, headers=NO_STORE)
+
+
+async def _complete_login(
+    context: AuthContext, code: str | None, state: str | None, error: str | None
+) -> tuple[StoredSession, str]:
+    if not state:
+        raise LoginRefused(400, "missing_state", "the callback has no state parameter")
+    record = await consume_state(context.redis, state)
+    if record is None:
+        raise LoginRefused(
+            400,
+            "unknown_state",
+            "this login link is unknown, expired or already used; start the login again",
+        )
+    if error:
+        raise LoginRefused(400, "upstox_denied", f"Upstox ended the login: {error[:200]}")
+    if not code:
+        raise LoginRefused(400, "missing_code", "the callback has no code parameter")
+    settings = context.settings
+    try:
+        token = await context.upstox.exchange_code(
+            code,
+            settings.api_key,
+            settings.api_secret.get_secret_value(),
+            settings.upstox_redirect_uri,
+        )
+    except (UpstoxAuthError, UpstoxRequestError) as refused:
+        context.metrics.token_exchanges.labels("refused").inc()
+        raise LoginRefused(
+            400, "upstox_refused", f"Upstox refused the login code ({refused.describe()})"
+        ) from None
+    except UpstoxError as failed:
+        context.metrics.token_exchanges.labels("error").inc()
+        raise LoginRefused(
+            502, "upstox_unavailable", f"Upstox could not complete the login ({failed.describe()})"
+        ) from None
+    context.metrics.token_exchanges.labels("ok").inc()
+    access_token = token.access_token.get_secret_value()
+    try:
+        profile = await context.upstox.profile(access_token)
+    except UpstoxError as failed:
+        raise LoginRefused(
+            502, "profile_failed", f"Upstox did not return the profile ({failed.describe()})"
+        ) from None
+    session = await context.store.save(profile, access_token)
+    logger.info("login of %s complete", session.user_id)
+    return session, record.next_url

@@ -1,0 +1,180 @@
+"""Reading and ending the stored session: `/token`, `/session`, `/user-profile`, `/logout`, `/`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from typing import Annotated, Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+from fastapi import APIRouter, Header, Path, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from services.auth.context import AuthContext, Ctx
+from services.auth.pages import home_page
+from services.auth.respond import NO_STORE, prefers_html, problem
+from shared.ist import format_ist
+from shared.redis_contract import StoredSession
+from shared.upstox.errors import UpstoxAuthError, UpstoxError
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+USER_ID_PATTERN: Final = r"^[A-Za-z0-9_.@-]{1,64}$"
+UserId = Annotated[str, Path(pattern=USER_ID_PATTERN)]
+
+
+def is_valid(session: StoredSession, now: float | None = None) -> bool:
+    return session.valid and session.expires_at > (time.time() if now is None else now)
+
+
+def session_metadata(session: StoredSession) -> dict[str, Any]:
+    """What may be shown about a session: never the token (nor the e-mail address)."""
+    return {
+        "user_id": session.user_id,
+        "user_name": session.user_name,
+        "issued_at": format_ist(session.issued_at),
+        "expires_at": format_ist(session.expires_at),
+        "valid": is_valid(session),
+    }
+
+
+def _no_session(request: Request, user_id: str) -> Response:
+    return problem(request, 404, "no_session", f"no session for {user_id}", "Not logged in")
+
+
+@router.get("/token/{user_id}")
+async def token(
+    request: Request,
+    context: Ctx,
+    user_id: UserId,
+    x_internal_key: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Session metadata; the token itself only for a caller with the internal service key."""
+    session = await context.store.get(user_id)
+    if session is None:
+        return _no_session(request, user_id)
+    body = session_metadata(session)
+    if x_internal_key is not None:
+        expected = context.settings.internal_service_key
+        if expected is None or not secrets.compare_digest(
+            x_internal_key.encode(), expected.get_secret_value().encode()
+        ):
+            context.metrics.internal_token_reads.labels("denied").inc()
+            logger.warning("refused a token read with a wrong or disabled X-Internal-Key")
+            return problem(request, 403, "forbidden", "wrong internal service key", "Forbidden")
+        context.metrics.internal_token_reads.labels("granted").inc()
+        body["access_token"] = context.store.decrypt(session)
+    return JSONResponse(body, headers=NO_STORE)
+
+
+@router.get("/session")
+async def active_session(context: Ctx) -> Response:
+    """Who is logged in until when (the dashboard's header), or `{"logged_in": false}`."""
+    session = await context.store.active()
+    if session is None:
+        return JSONResponse({"logged_in": False}, headers=NO_STORE)
+    return JSONResponse({"logged_in": True, **session_metadata(session)}, headers=NO_STORE)
+
+
+@router.get("/user-profile/{user_id}")
+async def user_profile(request: Request, context: Ctx, user_id: UserId) -> Response:
+    """The user's profile, fetched from Upstox with the stored token."""
+    session = await context.store.get(user_id)
+    if session is None:
+        return _no_session(request, user_id)
+    access_token = context.store.decrypt(session)
+    try:
+        profile = await context.upstox.profile(access_token)
+    except UpstoxAuthError as refused:
+        await context.store.mark_invalid(user_id, access_token)
+        return problem(
+            request,
+            401,
+            "token_refused",
+            f"Upstox refused the stored token ({refused.describe()}); log in again",
+            "Session expired",
+        )
+    except UpstoxError as failed:
+        return problem(
+            request, 502, "upstox_unavailable", f"Upstox failed: {failed.describe()}", "Upstox"
+        )
+    return JSONResponse(profile.model_dump(mode="json"), headers=NO_STORE)
+
+
+@router.post("/logout")
+async def logout(request: Request, context: Ctx) -> Response:
+    """Log out at Upstox, forget the session, announce it. `user_id` defaults to the active one."""
+    if not _origin_allowed(request, context):
+        return problem(request, 403, "forbidden", "cross-site logout refused", "Forbidden")
+    user_id = await _logout_user_id(request) or await context.store.active_user()
+    if user_id is None:
+        return problem(request, 404, "no_session", "nobody is logged in", "Not logged in")
+    upstox = await _logout_at_upstox(context, user_id)
+    existed = await context.store.delete(user_id)
+    if not existed:
+        return _no_session(request, user_id)
+    context.metrics.logouts.inc()
+    if prefers_html(request):
+        return RedirectResponse("./", status_code=303, headers=NO_STORE)
+    return JSONResponse({"logged_out": True, "user_id": user_id, "upstox": upstox})
+
+
+async def _logout_at_upstox(context: AuthContext, user_id: str) -> str:
+    session = await context.store.get(user_id)
+    if session is None:
+        return "no session"
+    try:
+        await context.upstox.logout(context.store.decrypt(session))
+    except UpstoxAuthError:
+        return "token already invalid"
+    except UpstoxError as failed:
+        # The local session goes anyway: the user asked to be logged out here.
+        logger.warning("Upstox logout of %s failed: %s", user_id, failed.describe())
+        return "failed"
+    return "ok"
+
+
+async def _logout_user_id(request: Request) -> str | None:
+    """`user_id` from the query, a JSON body or a form body; None: the active user."""
+    value: object = request.query_params.get("user_id")
+    if value is None:
+        body = await request.body()
+        content_type = request.headers.get("content-type", "")
+        if body and len(body) <= 4096:
+            if "json" in content_type:
+                try:
+                    parsed = json.loads(body)
+                except ValueError:
+                    parsed = None
+                value = parsed.get("user_id") if isinstance(parsed, dict) else None
+            elif "x-www-form-urlencoded" in content_type:
+                values = parse_qs(body.decode("utf-8", "replace")).get("user_id", [])
+                value = values[0] if values else None
+    if isinstance(value, str) and re.fullmatch(USER_ID_PATTERN, value):
+        return value
+    return None
+
+
+def _origin_allowed(request: Request, context: AuthContext) -> bool:
+    """A browser POST must come from this site or an allowed origin (logout is not a GET)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True  # not a cross-site browser request: curl, a service, a same-origin form
+    if origin.rstrip("/") in context.settings.auth_cors_origins:
+        return True
+    host = request.headers.get("host", "")
+    # Compare host names only: a proxy may drop the port from Host, and ports are not sites.
+    return bool(host) and urlsplit(origin).hostname == urlsplit(f"//{host}").hostname
+
+
+@router.get("/", response_class=HTMLResponse)
+async def home(context: Ctx) -> Response:
+    session = await context.store.active()
+    valid = session is not None and is_valid(session)
+    page = home_page(session, valid, context.settings.auth_dashboard_url)
+    return HTMLResponse(page, headers=NO_STORE)

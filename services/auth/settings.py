@@ -1,0 +1,86 @@
+"""auth's settings. The seed's `.env` names (API_KEY, API_SECRET, UPSTOX_ACCESS_TOKEN) work."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Final
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from shared.settings import CommonSettings
+
+# The simulator's registered demo app, so `tickstream auth` logs in out of the box.
+DEMO_CLIENT_ID: Final = "tickstream-demo"
+DEMO_CLIENT_SECRET: Final = "tickstream-demo-secret"
+
+
+class AuthSettings(CommonSettings):
+    api_key: str = Field(
+        default=DEMO_CLIENT_ID, min_length=1, description="Upstox API key (the OAuth client id)."
+    )
+    api_secret: SecretStr = Field(
+        default=SecretStr(DEMO_CLIENT_SECRET), description="Upstox API secret; server side only."
+    )
+    upstox_redirect_uri: str = Field(
+        default="http://localhost:8080/exchange-token",
+        pattern=r"^https?://",
+        description="OAuth redirect URI, exactly as registered with Upstox; it must reach "
+        "this service's /exchange-token.",
+    )
+    upstox_dialog_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Base URL of the login dialog as the browser reaches it; defaults to "
+        "UPSTOX_BASE_URL (in docker compose the browser sees the simulator at another address).",
+    )
+    upstox_access_token: SecretStr | None = Field(
+        default=None,
+        description="A token from Upstox's console: validated and stored at start, so the "
+        "browser login can be skipped.",
+    )
+    auth_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Origins allowed to call auth from a browser (comma separated or a JSON "
+        "list); '*' is refused because responses are sent with credentials.",
+    )
+    auth_dashboard_url: str = Field(
+        default="/", min_length=1, description="Where the browser goes after a login."
+    )
+    auth_state_ttl_seconds: int = Field(
+        default=600, ge=30, le=3600, description="How long a login link (OAuth state) lives."
+    )
+
+    @property
+    def dialog_base_url(self) -> str:
+        return self.upstox_dialog_base_url or self.upstox_base_url
+
+    @field_validator("upstox_access_token", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("upstox_dialog_base_url", mode="before")
+    @classmethod
+    def _blank_url_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("auth_cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("auth_cors_origins")
+    @classmethod
+    def _no_wildcard(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin == "*" or not origin.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"{origin!r} is not an origin like https://host:port ('*' is not allowed)"
+                )
+        return [origin.rstrip("/") for origin in origins]
