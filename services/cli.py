@@ -24,6 +24,10 @@ class Command(Protocol):
 # subcommand -> (module, one-line help). Keep the help here so `--help` imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("shared.decode_cli", "print raw feed frames as JSON lines (MessageToDict form)"),
+    "auth": ("services.auth.command", "run the auth service (Upstox OAuth login, stored session)"),
+    "profile": ("services.tools.profile", "show the Upstox profile of the logged-in user"),
+    "history": ("services.tools.history", "print historical or intraday candles of an instrument"),
+    "holidays": ("services.tools.holidays", "list market holidays (this year, or one date)"),
 }
 
 

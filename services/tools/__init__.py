@@ -1,0 +1,1 @@
+"""Command-line tools over the Upstox REST API: `tickstream profile | history | holidays`."""
