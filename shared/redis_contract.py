@@ -17,7 +17,7 @@ table for people. All names start with `PREFIX`.
 | `events:market_info` | channel | ingestor | the same JSON, on change |
 | `ingestor:lease` | string, PX lease | ingestor | id of the active instance |
 | `ingestor:status` | string, TTL | ingestor | `IngestorStatus` JSON |
-| `ingestor:refused` | hash | ingestor | field instrument key, value reason (over a limit) |
+| `ingestor:refused` | hash | ingestor | field instrument key, value "modes: reason" (refusal) |
 | `events:ingestor` | channel | ingestor | `IngestorStatus` JSON, on change |
 """
 
@@ -94,6 +94,22 @@ def decode_modes(value: str | bytes) -> set[Mode]:
     text = value.decode() if isinstance(value, bytes) else value
     known = {mode.value for mode in Mode}
     return {Mode(name) for name in text.split(",") if name in known}
+
+
+# ---- refusals ----------------------------------------------------------------------------
+# A refused key may still be served in a poorer mode (wanted in full and ltpc, full is over its
+# limit: it is subscribed in ltpc), so the value names the refused modes before the reason.
+
+
+def encode_refusal(modes: set[Mode] | frozenset[Mode], reason: str) -> str:
+    return f"{encode_modes(set(modes))}: {reason}"
+
+
+def decode_refusal(value: str | bytes) -> tuple[set[Mode], str]:
+    """(refused modes, reason) of an `ingestor:refused` hash value."""
+    text = value.decode() if isinstance(value, bytes) else value
+    modes, _, reason = text.partition(": ")
+    return decode_modes(modes), reason
 
 
 # ---- tick payloads ------------------------------------------------------------------------
