@@ -1,0 +1,57 @@
+"""`tickstream front`: the reverse proxy `tickstream dev` puts in front of the services."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from shared.logs import configure_logging
+from shared.serve import add_server_arguments
+from shared.settings import CommonSettings, load_settings_or_exit
+
+HELP = "reverse proxy: one port for the dashboard, /ws, the auth routes and the login dialog"
+DEFAULT_PORT = 8080
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_server_arguments(parser, DEFAULT_PORT)
+    parser.add_argument(
+        "--gateway",
+        action="append",
+        required=True,
+        metavar="URL",
+        help="a gateway replica's base URL, e.g. http://127.0.0.1:8000 (repeat for each replica)",
+    )
+    parser.add_argument("--auth", required=True, metavar="URL", help="the auth service's base URL")
+    parser.add_argument(
+        "--simulator",
+        metavar="URL",
+        help="the simulator's base URL, for its login dialog at /v2/login/ (omit for Upstox)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.front.proxy import create_front_app
+
+    settings = load_settings_or_exit(CommonSettings)
+    configure_logging(settings.log_level, settings.log_format, service="front")
+    app = create_front_app(args.gateway, args.auth, args.simulator)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        ws_max_size=1 << 20,  # as the gateways: a bigger frame is closed with 1009 here
+        # The front is the edge: the TCP peer is the client, and X-Forwarded-* from outside is
+        # not trusted (shared.serve trusts it, which is right for services behind a proxy).
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+    )
+    logger.info("starting on %s:%d", args.host, args.port)
+    uvicorn.Server(config).run()
+    return 0

@@ -1,0 +1,182 @@
+"""The front's route table and header rules: pure functions, no I/O.
+
+| front path | upstream | upstream path |
+| --- | --- | --- |
+| `/authorize`, `/exchange-token`, `/session`, `/logout` | auth | same |
+| `/token/...`, `/user-profile/...` | auth | same |
+| `/auth`, `/auth/...` | auth | prefix `/auth` removed (`/auth/` is auth's own page `/`) |
+| `/v2/login/...` | simulator (when configured) | same: the simulated Upstox login dialog |
+| everything else: `/`, `/static/...`, `/api/...`, `/ws`, `/healthz`, ... | gateways | same |
+
+Compose's nginx serves the same table, so a browser sees one origin either way.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+AUTH_PATHS = frozenset({"/authorize", "/exchange-token", "/session", "/logout"})
+AUTH_PATH_PREFIXES = ("/token/", "/user-profile/")
+AUTH_PAGE_PREFIX = "/auth"
+SIMULATOR_PATH_PREFIXES = ("/v2/login/",)
+
+# RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded by a proxy.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# The WebSocket handshake headers belong to each leg: the front's client library makes its own.
+WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-accept",
+        b"sec-websocket-protocol",
+        b"host",
+        b"origin",
+    }
+)
+FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class Upstream(enum.Enum):
+    AUTH = "auth"
+    SIMULATOR = "simulator"
+    GATEWAY = "gateway"
+
+
+@dataclass(frozen=True)
+class Target:
+    upstream: Upstream
+    path: str
+    stripped: str = ""  # the prefix removed from the client's path to make `path`
+
+
+def route(path: str, *, has_simulator: bool = True) -> Target:
+    """Where a request for `path` goes, and the path it gets there."""
+    if path in AUTH_PATHS or path.startswith(AUTH_PATH_PREFIXES):
+        return Target(Upstream.AUTH, path)
+    if path == AUTH_PAGE_PREFIX or path.startswith(AUTH_PAGE_PREFIX + "/"):
+        return Target(Upstream.AUTH, path.removeprefix(AUTH_PAGE_PREFIX) or "/", AUTH_PAGE_PREFIX)
+    if has_simulator and path.startswith(SIMULATOR_PATH_PREFIXES):
+        return Target(Upstream.SIMULATOR, path)
+    return Target(Upstream.GATEWAY, path)
+
+
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """Header names listed in `Connection:`: hop-by-hop for this message too."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(part.strip().lower() for part in value.split(b",") if part.strip())
+    return tokens
+
+
+def end_to_end(
+    headers: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes] = HOP_BY_HOP
+) -> Headers:
+    """The headers a proxy forwards: without hop-by-hop ones (and those `Connection` names)."""
+    skip = drop | connection_tokens(headers)
+    return [(name, value) for name, value in headers if name.lower() not in skip]
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """What the front knows about the client, for the X-Forwarded-* headers."""
+
+    address: str | None
+    scheme: str  # "http" or "https", as the client spoke to the front
+    host: str | None
+
+
+def forwarded_headers(headers: Sequence[tuple[bytes, bytes]], client: ClientInfo) -> Headers:
+    """X-Forwarded-For (appended to what an earlier proxy set), -Proto and -Host."""
+    earlier = [value for name, value in headers if name.lower() == b"x-forwarded-for"]
+    chain = [part.decode("latin-1") for part in earlier]
+    if client.address:
+        chain.append(client.address)
+    result: Headers = []
+    if chain:
+        result.append((b"x-forwarded-for", ", ".join(chain).encode("latin-1")))
+    result.append((b"x-forwarded-proto", client.scheme.encode("latin-1")))
+    if client.host:
+        result.append((b"x-forwarded-host", client.host.encode("latin-1")))
+    return result
+
+
+def request_headers(headers: Sequence[tuple[bytes, bytes]], client: ClientInfo) -> Headers:
+    """Headers for the upstream request: end-to-end ones plus fresh X-Forwarded-*.
+
+    `Host` is kept as the client sent it (nginx's `proxy_set_header Host $host`), so links and
+    redirects an upstream builds from it point back at the front.
+    """
+    kept = [(n, v) for n, v in end_to_end(headers) if n.lower() not in FORWARDED]
+    return kept + forwarded_headers(headers, client)
+
+
+def websocket_request_headers(
+    headers: Sequence[tuple[bytes, bytes]], client: ClientInfo
+) -> Headers:
+    """Headers for the upstream WebSocket handshake (cookies, auth, user agent, forwarding)."""
+    kept = [
+        (n, v)
+        for n, v in end_to_end(headers, HOP_BY_HOP | WEBSOCKET_HANDSHAKE)
+        if n.lower() not in FORWARDED
+    ]
+    return kept + forwarded_headers(headers, client)
+
+
+def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def rewrite_location(location: bytes, upstream_base: str, front_base: str) -> bytes:
+    """An absolute redirect to the upstream's own address is turned into one to the front.
+
+    What nginx's `proxy_redirect default` does; relative redirects and redirects elsewhere (the
+    real Upstox dialog, say) are left alone.
+    """
+    text = location.decode("latin-1")
+    base = upstream_base.rstrip("/")
+    if text == base or text.startswith(base + "/"):
+        return (front_base.rstrip("/") + text[len(base) :]).encode("latin-1")
+    return location
+
+
+# Close codes that may not be sent in a close frame (RFC 6455 section 7.4.1): 1005 "no status",
+# 1006 "abnormal closure" (the peer vanished), 1015 "TLS failure".
+def relay_close_to_client(code: int | None) -> int:
+    """The code to close the client with when the upstream closed with `code`.
+
+    A gateway that vanished (1006, e.g. killed) becomes 1012 "service restart": reconnect.
+    """
+    if code is None or code in (1006, 1015):
+        return 1012
+    return 1000 if code == 1005 else code
+
+
+def relay_close_to_upstream(code: int | None) -> int:
+    """The code to close the upstream with when the client closed with `code`.
+
+    A client that vanished becomes 1001 "going away".
+    """
+    if code is None or code in (1006, 1015):
+        return 1001
+    return 1000 if code == 1005 else code
