@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -92,7 +93,7 @@ def test_backoff_without_jitter_is_exact_and_survives_long_outages() -> None:
     "kwargs",
     [{"initial": 0.0}, {"initial": 2.0, "maximum": 1.0}, {"factor": 0.5}, {"jitter": 1.5}],
 )
-def test_backoff_refuses_nonsense(kwargs: dict[str, float]) -> None:
+def test_backoff_refuses_nonsense(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Backoff(**kwargs)
 
