@@ -1,0 +1,469 @@
+// tickstream dashboard: wires the feed connection, the watchlist, the detail panel and the
+// chart together. Incoming frames only update the model and mark what changed; the DOM is
+// touched once per animation frame, so a fast feed costs one render per frame, not per tick.
+
+import { FeedConnection, feedUrl } from "./connection.js";
+import { merge, parseFeed } from "./feed.js";
+import { MinuteCandles, parseHistory } from "./candles.js";
+import { PriceChart } from "./chart.js";
+import { SearchBox, searchInstruments } from "./search.js";
+import { expiryMs, fetchSession, login, logout } from "./session.js";
+import * as fmt from "./format.js";
+import {
+  DetailView,
+  WatchlistView,
+  renderConnection,
+  renderMarketStatus,
+  statusLabel,
+} from "./views.js";
+import { Watchlist, fallbackSymbol, isIndexKey, segmentOf } from "./watchlist.js";
+
+const SELECTED_KEY = "tickstream.selected.v1";
+const DEPTH_KEY = "tickstream.depth.v1";
+const STALE_AFTER_MS = 20000; // no tick this long while a watched segment is open: say so
+const SESSION_REFRESH_MS = 60000;
+
+const $ = (id) => document.getElementById(id);
+
+function readPref(name, fallback) {
+  try {
+    return window.localStorage.getItem(name) ?? fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+function writePref(name, value) {
+  try {
+    window.localStorage.setItem(name, value);
+  } catch {
+    // private mode: preferences last for this visit only
+  }
+}
+
+// ---- state ------------------------------------------------------------------------------
+
+const watchlist = new Watchlist();
+const quotes = new Map(); // key -> merged quote
+const state = {
+  selected: readPref(SELECTED_KEY, null),
+  depthLevels: readPref(DEPTH_KEY, "5") === "30" ? 30 : 5,
+  d30Refused: new Set(),
+  segmentStatus: {},
+  gateway: { redis: "up", ingestor: "", message: "" },
+  conn: { state: "connecting", detail: {} },
+  lastFeedAt: 0,
+  lastTickTs: 0,
+  frames: 0,
+  candles: new MinuteCandles(),
+  historyGen: 0,
+  chartNote: "",
+};
+
+// ---- views ------------------------------------------------------------------------------
+
+const wlView = new WatchlistView($("wl-body"), $("wl-empty"), {
+  onSelect: (key) => select(key),
+  onRemove: (key) => removeInstrument(key),
+});
+const detail = new DetailView();
+const chart = new PriceChart($("chart"));
+
+// ---- render scheduling ------------------------------------------------------------------
+
+const dirty = new Set();
+let detailDirty = false;
+let chartDirty = null; // null, "last" or "all"
+let frameQueued = false;
+
+function schedule() {
+  if (frameQueued) return;
+  frameQueued = true;
+  window.requestAnimationFrame(flush);
+}
+
+function markDirty(key) {
+  dirty.add(key);
+  if (key === state.selected) detailDirty = true;
+  schedule();
+}
+
+function flush() {
+  frameQueued = false;
+  for (const key of dirty) wlView.render(key, quotes.get(key));
+  dirty.clear();
+  if (detailDirty && state.selected) {
+    detail.render(state.selected, quotes.get(state.selected), state.depthLevels);
+    const q = quotes.get(state.selected);
+    if (q && q.ltpc) chart.setPreviousClose(q.ltpc.cp);
+  }
+  detailDirty = false;
+  if (chartDirty === "all") chart.setCandles(state.candles.candles);
+  else if (chartDirty === "last") chart.updateLast(state.candles.last());
+  chartDirty = null;
+  document.getElementById("chart-note").textContent = state.chartNote;
+}
+
+// ---- subscriptions ----------------------------------------------------------------------
+
+function modeFor(key) {
+  if (
+    key === state.selected &&
+    state.depthLevels === 30 &&
+    !isIndexKey(key) &&
+    !state.d30Refused.has(key)
+  ) {
+    return "full_d30";
+  }
+  return "full"; // volume, day OHLC and best bid/ask for every row need the full feed
+}
+
+function resubscribe() {
+  const wanted = new Map();
+  for (const key of watchlist.keys()) wanted.set(key, modeFor(key));
+  conn.setSubscriptions(wanted);
+}
+
+// ---- feed handling ----------------------------------------------------------------------
+
+function onFeed(entries, type) {
+  state.frames += 1;
+  state.lastFeedAt = Date.now();
+  for (const [key, value, meta] of entries) {
+    const parsed = parseFeed(value);
+    if (!parsed) continue;
+    quotes.set(key, merge(quotes.get(key), parsed));
+    if (meta && meta.ts) state.lastTickTs = Number(meta.ts);
+    if (key === state.selected) onSelectedTick(parsed, quotes.get(key));
+    markDirty(key);
+  }
+  if (type === "initial_feed") updateStatusLine();
+}
+
+function onSelectedTick(parsed, quote) {
+  const ltpc = parsed.ltpc;
+  if (ltpc && ltpc.ltt && ltpc.ltp) {
+    const dayVolume = quote.kind === "market" && quote.vtt ? quote.vtt : undefined;
+    if (state.candles.applyTick(ltpc.ltt, ltpc.ltp, dayVolume)) {
+      chartDirty = chartDirty || "last";
+    }
+  }
+  if (parsed.minute) {
+    const changed = state.candles.applyMinuteBar(parsed.minute);
+    if (changed === "all") chartDirty = "all";
+    else if (changed === "last") chartDirty = chartDirty || "last";
+  }
+  if (chartDirty) {
+    state.chartNote = "";
+    schedule();
+  }
+}
+
+function onMarketInfo(frame) {
+  const info = frame.marketInfo || {};
+  state.segmentStatus = info.segmentStatus || {};
+  renderSegments();
+  if (state.selected) {
+    const item = watchlist.get(state.selected);
+    if (item) detail.show(item, state.segmentStatus[segmentOf(item.key)]);
+    detailDirty = true;
+    schedule();
+  }
+  updateConnection();
+}
+
+function renderSegments() {
+  const mine = new Set(watchlist.keys().map(segmentOf));
+  renderMarketStatus($("market-status"), state.segmentStatus, mine);
+}
+
+function onStatus(frame) {
+  state.gateway = {
+    redis: frame.redis || "up",
+    ingestor: frame.ingestor || "",
+    message: frame.message || "",
+  };
+  updateConnection();
+  updateStatusLine();
+}
+
+function onError(frame) {
+  const keys = Array.isArray(frame.keys) ? frame.keys : [];
+  if (frame.code === "refused_by_upstream" || frame.code === "too_many_keys") {
+    // 30-level depth has a small upstream quota: fall back to 5 levels for that instrument.
+    const d30 = keys.filter((k) => modeFor(k) === "full_d30");
+    if (d30.length) {
+      for (const k of d30) state.d30Refused.add(k);
+      detail.setDepthNote("30-level depth is not available for this instrument now; showing 5.");
+      resubscribe();
+      return;
+    }
+  }
+  if (frame.code === "bad_key") {
+    for (const k of keys) watchlist.remove(k);
+  }
+  const what = keys.length ? `${keys.join(", ")}: ` : "";
+  showNotice(`${what}${frame.message || frame.code}`);
+}
+
+// ---- connection state -------------------------------------------------------------------
+
+function onConnState(connState, detailInfo) {
+  const wasDown = state.conn.state === "reconnecting";
+  state.conn = { state: connState, detail: detailInfo };
+  if (connState === "open" && wasDown && state.selected) {
+    // Ticks were missed while away: reload the selected instrument's candles.
+    loadHistory(state.selected);
+  }
+  updateConnection();
+}
+
+function watchedSegmentOpen() {
+  return watchlist.keys().some((k) => state.segmentStatus[segmentOf(k)] === "NORMAL_OPEN");
+}
+
+function updateConnection() {
+  const root = $("conn");
+  const text = $("conn-text");
+  const c = state.conn;
+  if (c.state === "connecting") {
+    renderConnection(root, text, "connecting", c.detail.attempt ? "Reconnecting…" : "Connecting…");
+    return;
+  }
+  if (c.state === "reconnecting") {
+    const secs = Math.max(0, Math.ceil(((c.detail.at || 0) - Date.now()) / 1000));
+    renderConnection(root, text, "reconnecting", secs > 0 ? `Reconnecting in ${secs}s` : "Reconnecting…");
+    return;
+  }
+  if (c.state !== "open") {
+    renderConnection(root, text, "offline", "Offline");
+    return;
+  }
+  const g = state.gateway;
+  if (g.redis === "down") {
+    renderConnection(root, text, "stale", "Stale · feed bus down");
+    return;
+  }
+  if (g.ingestor && g.ingestor !== "connected") {
+    renderConnection(root, text, "stale", `Stale · upstream ${g.ingestor.replace("_", " ")}`);
+    return;
+  }
+  const quiet = state.lastFeedAt ? Date.now() - state.lastFeedAt : 0;
+  if (state.lastFeedAt && quiet > STALE_AFTER_MS && watchedSegmentOpen()) {
+    renderConnection(root, text, "stale", `Stale · no ticks for ${Math.round(quiet / 1000)}s`);
+    return;
+  }
+  const last = state.lastFeedAt ? ` · ${fmt.timeIst(state.lastFeedAt)}` : "";
+  renderConnection(root, text, "live", `Live${last}`);
+}
+
+function updateStatusLine() {
+  const g = state.gateway;
+  const parts = [`${watchlist.items.length} instruments`];
+  if (g.ingestor) parts.push(`upstream ${g.ingestor.replace("_", " ")}`);
+  parts.push(`bus ${g.redis}`);
+  if (g.message) parts.push(g.message);
+  $("footer-status").textContent = parts.join(" · ");
+}
+
+// ---- selection, history and chart -------------------------------------------------------
+
+function select(key) {
+  if (!key || !watchlist.has(key)) key = watchlist.keys()[0] || null;
+  const changed = key !== state.selected;
+  state.selected = key;
+  if (key) writePref(SELECTED_KEY, key);
+  wlView.select(key);
+  const item = key ? watchlist.get(key) : null;
+  detail.show(item, item ? state.segmentStatus[segmentOf(item.key)] : undefined);
+  detail.setDepthNote("");
+  chart.setPrecision(key && /^(NCD|BCD)_FO/.test(key) ? 4 : 2);
+  if (changed || state.candles.candles.length === 0) {
+    state.candles = new MinuteCandles();
+    chart.clear();
+    if (key) loadHistory(key);
+  }
+  detailDirty = true;
+  schedule();
+  // Depth mode follows the selection (the old key drops back to "full"); only differences
+  // reach the server.
+  if (changed) resubscribe();
+}
+
+async function loadHistory(key) {
+  const gen = ++state.historyGen;
+  state.chartNote = "Loading candles…";
+  schedule();
+  let candles = [];
+  let note = "";
+  try {
+    const res = await fetch(`/api/history/${encodeURIComponent(key)}?unit=minutes&interval=1`, {
+      headers: { Accept: "application/json" },
+    });
+    if (res.ok) candles = parseHistory(await res.json());
+    else note = `History unavailable (${res.status}); drawing live ticks only.`;
+  } catch {
+    note = "History unavailable; drawing live ticks only.";
+  }
+  if (gen !== state.historyGen || key !== state.selected) return; // selection moved on
+  state.candles.setHistory(candles);
+  if (!note && !state.candles.candles.length) note = "No trades yet today.";
+  state.chartNote = note;
+  chartDirty = "all";
+  schedule();
+}
+
+function setDepthLevels(levels) {
+  state.depthLevels = levels;
+  writePref(DEPTH_KEY, String(levels));
+  for (const b of document.querySelectorAll("[data-depth]")) {
+    b.setAttribute("aria-pressed", String(Number(b.dataset.depth) === levels));
+  }
+  detail.setDepthNote("");
+  resubscribe();
+  detailDirty = true;
+  schedule();
+}
+
+// ---- watchlist editing ------------------------------------------------------------------
+
+function addInstrument(item) {
+  if (!watchlist.add(item)) {
+    if (watchlist.has(item.key)) select(item.key);
+    return;
+  }
+  if (!item.symbol || !item.name) describeLater([item.key]);
+  select(item.key);
+}
+
+function removeInstrument(key) {
+  watchlist.remove(key);
+  quotes.delete(key);
+  state.d30Refused.delete(key);
+  if (key === state.selected) select(watchlist.keys()[0] || null);
+}
+
+/** Names for keys that were pasted or stored without one, from the instruments API. */
+async function describeLater(keys) {
+  for (const key of keys.slice(0, 12)) {
+    try {
+      const found = await searchInstruments(fallbackSymbol(key), { limit: 10 });
+      const hit = found.find((r) => r.key === key);
+      if (hit) watchlist.describe(key, hit);
+    } catch {
+      return; // the search API is down; names stay as they are
+    }
+  }
+}
+
+watchlist.onChange((items) => {
+  wlView.sync(items);
+  for (const it of items) markDirty(it.key);
+  renderSegments();
+  resubscribe();
+  updateStatusLine();
+  if (state.selected && watchlist.has(state.selected)) {
+    detail.show(watchlist.get(state.selected), state.segmentStatus[segmentOf(state.selected)]);
+    detailDirty = true;
+  }
+});
+
+// ---- notices and session ----------------------------------------------------------------
+
+let noticeTimer = null;
+function showNotice(text) {
+  const box = $("notice");
+  box.textContent = text;
+  box.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => {
+    box.hidden = true;
+  }, 8000);
+}
+
+async function refreshSession() {
+  const s = await fetchSession();
+  const root = $("session");
+  const text = $("session-text");
+  const loginBtn = $("login");
+  const logoutBtn = $("logout");
+  if (!s.available) {
+    root.dataset.state = "unavailable";
+    text.textContent = "Login service unavailable";
+    loginBtn.hidden = true;
+    logoutBtn.hidden = true;
+    return;
+  }
+  if (s.logged_in) {
+    const who = s.user_name ? `${s.user_name} (${s.user_id})` : s.user_id;
+    const until = expiryMs(s);
+    root.dataset.state = s.valid === false ? "invalid" : "in";
+    text.textContent =
+      s.valid === false
+        ? `${who} · token rejected, log in again`
+        : `${who} · until ${fmt.dateTimeIst(until)}`;
+    text.title = `Upstox user ${s.user_id}`;
+    loginBtn.hidden = s.valid !== false;
+    logoutBtn.hidden = false;
+  } else {
+    root.dataset.state = "out";
+    text.textContent = "Not logged in to Upstox";
+    loginBtn.hidden = false;
+    logoutBtn.hidden = true;
+  }
+}
+
+$("login").addEventListener("click", () => login());
+$("logout").addEventListener("click", async () => {
+  try {
+    if (!(await logout())) showNotice("Logout failed; try again.");
+  } catch {
+    showNotice("Logout failed: the login service is unreachable.");
+  }
+  refreshSession();
+});
+
+for (const b of document.querySelectorAll("[data-depth]")) {
+  b.addEventListener("click", () => setDepthLevels(Number(b.dataset.depth)));
+}
+
+// ---- start ------------------------------------------------------------------------------
+
+const conn = new FeedConnection(feedUrl(), {
+  onFeed,
+  onMarketInfo,
+  onStatus,
+  onError,
+  onState: onConnState,
+});
+
+new SearchBox($("search"), $("search-results"), {
+  onPick: addInstrument,
+  has: (key) => watchlist.has(key),
+});
+
+wlView.sync(watchlist.items);
+setDepthLevels(state.depthLevels);
+select(state.selected);
+resubscribe();
+conn.start();
+refreshSession();
+updateStatusLine();
+describeLater(watchlist.items.filter((i) => !i.name).map((i) => i.key));
+
+setInterval(updateConnection, 1000);
+setInterval(refreshSession, SESSION_REFRESH_MS);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") {
+    refreshSession();
+    schedule();
+  }
+});
+window.addEventListener("online", () => conn.reconnectNow());
+window.addEventListener("pagehide", () => conn.stop());
+window.addEventListener("pageshow", (ev) => {
+  if (ev.persisted) conn.start(); // restored from the back/forward cache
+});
+
+// For people poking at the page from the console, and for the browser tests.
+window.tickstream = { conn, quotes, watchlist, state, statusLabel };

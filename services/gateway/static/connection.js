@@ -1,0 +1,290 @@
+// The page's WebSocket to the gateway (`/ws`, protocol in docs: client-protocol). Keeps the
+// wanted subscriptions and re-sends them after every reconnect, reconnects with jittered
+// exponential backoff that resets once a connection has worked, notices a dead connection by an
+// application ping, and asks for a snapshot when an instrument's epoch changes.
+
+/** Delay before reconnect attempt `attempt` (0-based): "equal jitter" in [cap/2, cap). */
+export function backoffDelay(attempt, { base = 500, max = 30000, random = Math.random } = {}) {
+  const cap = Math.min(max, base * 2 ** Math.min(attempt, 30));
+  return Math.round(cap / 2 + random() * (cap / 2));
+}
+
+/** The gateway's `/ws` URL on the page's own origin. */
+export function feedUrl(loc = window.location) {
+  const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${loc.host}/ws`;
+}
+
+const CHUNK = 100; // keys per subscribe message: small frames, well under any size limit
+
+function chunks(list, size) {
+  const out = [];
+  for (let i = 0; i < list.length; i += size) out.push(list.slice(i, i + size));
+  return out;
+}
+
+/**
+ * Decides, per instrument, whether a feed value is news, and which instruments need a fresh
+ * snapshot. Pure: the connection feeds it frames and acks.
+ */
+export class SequenceTracker {
+  constructor() {
+    this.last = new Map(); // key -> {seq, epoch}
+  }
+
+  forget(keys) {
+    for (const key of keys) this.last.delete(key);
+  }
+
+  clear() {
+    this.last.clear();
+  }
+
+  /**
+   * Returns {accept, snapshot}. An initial feed is always taken (it is a snapshot). A live
+   * value with a new epoch is taken and triggers a snapshot (continuity was lost upstream);
+   * one with a sequence number not above the last is a repeat or out of order: dropped, and a
+   * number going backwards within an epoch also asks for a snapshot.
+   */
+  check(key, meta, initial) {
+    const prev = this.last.get(key);
+    const seq = meta && typeof meta.seq === "number" ? meta.seq : undefined;
+    const epoch = meta && meta.epoch !== undefined ? String(meta.epoch) : undefined;
+    if (initial || !prev || seq === undefined || epoch === undefined) {
+      if (seq !== undefined && epoch !== undefined) this.last.set(key, { seq, epoch });
+      return { accept: true, snapshot: false };
+    }
+    if (epoch !== prev.epoch) {
+      this.last.set(key, { seq, epoch });
+      return { accept: true, snapshot: true };
+    }
+    if (seq <= prev.seq) return { accept: false, snapshot: seq < prev.seq };
+    this.last.set(key, { seq, epoch });
+    return { accept: true, snapshot: false };
+  }
+}
+
+export class FeedConnection {
+  /**
+   * handlers: onFeed(entries, type) with entries [[key, value, meta], ...]; onMarketInfo(frame);
+   * onStatus(frame); onError(frame); onState(state, detail) with state one of "connecting",
+   * "open", "reconnecting", "stopped".
+   */
+  constructor(url, handlers = {}, options = {}) {
+    this.url = url;
+    this.h = handlers;
+    this.WebSocket = options.WebSocket || window.WebSocket;
+    this.pingIntervalMs = options.pingIntervalMs ?? 15000;
+    this.deadAfterMs = options.deadAfterMs ?? 30000;
+    this.backoff = options.backoff || {};
+    this.wanted = new Map(); // key -> mode
+    this.sent = new Map(); // key -> mode, as the server has it on this connection
+    this.tracker = new SequenceTracker();
+    this.ws = null;
+    this.attempt = 0;
+    this.retryTimer = null;
+    this.watchTimer = null;
+    this.lastHeard = 0;
+    this.lastPing = 0;
+    this.nextId = 1;
+    this.stopped = true;
+    this.lastClose = null;
+  }
+
+  start() {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.watchTimer);
+    if (this.ws) this.ws.close(1000, "page closed");
+    this.ws = null;
+    this.emitState("stopped");
+  }
+
+  /** Replace the wanted subscriptions (Map key -> mode) and sync them with the server. */
+  setSubscriptions(wanted) {
+    this.wanted = new Map(wanted);
+    this.sync();
+  }
+
+  /** Ask for a fresh initial feed of `keys` (all of ours when omitted). */
+  snapshot(keys) {
+    const msg = { op: "snapshot", id: this.id("snap") };
+    if (keys && keys.length) msg.keys = keys;
+    this.send(msg);
+  }
+
+  /** Drop the socket now and reconnect at once (a user's "retry" or the browser came online). */
+  reconnectNow() {
+    if (this.stopped) return;
+    this.attempt = 0;
+    clearTimeout(this.retryTimer);
+    if (this.ws) {
+      this.ws.close(4100, "reconnect");
+      return; // onclose schedules the reconnect
+    }
+    this.connect();
+  }
+
+  isOpen() {
+    return !!this.ws && this.ws.readyState === 1;
+  }
+
+  // ---- internals ------------------------------------------------------------------------
+
+  id(prefix) {
+    return `${prefix}-${this.nextId++}`;
+  }
+
+  emitState(state, detail = {}) {
+    if (this.h.onState) this.h.onState(state, detail);
+  }
+
+  send(msg) {
+    if (!this.isOpen()) return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  connect() {
+    clearTimeout(this.retryTimer);
+    this.emitState("connecting", { attempt: this.attempt });
+    let ws;
+    try {
+      ws = new this.WebSocket(this.url);
+    } catch (err) {
+      this.scheduleReconnect({ code: 0, reason: String(err) });
+      return;
+    }
+    this.ws = ws;
+    this.sent.clear();
+    ws.onopen = () => {
+      if (ws !== this.ws) return;
+      this.lastHeard = Date.now();
+      this.lastPing = Date.now();
+      this.emitState("open", { attempt: this.attempt });
+      this.sync();
+      clearInterval(this.watchTimer);
+      this.watchTimer = setInterval(() => this.watch(), 1000);
+    };
+    ws.onmessage = (event) => {
+      if (ws !== this.ws) return;
+      this.lastHeard = Date.now();
+      this.attempt = 0; // the connection works: the next outage starts from the short delay
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      this.dispatch(frame);
+    };
+    ws.onclose = (event) => {
+      if (ws !== this.ws) return;
+      this.ws = null;
+      clearInterval(this.watchTimer);
+      this.sent.clear();
+      if (!this.stopped) this.scheduleReconnect({ code: event.code, reason: event.reason });
+    };
+    ws.onerror = () => {
+      // onclose follows and does the work; nothing useful is in an error event.
+    };
+  }
+
+  scheduleReconnect(detail) {
+    this.lastClose = detail;
+    const delay = backoffDelay(this.attempt, this.backoff);
+    this.attempt += 1;
+    this.emitState("reconnecting", { ...detail, delay, attempt: this.attempt, at: Date.now() + delay });
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Notices a connection that died without a close (half-open TCP, a stalled proxy). */
+  watch() {
+    if (!this.isOpen()) return;
+    const now = Date.now();
+    if (now - this.lastHeard > this.deadAfterMs) {
+      this.ws.close(4101, "no response");
+      return;
+    }
+    if (now - this.lastPing >= this.pingIntervalMs) {
+      this.lastPing = now;
+      this.send({ op: "ping", id: this.id("ping") });
+    }
+  }
+
+  sync() {
+    if (!this.isOpen()) return;
+    const byMode = new Map();
+    for (const [key, mode] of this.wanted) {
+      if (this.sent.get(key) === mode) continue;
+      if (!byMode.has(mode)) byMode.set(mode, []);
+      byMode.get(mode).push(key);
+    }
+    const gone = [...this.sent.keys()].filter((key) => !this.wanted.has(key));
+    if (gone.length) {
+      for (const keys of chunks(gone, CHUNK)) {
+        this.send({ op: "unsubscribe", keys, id: this.id("unsub") });
+      }
+      for (const key of gone) this.sent.delete(key);
+      this.tracker.forget(gone);
+    }
+    for (const [mode, keys] of byMode) {
+      for (const part of chunks(keys, CHUNK)) {
+        this.send({ op: "subscribe", keys: part, mode, id: this.id("sub") });
+      }
+      for (const key of keys) this.sent.set(key, mode);
+    }
+  }
+
+  dispatch(frame) {
+    switch (frame.type) {
+      case "initial_feed":
+      case "live_feed":
+        this.onFeedFrame(frame);
+        break;
+      case "market_info":
+        if (this.h.onMarketInfo) this.h.onMarketInfo(frame);
+        break;
+      case "status":
+        if (this.h.onStatus) this.h.onStatus(frame);
+        break;
+      case "ack":
+        // After a subscribe (maybe a mode switch) the sequence numbers are the new mode's.
+        if (frame.op === "subscribe" && Array.isArray(frame.keys)) this.tracker.forget(frame.keys);
+        if (this.h.onAck) this.h.onAck(frame);
+        break;
+      case "error":
+        if (Array.isArray(frame.keys)) {
+          // Refused keys are not subscribed on the server: re-sending them would only repeat
+          // the error, so the app decides (fall back to another mode, or tell the user).
+          for (const key of frame.keys) this.sent.delete(key);
+        }
+        if (this.h.onError) this.h.onError(frame);
+        break;
+      default:
+        break; // pong and anything newer: being heard from is all that matters
+    }
+  }
+
+  onFeedFrame(frame) {
+    const feeds = frame.feeds || {};
+    const meta = frame.meta || {};
+    const initial = frame.type === "initial_feed";
+    const entries = [];
+    const stale = [];
+    for (const key of Object.keys(feeds)) {
+      if (!this.wanted.has(key)) continue; // in flight when we unsubscribed
+      const verdict = this.tracker.check(key, meta[key], initial);
+      if (verdict.snapshot) stale.push(key);
+      if (verdict.accept) entries.push([key, feeds[key], meta[key]]);
+    }
+    if (stale.length) this.snapshot(stale);
+    if (entries.length && this.h.onFeed) this.h.onFeed(entries, frame.type, frame);
+  }
+}
