@@ -167,9 +167,12 @@ def _origin_allowed(request: Request, context: AuthContext) -> bool:
         return True  # not a cross-site browser request: curl, a service, a same-origin form
     if origin.rstrip("/") in context.settings.auth_cors_origins:
         return True
-    host = request.headers.get("host", "")
     # Compare host names only: a proxy may drop the port from Host, and ports are not sites.
-    return bool(host) and urlsplit(origin).hostname == urlsplit(f"//{host}").hostname
+    origin_host = urlsplit(origin).hostname
+    hosts = (request.headers.get("host"), request.headers.get("x-forwarded-host"))
+    return origin_host is not None and any(
+        host and urlsplit(f"//{host}").hostname == origin_host for host in hosts
+    )
 
 
 @router.get("/", response_class=HTMLResponse)
