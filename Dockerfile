@@ -1,0 +1,35 @@
+# One image for every Python service (simulator, auth, ingestor, gateway); compose picks the
+# service with `command:`. Multi-stage: the builder installs the locked dependencies into a venv,
+# the runtime stage copies only that venv onto a fresh slim base and runs as a non-root user.
+# Works with the classic builder and BuildKit alike (docker-compose v1 uses the classic one).
+
+FROM python:3.12-slim AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+# Dependencies first, from the lock file alone, so a code change reuses this layer.
+COPY requirements.lock /tmp/requirements.lock
+RUN /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r /tmp/requirements.lock
+COPY pyproject.toml README.md /src/
+COPY shared /src/shared
+COPY services /src/services
+RUN /opt/venv/bin/pip install --no-deps /src \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+FROM python:3.12-slim
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin tickstream
+COPY --from=builder /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PORT=8000
+# An empty working directory: pydantic-settings reads `.env` from here, and the image holds none.
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8000 8001 8002 8765
+# Liveness on the service's own port; compose sets PORT for services other than the gateway.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
+CMD ["tickstream", "gateway", "--host", "0.0.0.0", "--port", "8000"]
