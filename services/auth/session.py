@@ -61,8 +61,13 @@ async def token(
     body = session_metadata(session)
     if x_internal_key is not None:
         expected = context.settings.internal_service_key
-        if expected is None or not secrets.compare_digest(
-            x_internal_key.encode(), expected.get_secret_value().encode()
+        # An empty key is no key: it must not match an empty header.
+        if (
+            not expected
+            or not expected.get_secret_value()
+            or not secrets.compare_digest(
+                x_internal_key.encode(), expected.get_secret_value().encode()
+            )
         ):
             context.metrics.internal_token_reads.labels("denied").inc()
             logger.warning("refused a token read with a wrong or disabled X-Internal-Key")

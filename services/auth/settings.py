@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Final
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from shared.settings import CommonSettings
@@ -54,6 +54,14 @@ class AuthSettings(CommonSettings):
     @property
     def dialog_base_url(self) -> str:
         return self.upstox_dialog_base_url or self.upstox_base_url
+
+    @field_validator("api_key", "api_secret", mode="before")
+    @classmethod
+    def _blank_is_demo(cls, value: object, info: ValidationInfo) -> object:
+        # compose passes unset variables through as empty strings: empty means the default.
+        if isinstance(value, str) and not value.strip():
+            return DEMO_CLIENT_ID if info.field_name == "api_key" else DEMO_CLIENT_SECRET
+        return value
 
     @field_validator("upstox_access_token", mode="before")
     @classmethod
