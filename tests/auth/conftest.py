@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+from fastapi import FastAPI
 
+from services.auth.app import create_app
+from services.auth.context import AuthContext
+from services.auth.settings import AuthSettings
 from shared.redis_contract import TOKEN_EVENTS, TokenEvent
+from shared.settings import load_settings
+from tests.support.servers import RunningServer, running_server
 
 
 @dataclass
@@ -48,3 +56,57 @@ async def token_events(redis_client: aioredis.Redis) -> AsyncIterator[TokenEvent
     yield TokenEvents(pubsub, redis_client)
     await pubsub.unsubscribe()
     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+# ---- a real auth service ---------------------------------------------------------------------
+
+# Registered with the simulator's demo app; the tests carry the code to auth themselves.
+REDIRECT_URI = "http://127.0.0.1:8001/exchange-token"
+
+
+def auth_settings(redis_url: str, upstox_url: str, **overrides: object) -> AuthSettings:
+    """Settings for a test's auth service; everything that matters is explicit, no `.env`."""
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "upstox_base_url": upstox_url,
+        "upstox_timeout_seconds": 10.0,
+        "api_key": "tickstream-demo",
+        "api_secret": "tickstream-demo-secret",
+        "upstox_redirect_uri": REDIRECT_URI,
+        "upstox_dialog_base_url": None,
+        "upstox_access_token": None,
+        "internal_service_key": None,
+        "token_encryption_key": None,
+        "auth_cors_origins": [],
+        "auth_dashboard_url": "/",
+        "auth_state_ttl_seconds": 600,
+    }
+    values.update(overrides)
+    return load_settings(AuthSettings, _env_file=None, **values)
+
+
+@dataclass
+class RunningAuth:
+    app: FastAPI
+    server: RunningServer
+    http: httpx.AsyncClient
+
+    @property
+    def context(self) -> AuthContext:
+        context: AuthContext = self.app.state.auth
+        return context
+
+    @property
+    def url(self) -> str:
+        return self.server.http_url
+
+
+@contextlib.asynccontextmanager
+async def running_auth(settings: AuthSettings) -> AsyncIterator[RunningAuth]:
+    """auth under uvicorn on a free port, and an HTTP client for it (redirects not followed)."""
+    app = create_app(settings)
+    async with (
+        running_server(app) as server,
+        httpx.AsyncClient(base_url=server.http_url, timeout=30) as http,
+    ):
+        yield RunningAuth(app, server, http)
