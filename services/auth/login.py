@@ -14,6 +14,7 @@ from shared.ist import format_ist
 from shared.redis_contract import StoredSession
 from shared.upstox.client import dialog_url
 from shared.upstox.errors import UpstoxAuthError, UpstoxError, UpstoxRequestError
+from shared.upstox.models import Profile, TokenResponse
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +109,17 @@ async def _complete_login(
         ) from None
     context.metrics.token_exchanges.labels("ok").inc()
     access_token = token.access_token.get_secret_value()
+    who: TokenResponse | Profile
     try:
-        profile = await context.upstox.profile(access_token)
-    except UpstoxError as failed:
+        who = await context.upstox.profile(access_token)
+    except UpstoxAuthError as refused:
         raise LoginRefused(
-            502, "profile_failed", f"Upstox did not return the profile ({failed.describe()})"
+            502, "token_refused", f"Upstox refused the token it just issued ({refused.describe()})"
         ) from None
-    session = await context.store.save(profile, access_token)
+    except UpstoxError as failed:
+        # The exchange's answer names the user too; a flaky profile call need not cost a login.
+        logger.warning("profile after login failed (%s); using the token answer", failed)
+        who = token
+    session = await context.store.save(who, access_token)
     logger.info("login of %s complete", session.user_id)
     return session, record.next_url
