@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("services.tools.profile", "show the Upstox profile of the logged-in user"),
     "history": ("services.tools.history", "print historical or intraday candles of an instrument"),
     "holidays": ("services.tools.holidays", "list market holidays (this year, or one date)"),
+    "front": ("services.front.command", "reverse proxy: one port for dashboard, /ws, auth, login"),
+    "dev": ("services.dev.command", "run the whole system locally without Docker"),
 }
 
 

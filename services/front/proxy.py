@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Origin, Subprotocol
 
 from services.front.routes import (
+    HEALTH_PATH,
     ClientInfo,
     Target,
     Upstream,
@@ -37,9 +38,6 @@ from services.front.routes import (
 __all__ = ["HEALTH_PATH", "FrontApp", "RoundRobin", "create_front_app"]
 
 logger = logging.getLogger(__name__)
-
-# The front's own liveness path (everything else is proxied); `tickstream dev` polls it.
-HEALTH_PATH = "/_front/healthz"
 
 HTTP_TIMEOUT = httpx.Timeout(connect=5.0, read=60.0, write=30.0, pool=10.0)
 WS_OPEN_TIMEOUT = 10.0

@@ -17,6 +17,9 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+# The front's own liveness path (everything else is proxied); `tickstream dev` polls it.
+HEALTH_PATH = "/_front/healthz"
+
 AUTH_PATHS = frozenset({"/authorize", "/exchange-token", "/session", "/logout"})
 AUTH_PATH_PREFIXES = ("/token/", "/user-profile/")
 AUTH_PAGE_PREFIX = "/auth"
@@ -49,6 +52,9 @@ WEBSOCKET_HANDSHAKE = frozenset(
     }
 )
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+# Never accepted from outside: the service-to-service key (auth's `X-Internal-Key`) is only for
+# callers inside the topology, and the edge is where outside ends.
+EDGE_DROPPED = FORWARDED | {b"x-internal-key"}
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -119,12 +125,13 @@ def forwarded_headers(headers: Sequence[tuple[bytes, bytes]], client: ClientInfo
 
 
 def request_headers(headers: Sequence[tuple[bytes, bytes]], client: ClientInfo) -> Headers:
-    """Headers for the upstream request: end-to-end ones plus fresh X-Forwarded-*.
+    """Headers for the upstream request: end-to-end ones (less `X-Internal-Key`) plus fresh
+    X-Forwarded-*.
 
     `Host` is kept as the client sent it (nginx's `proxy_set_header Host $host`), so links and
     redirects an upstream builds from it point back at the front.
     """
-    kept = [(n, v) for n, v in end_to_end(headers) if n.lower() not in FORWARDED]
+    kept = [(n, v) for n, v in end_to_end(headers) if n.lower() not in EDGE_DROPPED]
     return kept + forwarded_headers(headers, client)
 
 
@@ -135,7 +142,7 @@ def websocket_request_headers(
     kept = [
         (n, v)
         for n, v in end_to_end(headers, HOP_BY_HOP | WEBSOCKET_HANDSHAKE)
-        if n.lower() not in FORWARDED
+        if n.lower() not in EDGE_DROPPED
     ]
     return kept + forwarded_headers(headers, client)
 

@@ -1,0 +1,223 @@
+"""What `tickstream dev` runs: every service, its port, its environment, its start-up stage.
+
+Pure: `plan()` turns options, ports and per-run secrets into `ServiceSpec`s; nothing here starts
+a process. The topology is compose's: Redis, the simulator (the upstream), auth, two ingestors
+(one active, one standby), N gateways and one front port.
+
+Environment precedence, lowest first: `DEMO_SETTINGS` (the demo's tunables, the same values
+compose's `x-` block carries), the caller's environment (so `LOG_LEVEL=DEBUG tickstream dev`
+works), the wiring (ports, URLs and per-run keys that make the services find each other), and
+last the explicit overrides a test passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from services.auth.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+from services.front.routes import HEALTH_PATH as FRONT_HEALTH_PATH
+
+# Default ports (README): the front is the one a user opens.
+FRONT_PORT: Final = 8080
+
+# The demo's tunables, shared with compose. Anything not here takes the service's own default.
+DEMO_SETTINGS: Final[Mapping[str, str]] = {
+    "LOG_LEVEL": "INFO",
+    "LOG_FORMAT": "text",
+    "SIMULATOR_MARKET_CLOCK": "open",
+    "SIMULATOR_TICK_INTERVAL_MS": "500",
+}
+
+REDIS = "redis"
+SIMULATOR = "simulator"
+AUTH = "auth"
+FRONT = "front"
+
+
+def ingestor_name(index: int) -> str:
+    return f"ingestor-{index}"
+
+
+def gateway_name(index: int) -> str:
+    return f"gateway-{index}"
+
+
+@dataclass(frozen=True)
+class Options:
+    host: str = "127.0.0.1"
+    port: int = FRONT_PORT
+    gateways: int = 1
+    ingestors: int = 2
+    redis_url: str | None = None  # an existing Redis; None starts a private redis-server
+    public_url: str | None = None  # the front as the browser reaches it; default from host:port
+
+    def __post_init__(self) -> None:
+        if self.gateways < 1:
+            raise ValueError("at least one gateway is needed")
+        if self.ingestors < 1:
+            raise ValueError("at least one ingestor is needed")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range")
+
+    @property
+    def front_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Per-run keys: random each time, never written anywhere but the children's environment."""
+
+    internal_service_key: str
+    token_encryption_key: str
+    simulator_admin_key: str
+    demo_token: str
+
+    @classmethod
+    def generate(cls) -> Secrets:
+        return cls(
+            internal_service_key=secrets.token_urlsafe(24),
+            token_encryption_key=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            simulator_admin_key=secrets.token_urlsafe(24),
+            demo_token="demo-" + secrets.token_urlsafe(24),
+        )
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One process. `command` is a `tickstream` subcommand, or `redis-server`."""
+
+    name: str
+    command: str
+    port: int
+    stage: int  # started in stage order; a stage's services start together
+    env: Mapping[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    ready_path: str | None = "/readyz"  # None: a Redis PING
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    options: Options
+    services: tuple[ServiceSpec, ...]
+    redis_url: str
+    secrets: Secrets
+
+    def spec(self, name: str) -> ServiceSpec:
+        for spec in self.services:
+            if spec.name == name:
+                return spec
+        names = ", ".join(s.name for s in self.services)
+        raise KeyError(f"no service {name!r} (services: {names})")
+
+    def names(self, prefix: str = "") -> list[str]:
+        return [s.name for s in self.services if s.name.startswith(prefix)]
+
+    @property
+    def front_url(self) -> str:
+        return self.options.front_url
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        return [s.url for s in self.services if s.command == "gateway"]
+
+
+def internal_names(options: Options) -> list[str]:
+    """Services that need a free internal port (all but the front)."""
+    names = [] if options.redis_url else [REDIS]
+    names += [SIMULATOR, AUTH]
+    names += [ingestor_name(i + 1) for i in range(options.ingestors)]
+    names += [gateway_name(i + 1) for i in range(options.gateways)]
+    return names
+
+
+def wiring_env(
+    options: Options, redis_url: str, simulator_url: str, secrets_: Secrets
+) -> dict[str, str]:
+    """What makes the services find each other: the same for every service."""
+    front = options.front_url
+    origins = _origins(options)
+    return {
+        "REDIS_URL": redis_url,
+        "UPSTOX_BASE_URL": simulator_url,
+        "INTERNAL_SERVICE_KEY": secrets_.internal_service_key,
+        "TOKEN_ENCRYPTION_KEY": secrets_.token_encryption_key,
+        # the simulated Upstox app, and auth as its client (the browser goes through the front)
+        "SIMULATOR_CLIENT_ID": DEMO_CLIENT_ID,
+        "SIMULATOR_CLIENT_SECRET": DEMO_CLIENT_SECRET,
+        "SIMULATOR_REDIRECT_URIS": ",".join(o + "/exchange-token" for o in origins),
+        "SIMULATOR_ADMIN_KEY": secrets_.simulator_admin_key,
+        "SIMULATOR_DEMO_TOKEN": secrets_.demo_token,
+        "API_KEY": DEMO_CLIENT_ID,
+        "API_SECRET": DEMO_CLIENT_SECRET,
+        "UPSTOX_REDIRECT_URI": front + "/exchange-token",
+        "UPSTOX_DIALOG_BASE_URL": front,
+        # the demo shows live data at once: auth stores the simulator's demo token at start
+        "UPSTOX_ACCESS_TOKEN": secrets_.demo_token,
+        "AUTH_DASHBOARD_URL": "/",
+        "GATEWAY_ALLOWED_ORIGINS": ",".join(origins),
+    }
+
+
+def _origins(options: Options) -> list[str]:
+    """The front's origin, and its localhost/127.0.0.1 twin: a browser may use either."""
+    front = options.front_url
+    origins = [front]
+    for a, b in (("://127.0.0.1:", "://localhost:"), ("://localhost:", "://127.0.0.1:")):
+        if a in front:
+            origins.append(front.replace(a, b))
+    return origins
+
+
+def plan(
+    options: Options,
+    ports: Mapping[str, int],
+    secrets_: Secrets,
+    base_env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Topology:
+    """The services to run, in start order. `ports` has one entry per `internal_names()`."""
+    redis_url = options.redis_url or f"redis://127.0.0.1:{ports[REDIS]}/0"
+    simulator_url = f"http://127.0.0.1:{ports[SIMULATOR]}"
+    env = {
+        **DEMO_SETTINGS,
+        **(base_env or {}),
+        **wiring_env(options, redis_url, simulator_url, secrets_),
+        **(overrides or {}),
+    }
+
+    def service(name: str, command: str, stage: int, **extra: str) -> ServiceSpec:
+        return ServiceSpec(name, command, ports[name], stage, {**env, **extra})
+
+    services: list[ServiceSpec] = []
+    if not options.redis_url:
+        services.append(ServiceSpec(REDIS, "redis-server", ports[REDIS], 0, ready_path=None))
+    services.append(service(SIMULATOR, "simulator", 1))
+    services.append(service(AUTH, "auth", 2))
+    for i in range(options.ingestors):
+        name = ingestor_name(i + 1)
+        services.append(service(name, "ingestor", 3, INGESTOR_INSTANCE_ID=name))
+    gateways = [gateway_name(i + 1) for i in range(options.gateways)]
+    for name in gateways:
+        services.append(service(name, "gateway", 3, GATEWAY_REPLICA_ID=name))
+    front_args = [
+        arg for name in gateways for arg in ("--gateway", f"http://127.0.0.1:{ports[name]}")
+    ]
+    front_args += ["--auth", f"http://127.0.0.1:{ports[AUTH]}", "--simulator", simulator_url]
+    services.append(
+        ServiceSpec(
+            FRONT, "front", options.port, 4, env, tuple(front_args), ready_path=FRONT_HEALTH_PATH
+        )
+    )
+    return Topology(options, tuple(services), redis_url, secrets_)
