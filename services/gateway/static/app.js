@@ -188,6 +188,8 @@ function onStatus(frame) {
 }
 
 function onError(frame) {
+  // Retried by the connection (rate limit) or harmless (a snapshot raced an unsubscribe).
+  if (frame.code === "rate_limited" || frame.code === "not_subscribed") return;
   const keys = Array.isArray(frame.keys) ? frame.keys : [];
   if (frame.code === "refused_by_upstream" || frame.code === "too_many_keys") {
     // 30-level depth has a small upstream quota: fall back to 5 levels for that instrument.
@@ -356,6 +358,47 @@ async function describeLater(keys) {
   }
 }
 
+/**
+ * A first visit also gets an at-the-money Nifty call of the nearest expiry. Option keys are
+ * exchange tokens that change with every expiry, so the key is looked up, not hard-coded.
+ */
+async function addDefaultOption() {
+  if (!watchlist.fresh) return;
+  const spot = await waitForPrice("NSE_INDEX|Nifty 50", 15000);
+  let found;
+  try {
+    found = await searchInstruments("NIFTY", { limit: 200 });
+  } catch {
+    return;
+  }
+  const calls = found.filter(
+    (r) => r.type === "CE" && (r.underlying === "NSE_INDEX|Nifty 50" || /^NIFTY\b/.test(r.symbol)),
+  );
+  if (!calls.length) return;
+  const nearest = calls.map((r) => String(r.expiry)).sort()[0];
+  const series = calls.filter((r) => String(r.expiry) === nearest);
+  const strikes = series.map((r) => Number(r.strike)).sort((a, b) => a - b);
+  const target = spot || strikes[Math.floor(strikes.length / 2)];
+  series.sort((a, b) => Math.abs(Number(a.strike) - target) - Math.abs(Number(b.strike) - target));
+  const pick = series[0];
+  if (pick && !watchlist.has(pick.key)) {
+    watchlist.add({ key: pick.key, symbol: pick.symbol, name: pick.name, type: pick.type });
+  }
+}
+
+function waitForPrice(key, timeoutMs) {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const poll = () => {
+      const q = quotes.get(key);
+      if (q && q.ltpc && q.ltpc.ltp) resolve(q.ltpc.ltp);
+      else if (Date.now() - started > timeoutMs) resolve(undefined);
+      else setTimeout(poll, 250);
+    };
+    poll();
+  });
+}
+
 watchlist.onChange((items) => {
   wlView.sync(items);
   for (const it of items) markDirty(it.key);
@@ -450,6 +493,7 @@ conn.start();
 refreshSession();
 updateStatusLine();
 describeLater(watchlist.items.filter((i) => !i.name).map((i) => i.key));
+addDefaultOption();
 
 setInterval(updateConnection, 1000);
 setInterval(refreshSession, SESSION_REFRESH_MS);

@@ -79,6 +79,8 @@ export class FeedConnection {
     this.backoff = options.backoff || {};
     this.wanted = new Map(); // key -> mode
     this.sent = new Map(); // key -> mode, as the server has it on this connection
+    this.pending = new Map(); // request id -> keys of a subscribe not yet acknowledged
+    this.resyncTimer = null;
     this.tracker = new SequenceTracker();
     this.ws = null;
     this.attempt = 0;
@@ -189,6 +191,7 @@ export class FeedConnection {
       this.ws = null;
       clearInterval(this.watchTimer);
       this.sent.clear();
+      this.pending.clear();
       if (!this.stopped) this.scheduleReconnect({ code: event.code, reason: event.reason });
     };
     ws.onerror = () => {
@@ -236,9 +239,12 @@ export class FeedConnection {
     }
     for (const [mode, keys] of byMode) {
       for (const part of chunks(keys, CHUNK)) {
-        this.send({ op: "subscribe", keys: part, mode, id: this.id("sub") });
+        const id = this.id("sub");
+        if (this.send({ op: "subscribe", keys: part, mode, id })) {
+          this.pending.set(id, part);
+          for (const key of part) this.sent.set(key, mode);
+        }
       }
-      for (const key of keys) this.sent.set(key, mode);
     }
   }
 
@@ -255,21 +261,34 @@ export class FeedConnection {
         if (this.h.onStatus) this.h.onStatus(frame);
         break;
       case "ack":
+        this.pending.delete(frame.id);
         // After a subscribe (maybe a mode switch) the sequence numbers are the new mode's.
         if (frame.op === "subscribe" && Array.isArray(frame.keys)) this.tracker.forget(frame.keys);
         if (this.h.onAck) this.h.onAck(frame);
         break;
       case "error":
-        if (Array.isArray(frame.keys)) {
-          // Refused keys are not subscribed on the server: re-sending them would only repeat
-          // the error, so the app decides (fall back to another mode, or tell the user).
-          for (const key of frame.keys) this.sent.delete(key);
-        }
-        if (this.h.onError) this.h.onError(frame);
+        this.onErrorFrame(frame);
         break;
       default:
         break; // pong and anything newer: being heard from is all that matters
     }
+  }
+
+  onErrorFrame(frame) {
+    // Keys the server refused are not subscribed there. They are not re-sent at once (that
+    // would only repeat the error): the app decides (another mode, or tell the user), except
+    // after a rate limit, when the same request is simply tried again a little later.
+    const request = frame.id !== undefined ? this.pending.get(frame.id) : undefined;
+    if (frame.id !== undefined) this.pending.delete(frame.id);
+    const refused = Array.isArray(frame.keys) && frame.keys.length ? frame.keys : request || [];
+    for (const key of refused) this.sent.delete(key);
+    if (frame.code === "rate_limited" && refused.length && !this.resyncTimer) {
+      this.resyncTimer = setTimeout(() => {
+        this.resyncTimer = null;
+        this.sync();
+      }, 1500);
+    }
+    if (this.h.onError) this.h.onError(frame);
   }
 
   onFeedFrame(frame) {

@@ -17,6 +17,7 @@ export function normalizeInstrument(r) {
     expiry: r.expiry ?? "",
     strike: r.strike_price ?? r.strike ?? "",
     segment: r.segment ?? segmentOf(key),
+    underlying: r.underlying_key ?? r.underlying ?? "",
   };
 }
 

@@ -65,7 +65,9 @@ export class Watchlist {
     } catch {
       stored = null; // a corrupt entry is replaced by the defaults, not fatal
     }
-    const source = Array.isArray(stored) ? stored : defaults;
+    // A first visit (nothing stored yet) gets the defaults; `fresh` lets the app add more.
+    this.fresh = !Array.isArray(stored);
+    const source = this.fresh ? defaults : stored;
     const seen = new Set();
     const items = [];
     for (const raw of source) {
