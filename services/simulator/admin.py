@@ -1,0 +1,77 @@
+"""Faults on demand for tests and drills: enabled only when SIMULATOR_ADMIN_KEY is set, and
+every request must carry it in the `X-Admin-Key` header.
+
+| request | effect |
+| --- | --- |
+| `POST /admin/drop-connections?code=1011` | close every feed connection (WebSocket close code) |
+| `POST /admin/expire-tokens?include_demo=true` | expire every token now, closing their feeds |
+| `POST /admin/stall?seconds=N` | send no feed frames for N seconds |
+| `POST /admin/malformed` | send one undecodable binary frame on every feed connection |
+| `POST /admin/tick-interval?ms=N` | change the per-instrument tick period |
+| `GET /admin/stats` | connections, their subscriptions, frames sent |
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from services.simulator.clock import now_ms
+from services.simulator.errors import ADMIN_FORBIDDEN, UpstoxError
+from services.simulator.state import state_of
+
+
+def require_admin(request: Request) -> None:
+    configured = state_of(request).settings.simulator_admin_key
+    given = request.headers.get("x-admin-key", "")
+    if configured is None or not secrets.compare_digest(given, configured.get_secret_value()):
+        raise UpstoxError(403, ADMIN_FORBIDDEN, "admin API disabled or wrong X-Admin-Key")
+
+
+router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+
+
+def done(**data: object) -> JSONResponse:
+    return JSONResponse({"status": "success", "data": data})
+
+
+@router.post("/drop-connections")
+async def drop_connections(
+    request: Request, code: Annotated[int, Query(ge=1000, le=4999)] = 1011
+) -> JSONResponse:
+    return done(dropped=state_of(request).hub.drop_all(code, "dropped by admin"))
+
+
+@router.post("/expire-tokens")
+async def expire_tokens(request: Request, include_demo: bool = True) -> JSONResponse:
+    sim = state_of(request)
+    expired = sim.tokens.expire_all(now_ms(), include_demo=include_demo)
+    closed = sim.hub.close_for_invalid_tokens()
+    return done(expired=expired, closed_connections=closed)
+
+
+@router.post("/stall")
+async def stall(request: Request, seconds: Annotated[float, Query(ge=0, le=3600)]) -> JSONResponse:
+    state_of(request).hub.stall(seconds)
+    return done(stalled_seconds=seconds)
+
+
+@router.post("/malformed")
+async def malformed(request: Request) -> JSONResponse:
+    return done(connections=state_of(request).hub.send_malformed())
+
+
+@router.post("/tick-interval")
+async def tick_interval(
+    request: Request, ms: Annotated[float, Query(gt=0, le=60_000)]
+) -> JSONResponse:
+    state_of(request).hub.set_tick_interval(ms)
+    return done(tick_interval_ms=ms)
+
+
+@router.get("/stats")
+async def stats(request: Request) -> JSONResponse:
+    return done(**state_of(request).hub.stats())

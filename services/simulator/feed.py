@@ -1,0 +1,329 @@
+"""The live feed's asyncio shell: connections, the tick loop and the faults admin can inject.
+
+One loop ticks every subscribed instrument each `tick_interval_ms`, builds each (key, mode)
+update once, and hands every connection one `live_feed` frame holding its keys (a frame is built
+once per distinct subscription set). Each connection has a bounded outbox drained by its own
+sender task, so a slow reader skips live frames (counted) instead of holding up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from services.simulator import frames
+from services.simulator.accounts import TokenStore, User
+from services.simulator.clock import now_ms
+from services.simulator.market import DETAIL_FIRST_LEVEL, DETAIL_FULL, DETAIL_LTPC, MarketModel
+from services.simulator.protocol import KeyLimits, RequestError, Subscriptions, parse_request
+from services.simulator.universe import Instrument
+from shared.instruments import Mode, segment_of
+
+logger = logging.getLogger(__name__)
+
+_DETAIL = {
+    Mode.LTPC: DETAIL_LTPC,
+    Mode.OPTION_GREEKS: DETAIL_FIRST_LEVEL,
+    Mode.FULL: DETAIL_FULL,
+    Mode.FULL_D30: DETAIL_FULL,
+}
+HOUSEKEEPING_MS = 1000
+
+
+@dataclass(frozen=True)
+class CloseRequest:
+    code: int
+    reason: str
+
+
+@dataclass(eq=False)
+class FeedConnection:
+    """One accepted feed WebSocket: who it is, what it wants, what it has been sent."""
+
+    id: int
+    user: User
+    token: str
+    subscriptions: Subscriptions
+    max_queued: int
+    connected_ms: int
+    outbox: deque[bytes | CloseRequest] = field(default_factory=deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    pending_snapshot: list[str] = field(default_factory=list)
+    frames_sent: int = 0
+    frames_skipped: int = 0
+    feeds_offered: int = 0
+    requests: int = 0
+    bad_requests: int = 0
+    closing: bool = False
+
+    def offer_live(self, frame: bytes, feeds: int) -> None:
+        if self.closing:
+            return
+        if len(self.outbox) >= self.max_queued:
+            self.frames_skipped += 1
+            return
+        self.outbox.append(frame)
+        self.feeds_offered += feeds
+        self.wakeup.set()
+
+    def offer_control(self, frame: bytes) -> None:
+        if not self.closing:
+            self.outbox.append(frame)
+            self.wakeup.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closing:
+            self.closing = True
+            self.outbox.append(CloseRequest(code, reason))
+            self.wakeup.set()
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "user_id": self.user.user_id,
+            "connected_ms": self.connected_ms,
+            "subscriptions": {key: str(mode) for key, mode in self.subscriptions.modes.items()},
+            "active": len(self.subscriptions.active),
+            "refused": {key: str(mode) for key, mode in self.subscriptions.refused().items()},
+            "frames_sent": self.frames_sent,
+            "frames_skipped": self.frames_skipped,
+            "feeds_offered": self.feeds_offered,
+            "requests": self.requests,
+            "bad_requests": self.bad_requests,
+            "queued": len(self.outbox),
+        }
+
+
+class ConnectionLimitError(Exception):
+    """The user already holds the allowed number of feed connections."""
+
+
+class FeedHub:
+    """All feed connections and the loop that feeds them."""
+
+    def __init__(
+        self,
+        model: MarketModel,
+        tokens: TokenStore,
+        limits: KeyLimits,
+        tick_interval_ms: float,
+        max_connections_per_user: int,
+        max_queued_frames: int,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.model = model
+        self.tokens = tokens
+        self.limits = limits
+        self.tick_interval_ms = tick_interval_ms
+        self.max_connections_per_user = max_connections_per_user
+        self.max_queued_frames = max_queued_frames
+        self._now = clock
+        self.connections: dict[int, FeedConnection] = {}
+        self._ids = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._instruments: dict[str, Instrument | None] = {}
+        self._demand: dict[str, set[Mode]] = {}
+        self._demand_dirty = True
+        self.stalled_until_ms = 0
+        self.frames_total = 0
+        self.ticks = 0
+        self.connections_total = 0
+        self.refused_connections = 0
+        self._statuses: dict[str, str] = {}
+        self._next_housekeeping = 0
+
+    # ---- connections ----------------------------------------------------------------------
+
+    def register(self, user: User, token: str) -> FeedConnection:
+        held = sum(1 for conn in self.connections.values() if conn.user == user)
+        if held >= self.max_connections_per_user:
+            self.refused_connections += 1
+            raise ConnectionLimitError(user.user_id)
+        conn = FeedConnection(
+            id=next(self._ids),
+            user=user,
+            token=token,
+            subscriptions=Subscriptions(self.limits),
+            max_queued=self.max_queued_frames,
+            connected_ms=self._now(),
+        )
+        self.connections[conn.id] = conn
+        self.connections_total += 1
+        now = self._now()
+        self._statuses = self.model.clock.statuses(now)
+        conn.offer_control(frames.market_info_frame(self._statuses, now))
+        return conn
+
+    def unregister(self, conn: FeedConnection) -> None:
+        if self.connections.pop(conn.id, None) is not None:
+            self._demand_dirty = True
+
+    def handle_request(self, conn: FeedConnection, raw: bytes | str) -> None:
+        conn.requests += 1
+        try:
+            request = parse_request(raw)
+        except RequestError as error:
+            conn.bad_requests += 1
+            logger.warning("connection %d: ignoring malformed feed request: %s", conn.id, error)
+            return
+        if request.rejected_keys:
+            logger.warning(
+                "connection %d: ignoring %d malformed instrument keys",
+                conn.id,
+                len(request.rejected_keys),
+            )
+        conn.pending_snapshot.extend(conn.subscriptions.apply(request))
+        self._demand_dirty = True
+        self._wake.set()
+
+    # ---- faults --------------------------------------------------------------------------------
+
+    def drop_all(self, code: int = 1011, reason: str = "connection dropped") -> int:
+        for conn in self.connections.values():
+            conn.close(code, reason)
+        return len(self.connections)
+
+    def close_for_invalid_tokens(self) -> int:
+        now = self._now()
+        closed = 0
+        for conn in self.connections.values():
+            if not conn.closing and self.tokens.resolve(conn.token, now) is None:
+                conn.close(1008, "token expired")
+                closed += 1
+        return closed
+
+    def stall(self, seconds: float) -> None:
+        self.stalled_until_ms = self._now() + int(seconds * 1000)
+
+    def send_malformed(self) -> int:
+        for conn in self.connections.values():
+            conn.offer_control(frames.malformed_frame())
+        return len(self.connections)
+
+    def set_tick_interval(self, milliseconds: float) -> None:
+        self.tick_interval_ms = milliseconds
+        self._wake.set()
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while True:
+            now_loop = loop.time()
+            stalled_for = (self.stalled_until_ms - self._now()) / 1000.0
+            wait = max(next_tick - now_loop, stalled_for, 0.0)
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(wait, 1.0))
+            else:
+                await asyncio.sleep(0)
+            self._wake.clear()
+            now = self._now()
+            try:
+                self._housekeeping(now)
+                if now < self.stalled_until_ms:
+                    continue
+                self._send_snapshots(now)
+                if loop.time() >= next_tick:
+                    self._tick(now)
+                    next_tick = max(next_tick + self.tick_interval_ms / 1000.0, loop.time())
+            except Exception:  # the loop must outlive any one bad tick
+                logger.exception("feed loop iteration failed")
+
+    def _instrument(self, key: str) -> Instrument | None:
+        if key not in self._instruments:
+            self._instruments[key] = self.model.instrument(key)
+        return self._instruments[key]
+
+    def _housekeeping(self, now: int) -> None:
+        if now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + HOUSEKEEPING_MS
+        statuses = self.model.clock.statuses(now)
+        if statuses != self._statuses:
+            self._statuses = statuses
+            frame = frames.market_info_frame(statuses, now)
+            for conn in self.connections.values():
+                conn.offer_control(frame)
+        self.close_for_invalid_tokens()
+
+    def _entries(
+        self, wanted: dict[str, set[Mode]], now: int, only_open: bool
+    ) -> dict[tuple[str, Mode], bytes]:
+        entries: dict[tuple[str, Mode], bytes] = {}
+        open_segments: dict[str, bool] = {}
+        for key, modes in wanted.items():
+            instrument = self._instrument(key)
+            if instrument is None:
+                continue
+            if only_open:
+                segment = segment_of(key)
+                is_open = open_segments.get(segment)
+                if is_open is None:
+                    is_open = self.model.clock.is_open(segment, now)
+                    open_segments[segment] = is_open
+                if not is_open:
+                    continue
+            detail = max(_DETAIL[mode] for mode in modes)
+            depth = 30 if Mode.FULL_D30 in modes else 5
+            snap = self.model.snapshot(instrument, now, detail, depth)
+            for mode in modes:
+                feed = frames.build_feed(snap, mode, instrument.is_index)
+                entries[(key, mode)] = frames.feed_entry(key, feed)
+        return entries
+
+    def _send_snapshots(self, now: int) -> None:
+        waiting = [conn for conn in self.connections.values() if conn.pending_snapshot]
+        for conn in waiting:
+            keys, conn.pending_snapshot = conn.pending_snapshot, []
+            active = conn.subscriptions.active
+            wanted = {key: {active[key]} for key in keys if key in active}
+            entries = self._entries(wanted, now, only_open=False)
+            if entries:
+                conn.offer_control(frames.initial_frame(entries.values(), now))
+                conn.feeds_offered += len(entries)
+
+    def _current_demand(self) -> dict[str, set[Mode]]:
+        if self._demand_dirty:
+            demand: dict[str, set[Mode]] = {}
+            for conn in self.connections.values():
+                for key, mode in conn.subscriptions.active_pairs:
+                    demand.setdefault(key, set()).add(mode)
+            self._demand = demand
+            self._demand_dirty = False
+        return self._demand
+
+    def _tick(self, now: int) -> None:
+        demand = self._current_demand()
+        if not demand:
+            return
+        self.ticks += 1
+        entries = self._entries(demand, now, only_open=True)
+        if not entries:
+            return
+        built: dict[frozenset[tuple[str, Mode]], tuple[bytes, int] | None] = {}
+        for conn in self.connections.values():
+            signature = conn.subscriptions.signature
+            if signature not in built:
+                parts = [entries[p] for p in conn.subscriptions.active_pairs if p in entries]
+                built[signature] = (frames.live_frame(parts, now), len(parts)) if parts else None
+            frame = built[signature]
+            if frame is not None:
+                conn.offer_live(*frame)
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "connections": [conn.stats() for conn in self.connections.values()],
+            "connections_total": self.connections_total,
+            "refused_connections": self.refused_connections,
+            "frames_sent": self.frames_total,
+            "ticks": self.ticks,
+            "tick_interval_ms": self.tick_interval_ms,
+            "stalled": self._now() < self.stalled_until_ms,
+        }

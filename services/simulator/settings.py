@@ -1,0 +1,88 @@
+"""Settings of the Upstox simulator (`tickstream simulator`).
+
+Every field is read from the environment variable of the same name in upper case, e.g.
+`SIMULATOR_CLIENT_ID`. Defaults describe the demo app and user that `docker compose up` uses.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from shared.settings import CommonSettings
+
+DEFAULT_REDIRECT_URIS = [
+    "http://localhost:8080/exchange-token",
+    "http://127.0.0.1:8080/exchange-token",
+    "http://localhost:8001/exchange-token",
+    "http://127.0.0.1:8001/exchange-token",
+]
+
+
+class SimulatorSettings(CommonSettings):
+    """The simulated Upstox app, its users, the market model and the feed's limits."""
+
+    simulator_client_id: str = Field(
+        default="tickstream-demo", min_length=1, description="API key of the simulated app."
+    )
+    simulator_client_secret: SecretStr = Field(
+        default=SecretStr("tickstream-demo-secret"),
+        description="API secret of the simulated app (checked at the token exchange).",
+    )
+    simulator_redirect_uris: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_REDIRECT_URIS),
+        description="Redirect URIs registered for the app (exact match); comma-separated or JSON.",
+    )
+    simulator_demo_token: SecretStr | None = Field(
+        default=None,
+        description="A fixed access token accepted without login, for the first demo user.",
+    )
+    simulator_seed: int = Field(default=42, description="Seed of the market model.")
+    simulator_tick_interval_ms: float = Field(
+        default=500.0, gt=0, le=60_000, description="Per-instrument tick period of the live feed."
+    )
+    simulator_market_clock: Literal["open", "ist"] = Field(
+        default="open",
+        description="'open': the market never closes (demo); 'ist': NSE/MCX hours in IST.",
+    )
+    simulator_admin_key: SecretStr | None = Field(
+        default=None, description="Enables the /admin API; requests carry it as X-Admin-Key."
+    )
+    simulator_public_url: str | None = Field(
+        default=None,
+        pattern=r"^(https?|wss?)://",
+        description="Base URL of the feed URLs handed out; default: from the request's Host.",
+    )
+    simulator_rate_limit_per_second: int = Field(default=50, ge=1)
+    simulator_rate_limit_per_minute: int = Field(default=500, ge=1)
+    simulator_rate_limit_per_30_minutes: int = Field(default=2000, ge=1)
+    simulator_max_connections_per_user: int = Field(default=2, ge=1)
+    simulator_limit_ltpc: int = Field(default=5000, ge=0, description="ltpc keys, one mode used")
+    simulator_limit_option_greeks: int = Field(default=3000, ge=0)
+    simulator_limit_full: int = Field(default=2000, ge=0)
+    simulator_limit_full_d30: int = Field(default=50, ge=0)
+    simulator_combined_limit_ltpc: int = Field(
+        default=2000, ge=0, description="ltpc keys when several modes are in use"
+    )
+    simulator_combined_limit_option_greeks: int = Field(default=2000, ge=0)
+    simulator_combined_limit_full: int = Field(default=1500, ge=0)
+    simulator_combined_limit_full_d30: int = Field(default=50, ge=0)
+    simulator_send_queue_frames: int = Field(
+        default=256,
+        ge=1,
+        description="Frames queued per feed connection; live frames past it are skipped.",
+    )
+
+    @field_validator("simulator_redirect_uris", mode="before")
+    @classmethod
+    def _split_uris(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value

@@ -1,0 +1,118 @@
+"""Everything one simulator instance holds, built from its settings."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from starlette.requests import HTTPConnection
+
+from services.simulator.accounts import (
+    DEMO_USERS,
+    AuthCode,
+    FeedGrant,
+    OneTimeCodes,
+    TokenRecord,
+    TokenStore,
+)
+from services.simulator.clock import MarketClock, now_ms
+from services.simulator.errors import (
+    TOO_MANY_REQUESTS,
+    UpstoxError,
+    invalid_token,
+)
+from services.simulator.feed import FeedHub
+from services.simulator.market import MarketModel
+from services.simulator.protocol import KeyLimits
+from services.simulator.ratelimit import RateLimiter
+from services.simulator.settings import SimulatorSettings
+from shared.instruments import Mode
+
+
+@dataclass
+class SimulatorState:
+    settings: SimulatorSettings
+    model: MarketModel
+    tokens: TokenStore
+    auth_codes: OneTimeCodes[AuthCode]
+    feed_codes: OneTimeCodes[FeedGrant]
+    limiter: RateLimiter
+    hub: FeedHub
+    history: MarketModel
+    history_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def key_limits(settings: SimulatorSettings) -> KeyLimits:
+    return KeyLimits(
+        single={
+            Mode.LTPC: settings.simulator_limit_ltpc,
+            Mode.OPTION_GREEKS: settings.simulator_limit_option_greeks,
+            Mode.FULL: settings.simulator_limit_full,
+            Mode.FULL_D30: settings.simulator_limit_full_d30,
+        },
+        combined={
+            Mode.LTPC: settings.simulator_combined_limit_ltpc,
+            Mode.OPTION_GREEKS: settings.simulator_combined_limit_option_greeks,
+            Mode.FULL: settings.simulator_combined_limit_full,
+            Mode.FULL_D30: settings.simulator_combined_limit_full_d30,
+        },
+    )
+
+
+def build_state(settings: SimulatorSettings) -> SimulatorState:
+    demo = settings.simulator_demo_token
+    tokens = TokenStore(demo.get_secret_value() if demo else None, DEMO_USERS[0])
+    model = MarketModel(settings.simulator_seed, MarketClock(settings.simulator_market_clock))
+    hub = FeedHub(
+        model=model,
+        tokens=tokens,
+        limits=key_limits(settings),
+        tick_interval_ms=settings.simulator_tick_interval_ms,
+        max_connections_per_user=settings.simulator_max_connections_per_user,
+        max_queued_frames=settings.simulator_send_queue_frames,
+    )
+    return SimulatorState(
+        settings=settings,
+        model=model,
+        tokens=tokens,
+        auth_codes=OneTimeCodes(),
+        feed_codes=OneTimeCodes(),
+        limiter=RateLimiter(
+            settings.simulator_rate_limit_per_second,
+            settings.simulator_rate_limit_per_minute,
+            settings.simulator_rate_limit_per_30_minutes,
+        ),
+        hub=hub,
+        history=model.fresh(),  # candles are built in worker threads, on their own caches
+    )
+
+
+def state_of(connection: HTTPConnection) -> SimulatorState:
+    state: SimulatorState = connection.app.state.simulator
+    return state
+
+
+def bearer_token(connection: HTTPConnection) -> str | None:
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def authenticate(connection: HTTPConnection) -> tuple[str, TokenRecord] | None:
+    token = bearer_token(connection)
+    if token is None:
+        return None
+    record = state_of(connection).tokens.resolve(token, now_ms())
+    return None if record is None else (token, record)
+
+
+def require_user(connection: HTTPConnection) -> tuple[str, TokenRecord]:
+    """Bearer check plus the user's rate limits, for every authenticated REST call."""
+    found = authenticate(connection)
+    if found is None:
+        raise invalid_token()
+    if not state_of(connection).limiter.allow(found[1].user.user_id, now_ms()):
+        raise UpstoxError(429, TOO_MANY_REQUESTS, "Too Many Request Sent")
+    return found
