@@ -23,6 +23,7 @@ class Command(Protocol):
 
 # subcommand -> (module, one-line help). Keep the help here so `--help` imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "simulator": ("services.simulator.cli", "run the Upstox simulator (login, REST, V3 feed)"),
     "decode": ("shared.decode_cli", "print raw feed frames as JSON lines (MessageToDict form)"),
     "auth": ("services.auth.command", "run the auth service (Upstox OAuth login, stored session)"),
     "profile": ("services.tools.profile", "show the Upstox profile of the logged-in user"),
