@@ -1,0 +1,239 @@
+"""`tickstream dev` and `DevStack`: the topology plan, start-up failures, the command's life."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.dev.stack import DevStack, StartError
+from services.dev.topology import DEMO_SETTINGS, Options, Secrets, internal_names, plan
+
+SECRETS = Secrets("internal", "fernet", "admin", "demo-token")
+
+
+def ports_for(options: Options) -> dict[str, int]:
+    return {name: 9000 + i for i, name in enumerate(internal_names(options))}
+
+
+def test_plan_is_compose_topology_in_dependency_order() -> None:
+    options = Options(port=8080, gateways=3)
+    topology = plan(options, ports_for(options), SECRETS)
+    assert [(s.name, s.command, s.stage) for s in topology.services] == [
+        ("redis", "redis-server", 0),
+        ("simulator", "simulator", 1),
+        ("auth", "auth", 2),
+        ("ingestor-1", "ingestor", 3),
+        ("ingestor-2", "ingestor", 3),
+        ("gateway-1", "gateway", 3),
+        ("gateway-2", "gateway", 3),
+        ("gateway-3", "gateway", 3),
+        ("front", "front", 4),
+    ]
+    front = topology.spec("front")
+    assert front.port == 8080
+    assert front.args == (
+        "--gateway", topology.spec("gateway-1").url,
+        "--gateway", topology.spec("gateway-2").url,
+        "--gateway", topology.spec("gateway-3").url,
+        "--auth", topology.spec("auth").url,
+        "--simulator", topology.spec("simulator").url,
+    )  # fmt: skip
+    assert topology.spec("ingestor-2").env["INGESTOR_INSTANCE_ID"] == "ingestor-2"
+    assert topology.spec("gateway-3").env["GATEWAY_REPLICA_ID"] == "gateway-3"
+    assert topology.redis_url == f"redis://127.0.0.1:{topology.spec('redis').port}/0"
+
+
+def test_plan_wires_the_login_through_the_front_and_the_demo_token() -> None:
+    options = Options(port=8080)
+    env = plan(options, ports_for(options), SECRETS).spec("auth").env
+    assert env["UPSTOX_REDIRECT_URI"] == "http://127.0.0.1:8080/exchange-token"
+    assert env["UPSTOX_DIALOG_BASE_URL"] == "http://127.0.0.1:8080"
+    assert "http://127.0.0.1:8080/exchange-token" in env["SIMULATOR_REDIRECT_URIS"].split(",")
+    assert env["UPSTOX_ACCESS_TOKEN"] == env["SIMULATOR_DEMO_TOKEN"] == "demo-token"
+    assert env["API_KEY"] == env["SIMULATOR_CLIENT_ID"]
+    assert env["GATEWAY_ALLOWED_ORIGINS"].split(",") == [
+        "http://127.0.0.1:8080",
+        "http://localhost:8080",
+    ]
+
+
+def test_plan_environment_precedence() -> None:
+    options = Options(port=8080)
+    caller = {"LOG_LEVEL": "DEBUG", "UPSTOX_BASE_URL": "https://api.upstox.com"}
+    overrides = {"SIMULATOR_TICK_INTERVAL_MS": "50"}
+    env = plan(options, ports_for(options), SECRETS, caller, overrides).spec("gateway-1").env
+    assert env["LOG_LEVEL"] == "DEBUG"  # the caller's environment beats the demo defaults
+    assert env["LOG_FORMAT"] == DEMO_SETTINGS["LOG_FORMAT"]
+    assert env["UPSTOX_BASE_URL"].startswith("http://127.0.0.1:")  # wiring beats the caller
+    assert env["SIMULATOR_TICK_INTERVAL_MS"] == "50"  # explicit overrides beat everything
+
+
+def test_plan_with_an_existing_redis_starts_none() -> None:
+    options = Options(redis_url="redis://10.0.0.5:6379/2")
+    topology = plan(options, ports_for(options), SECRETS)
+    assert "redis" not in topology.names()
+    assert topology.spec("auth").env["REDIS_URL"] == "redis://10.0.0.5:6379/2"
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="gateway"):
+        Options(gateways=0)
+    with pytest.raises(ValueError, match="port"):
+        Options(port=70000)
+    assert Options(host="0.0.0.0", port=9).front_url == "http://127.0.0.1:9"
+    assert Options(public_url="https://dev.example/").front_url == "https://dev.example"
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_busy_front_port_is_refused_before_anything_starts(busy_port: int) -> None:
+    stack = DevStack(Options(port=busy_port))
+    try:
+        with pytest.raises(StartError, match=f"port {busy_port} on 127.0.0.1 is not free"):
+            stack.start()
+        assert stack.pids() == {}
+    finally:
+        stack.close()
+
+
+def test_missing_redis_server_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    stack = DevStack(Options(port=0))
+    try:
+        with pytest.raises(StartError, match="redis-server was not found on PATH"):
+            stack.start()
+    finally:
+        stack.close()
+
+
+def test_a_service_that_fails_to_start_is_named_with_its_last_lines() -> None:
+    stack = DevStack(Options(port=0), overrides={"SIMULATOR_TICK_INTERVAL_MS": "-1"})
+    try:
+        with pytest.raises(StartError) as failed:
+            stack.start()
+        message = str(failed.value)
+        assert "simulator exited with status 2 while starting" in message
+        assert "SIMULATOR_TICK_INTERVAL_MS" in message  # the service's own one-line reason
+        assert stack.pids() == {}  # Redis, started first, was stopped again
+        assert not stack.unexpected_exits()
+    finally:
+        stack.close()
+
+
+def run_dev(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "dev", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_command_exits_non_zero_with_one_clear_line_on_a_busy_port(busy_port: int) -> None:
+    result = run_dev("--port", str(busy_port))
+    assert result.returncode == 1
+    assert f"tickstream dev: port {busy_port} on 127.0.0.1 is not free" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_command_rejects_bad_options() -> None:
+    result = run_dev("--gateways", "0")
+    assert result.returncode == 2
+    assert "at least one gateway" in result.stderr
+
+
+def children_of(pid: int) -> set[int]:
+    """Direct children of `pid`, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.timeout(180)
+def test_command_runs_the_whole_system_and_stops_it_on_sigterm(tmp_path: Path) -> None:
+    """The README's `tickstream dev`: banner with the URL, prefixed logs, dashboard and login
+    through the front, and on SIGTERM every child gone and exit status 0."""
+    port = _free_port()
+    out = (tmp_path / "out.txt").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "dev", "--port", str(port), "--gateways", "2"],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 150
+        text = ""
+        while "dashboard " not in text:
+            assert process.poll() is None, f"tickstream dev exited early:\n{text}"
+            assert time.monotonic() < deadline, f"no banner:\n{text}"
+            time.sleep(0.2)
+            text = Path(out.name).read_text()
+        assert f"dashboard      http://127.0.0.1:{port}/" in text
+        for name in ("redis", "simulator", "auth", "ingestor-1", "ingestor-2", "gateway-2"):
+            assert f"\n{name:<10} | " in text, f"no {name} lines"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
+            assert http.get("/").status_code == 200
+            assert http.get("/auth/").status_code == 200
+            assert http.get("/healthz").status_code == 200
+        children = children_of(process.pid)
+        assert len(children) == 9  # redis, simulator, auth, 2 ingestors, 2 gateways, front
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert [pid for pid in children if alive(pid)] == []
+        assert "tickstream dev: stopped" in Path(out.name).read_text()
+    finally:
+        if process.poll() is None:  # the test failed midway: still leave nothing behind
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pid in children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        out.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
