@@ -1,0 +1,1 @@
+"""The compose stack, checked by scripts/compose-smoke."""

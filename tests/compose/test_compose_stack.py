@@ -1,0 +1,184 @@
+"""The `docker compose` stack as a user meets it, through the proxy's one published port.
+
+Run by `scripts/compose-smoke`, which brings the stack up (`--scale gateway=2`), waits until every
+service is healthy, and passes where it is in TICKSTREAM_COMPOSE_URL and how to drive compose in
+TICKSTREAM_COMPOSE_CMD. Without them (the default test command) these tests are deselected by
+the `compose` marker, or skipped when selected by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin
+
+pytestmark = pytest.mark.compose
+
+KEY = "NSE_INDEX|Nifty 50"
+UPSTREAM = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" \d+ .*upstream=(?P<addr>[^ ]+)')
+
+
+@dataclass(frozen=True)
+class Stack:
+    url: str
+    compose: list[str]
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http") + "/ws"
+
+    def run(self, *args: str, timeout: float = 300) -> str:
+        done = subprocess.run(
+            [*self.compose, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            pytest.fail(f"{shlex.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def container_ids(self, service: str) -> list[str]:
+        return self.run("ps", "-q", service).split()
+
+
+@pytest.fixture(scope="module")
+def stack() -> Stack:
+    url = os.environ.get("TICKSTREAM_COMPOSE_URL")
+    command = os.environ.get("TICKSTREAM_COMPOSE_CMD")
+    if not url or not command:
+        pytest.skip("needs a running compose stack: run scripts/compose-smoke")
+    return Stack(url.rstrip("/"), shlex.split(command))
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.url, timeout=10, trust_env=False) as client:
+        yield client
+
+
+def docker_inspect(container: str, template: str) -> str:
+    done = subprocess.run(
+        ["docker", "inspect", "-f", template, container],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def open_feed(stack: Stack) -> ClientConnection:
+    return connect(stack.ws_url, origin=Origin(stack.url), proxy=None, open_timeout=10)
+
+
+def receive_updates(ws: ClientConnection, key: str, wanted: int, within: float) -> list[int]:
+    """Subscribes to `key` and returns the sequence numbers of its first `wanted` live updates."""
+    ws.send(json.dumps({"op": "subscribe", "keys": [key], "mode": "ltpc", "id": "smoke"}))
+    acked = False
+    seqs: list[int] = []
+    deadline = time.monotonic() + within
+    while len(seqs) < wanted:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"within {within}s: ack={acked}, live updates of {key}: {seqs}")
+        message: dict[str, Any] = json.loads(ws.recv(timeout=left))
+        kind = message.get("type")
+        if kind == "error":
+            pytest.fail(f"gateway refused the subscription: {message}")
+        if kind == "ack" and message.get("id") == "smoke":
+            assert key in message["keys"]
+            acked = True
+        if kind == "live_feed" and key in message["feeds"]:
+            assert "ltpc" in message["feeds"][key], message["feeds"][key]
+            seqs.append(int(message["meta"][key]["seq"]))
+    assert acked
+    return seqs
+
+
+def test_dashboard_and_auth_are_served_through_the_proxy(http: httpx.Client) -> None:
+    page = http.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<script" in page.text
+
+    assert http.get("/_front/healthz").text == "ok\n"
+    assert http.get("/healthz").status_code == 200  # a gateway's own
+
+    # The demo token in compose.yaml logs the simulator's demo user in at auth's start.
+    session = http.get("/session")
+    assert session.status_code == 200
+    assert session.json().get("logged_in") is True, session.text
+
+
+def test_a_websocket_client_receives_live_updates(stack: Stack) -> None:
+    with open_feed(stack) as ws:
+        seqs = receive_updates(ws, KEY, wanted=3, within=90)
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+
+
+def upstreams_seen(stack: Stack, since: str, path: str) -> set[str]:
+    """Addresses of the gateways that served `path` according to the proxy's access log."""
+    logs = stack.run("logs", "--no-color", "proxy")
+    seen: set[str] = set()
+    for line in logs[logs.rfind(since) :].splitlines():
+        match = UPSTREAM.search(line)
+        if match and match["path"].startswith(path):
+            # "a:p, b:p" when nginx tried more than one; the last one answered.
+            seen.add(match["addr"].split(",")[-1].strip().rsplit(":", 1)[0])
+    return seen
+
+
+def wait_healthy(container: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    while (health := docker_inspect(container, "{{.State.Health.Status}}")) != "healthy":
+        if time.monotonic() > deadline:
+            pytest.fail(f"{container} is {health} after {within}s")
+        time.sleep(1)
+
+
+def test_a_replica_added_by_scale_gets_traffic(stack: Stack, http: httpx.Client) -> None:
+    before = set(stack.container_ids("gateway"))
+    assert len(before) == 2, before
+    stack.run("up", "-d", "--no-recreate", "--no-build", "--scale", "gateway=3")
+    after = set(stack.container_ids("gateway"))
+    added = after - before
+    assert len(after) == 3 and len(added) == 1, (before, after)
+    new = added.pop()
+    wait_healthy(new, within=120)
+    address = {
+        name: docker_inspect(name, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
+        for name in after
+    }
+    new_address = address[new]
+
+    # Plain requests: spread over all three replicas once the proxy's DNS cache (5s) expired.
+    marker = f"/healthz?smoke={time.time_ns()}"
+    http.get(marker)
+    deadline = time.monotonic() + 90
+    while (seen := upstreams_seen(stack, marker, "/healthz")) != set(address.values()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"requests reached {seen}, gateways are {address}")
+        for _ in range(20):
+            assert http.get("/healthz").status_code == 200
+        time.sleep(1)
+
+    # Live data: WebSocket clients until one was served by the new replica (each has a one in
+    # three chance), each receiving a live update first.
+    marker = f"/healthz?smoke={time.time_ns()}"
+    http.get(marker)
+    for _ in range(30):
+        with open_feed(stack) as ws:
+            receive_updates(ws, KEY, wanted=1, within=60)
+        if new_address in upstreams_seen(stack, marker, "/ws"):
+            break
+    else:
+        pytest.fail(f"no /ws connection reached the new replica {new_address}")
