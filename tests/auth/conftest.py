@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from services.auth.settings import AuthSettings
 from shared.redis_contract import TOKEN_EVENTS, TokenEvent
 from shared.settings import load_settings
 from tests.support.servers import RunningServer, running_server
+from tests.support.simulator import simulator  # noqa: F401  (a fixture for the tests here)
 
 
 @dataclass
@@ -43,6 +45,14 @@ class TokenEvents:
         marker = TokenEvent(event="logout", user_id="__marker__")
         await self.publisher.publish(TOKEN_EVENTS, marker.model_dump_json())
         assert await self.next() == marker
+
+
+@pytest.fixture
+def nowhere() -> str:
+    """An Upstox URL where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture

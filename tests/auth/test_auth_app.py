@@ -3,7 +3,6 @@ OAuth state, refused callbacks, session metadata, the internal key, logout, CORS
 
 from __future__ import annotations
 
-import socket
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -22,14 +21,6 @@ from tests.support.redis_server import RedisServer
 TOKEN = "stored-token-4be1c0ffee"
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 JSON = {"Accept": "application/json"}
-
-
-@pytest.fixture
-def nowhere() -> str:
-    """An Upstox URL where nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def store_session(redis: aioredis.Redis, key: str | None = None) -> SessionStore:
