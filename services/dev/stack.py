@@ -409,6 +409,7 @@ class DevStack:
     def _wait_ready(self, process: ServiceProcess, deadline: float, client: httpx.Client) -> None:
         spec = process.spec
         last = "no answer"
+        path = spec.ready_path
         while True:
             code = process.popen.poll()
             if code is not None:
@@ -417,18 +418,21 @@ class DevStack:
                     f"{spec.name} exited with status {code} while starting; its last lines:\n"
                     + process.tail()
                 )
-            if spec.ready_path is None:
+            if path is None:
                 if redis_ping(spec.port):
                     return
             else:
                 try:
-                    response = client.get(spec.url + spec.ready_path)
+                    response = client.get(spec.url + path)
                 except httpx.HTTPError as error:
                     last = type(error).__name__
                 else:
                     if response.status_code == 200:
                         return
-                    last = f"HTTP {response.status_code} {response.text[:200]}"
+                    if response.status_code == 404 and path == "/readyz":
+                        path = "/healthz"  # a service without readiness: alive is the best sign
+                        continue
+                    last = f"{path}: HTTP {response.status_code} {response.text[:200]}"
             if time.monotonic() > deadline:
                 raise StartError(
                     f"{spec.name} was not ready within {self.ready_timeout:.0f}s "
@@ -445,8 +449,8 @@ class DevStack:
         deadline = time.monotonic() + self.stop_timeout
         for process in processes:
             if process.wait(max(0.0, deadline - time.monotonic())) is None:
-                logger.warning("%s did not stop within %.0fs; killing it", process.spec.name,
-                               self.stop_timeout)  # fmt: skip
+                name = process.spec.name
+                logger.warning("%s did not stop within %.0fs; killing it", name, self.stop_timeout)
                 process.signal(signal.SIGKILL)
                 process.wait(None)
             process.finish()
