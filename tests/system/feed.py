@@ -34,12 +34,20 @@ class Update:
 
 class FeedClient:
     def __init__(
-        self, url: str, keys: list[str], *, mode: str = "ltpc", origin: str | None = None
+        self,
+        url: str,
+        keys: list[str],
+        *,
+        mode: str = "ltpc",
+        origin: str | None = None,
+        record: bool = True,
     ) -> None:
         self.url = url
         self.keys = keys
         self.mode = mode
         self.origin = origin
+        self.record = record  # False: count updates only (long runs)
+        self.counted = 0  # every update received, recorded or not
         self.updates: list[Update] = []
         self.connections = 0
         self.closes: list[tuple[int | None, str]] = []  # per ended connection: code, reason
@@ -92,8 +100,12 @@ class FeedClient:
         frame = json.loads(message)
         kind = frame.get("type")
         if kind in ("initial_feed", "live_feed"):
+            feeds = frame.get("feeds", {})
+            self.counted += len(feeds)
+            if not self.record:
+                return
             meta = frame.get("meta", {})
-            for key in frame.get("feeds", {}):
+            for key in feeds:
                 info = meta.get(key, {})
                 self.updates.append(
                     Update(connection, kind, key, int(info.get("seq", -1)), str(info.get("epoch")))
