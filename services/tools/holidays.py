@@ -7,6 +7,7 @@ import datetime as dt
 import sys
 
 from services.tools.common import (
+    ToolError,
     find_token,
     format_table,
     open_client,
@@ -14,6 +15,7 @@ from services.tools.common import (
     run_tool,
 )
 from services.tools.settings import ToolSettings
+from shared.upstox.errors import UpstoxAuthError
 from shared.upstox.models import Holiday
 
 HELP = "list market holidays (this year, or one date with --date)"
@@ -47,9 +49,17 @@ def holiday_rows(holidays: list[Holiday]) -> list[list[str]]:
 def run(args: argparse.Namespace) -> int:
     async def main(settings: ToolSettings) -> int:
         # Upstox serves the calendar without a login, so a token is used only if there is one.
-        token, _ = await find_token(settings)
+        token, problem = await find_token(settings)
         async with open_client(settings) as upstox:
-            holidays = await upstox.holidays(token, args.date)
+            try:
+                holidays = await upstox.holidays(token, args.date)
+            except UpstoxAuthError:
+                if token is not None:
+                    raise
+                raise ToolError(
+                    f"this Upstox wants a login for the calendar, and there is no token: "
+                    f"{problem}; log in through the auth service or set UPSTOX_ACCESS_TOKEN"
+                ) from None
         if args.json:
             print_json([holiday.model_dump(mode="json") for holiday in holidays])
             return 0
