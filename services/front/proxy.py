@@ -339,9 +339,14 @@ class FrontApp:
         finally:
             for task in (to_upstream, to_client):
                 task.cancel()
-            for task in (to_upstream, to_client):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            outcomes = await asyncio.gather(to_upstream, to_client, return_exceptions=True)
+        for outcome in outcomes:
+            # The other side went away while one leg was still talking: the normal end of a
+            # relay, not an error of the front's.
+            if isinstance(outcome, ConnectionClosed | OSError):
+                logger.debug("relay ended: %s", type(outcome).__name__)
+            elif isinstance(outcome, Exception):
+                logger.warning("relay failed", exc_info=outcome)
 
 
 async def _client_to_upstream(upstream: ClientConnection, receive: Receive) -> None:
