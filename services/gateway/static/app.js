@@ -303,6 +303,7 @@ async function loadHistory(key) {
       headers: { Accept: "application/json" },
     });
     if (res.ok) candles = parseHistory(await res.json());
+    else if (res.status === 401) note = "Log in to load today's candles; drawing live ticks.";
     else note = `History unavailable (${res.status}); drawing live ticks only.`;
   } catch {
     note = "History unavailable; drawing live ticks only.";
@@ -367,7 +368,7 @@ async function addDefaultOption() {
   const spot = await waitForPrice("NSE_INDEX|Nifty 50", 15000);
   let found;
   try {
-    found = await searchInstruments("NIFTY", { limit: 200 });
+    found = await searchInstruments("NIFTY", { limit: 500 });
   } catch {
     return;
   }
@@ -427,6 +428,11 @@ function showNotice(text) {
 async function refreshSession() {
   const s = await fetchSession();
   const root = $("session");
+  const wasIn = root.dataset.state === "in";
+  if (s.available && s.logged_in && s.valid !== false && !wasIn && root.dataset.state !== "unknown") {
+    // Just logged in (another tab, or the token came back): the candles need the new token.
+    if (state.selected) loadHistory(state.selected);
+  }
   const text = $("session-text");
   const loginBtn = $("login");
   const logoutBtn = $("logout");
