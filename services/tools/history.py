@@ -37,10 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def candle_rows(candles: list[Candle]) -> list[list[str]]:
+def candle_rows(candles: list[Candle], daily: bool = False) -> list[list[str]]:
+    """Table rows; daily (and longer) candles show the date alone."""
+    stamp = "%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"
     return [
         [
-            candle.ts.astimezone(IST).strftime("%Y-%m-%d %H:%M"),
+            candle.ts.astimezone(IST).strftime(stamp),
             f"{candle.open:.2f}",
             f"{candle.high:.2f}",
             f"{candle.low:.2f}",
@@ -81,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
         if not candles:
             sys.stdout.write(f"no candles for {args.key}\n")
             return 0
-        headers = ["TIME (IST)", "OPEN", "HIGH", "LOW", "CLOSE", "VOLUME", "OI"]
-        table = format_table(headers, candle_rows(candles), right=range(1, 7))
+        daily = args.unit in ("days", "weeks", "months")
+        first = "DATE" if daily else "TIME (IST)"
+        headers = [first, "OPEN", "HIGH", "LOW", "CLOSE", "VOLUME", "OI"]
+        table = format_table(headers, candle_rows(candles, daily), right=range(1, 7))
         sys.stdout.write(f"{table}\n{len(candles)} candles\n")
         return 0
 
