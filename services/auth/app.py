@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
@@ -21,7 +22,6 @@ from services.auth.metrics import AuthMetrics
 from services.auth.respond import problem
 from services.auth.settings import DEMO_CLIENT_ID, AuthSettings
 from shared.sessions import SessionDecryptError, SessionStore
-from shared.settings import DEFAULT_SIMULATOR_URL
 from shared.upstox.backoff import Backoff
 from shared.upstox.client import UpstoxClient
 
@@ -35,7 +35,7 @@ def create_app(settings: AuthSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = _open_context(settings, metrics)
         app.state.auth = context
-        if settings.upstox_base_url != DEFAULT_SIMULATOR_URL and settings.api_key == DEMO_CLIENT_ID:
+        if _is_real_upstox(settings.upstox_base_url) and settings.api_key == DEMO_CLIENT_ID:
             logger.warning("API_KEY is the simulator's demo client id; set your Upstox API key")
         if settings.upstox_access_token is not None:
             context.bootstrap = asyncio.create_task(
@@ -71,6 +71,11 @@ def create_app(settings: AuthSettings) -> FastAPI:
     _add_operations(app, metrics)
     _add_error_handlers(app)
     return app
+
+
+def _is_real_upstox(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    return host == "upstox.com" or host.endswith(".upstox.com")
 
 
 def _open_context(settings: AuthSettings, metrics: AuthMetrics) -> AuthContext:
