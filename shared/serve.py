@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -17,19 +18,25 @@ def add_server_arguments(parser: argparse.ArgumentParser, default_port: int) -> 
     parser.add_argument("--port", type=int, default=default_port, help="port (0: any free port)")
 
 
-def serve(app: ASGIApp, args: argparse.Namespace, settings: CommonSettings, name: str) -> int:
+def serve(
+    app: ASGIApp,
+    args: argparse.Namespace,
+    settings: CommonSettings,
+    name: str,
+    **options: Any,
+) -> int:
+    """Run `app`; `options` are extra uvicorn.Config arguments (they override the defaults)."""
     configure_logging(settings.log_level, settings.log_format, service=name)
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_config=None,  # keep our handlers; uvicorn logs through the root logger
-        access_log=False,
-        ws_max_size=1 << 20,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-        timeout_graceful_shutdown=5,
-    )
+    config_options: dict[str, Any] = {
+        "log_config": None,  # keep our handlers; uvicorn logs through the root logger
+        "access_log": False,
+        "ws_max_size": 1 << 20,
+        "proxy_headers": True,
+        "forwarded_allow_ips": "*",
+        "timeout_graceful_shutdown": 5,
+    }
+    config_options.update(options)
+    config = uvicorn.Config(app, host=args.host, port=args.port, **config_options)
     server = uvicorn.Server(config)
     logging.getLogger(f"tickstream.{name}").info("starting on %s:%d", args.host, args.port)
     server.run()

@@ -1,0 +1,221 @@
+"""The gateway's HTTP API: instruments, candles, holidays, status, health and metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis.exceptions import RedisError
+
+from services.gateway.hub import Hub
+from services.gateway.instruments import CatalogueError, CatalogueSource
+from shared import redis_contract as rc
+from shared.instruments import is_instrument_key
+from shared.sessions import SessionDecryptError, SessionStore
+from shared.upstox.client import CANDLE_UNITS, UpstoxClient
+from shared.upstox.errors import (
+    UpstoxAuthError,
+    UpstoxError,
+    UpstoxRateLimited,
+    UpstoxRequestError,
+    UpstoxServerError,
+)
+from shared.upstox.models import Candle
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+MAX_HISTORY_DAYS = 365
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+@dataclass
+class ApiContext:
+    """What the routes need, built by the app's lifespan."""
+
+    hub: Hub
+    upstox: UpstoxClient
+    sessions: SessionStore
+    catalogue: CatalogueSource
+    registry: CollectorRegistry
+
+
+def _context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.api
+    return context
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+# ---- instruments --------------------------------------------------------------------------
+
+
+@router.get("/api/instruments")
+async def instruments(
+    request: Request,
+    q: Annotated[str, Query(max_length=100)] = "",
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> Response:
+    try:
+        catalogue = await _context(request).catalogue.get()
+    except CatalogueError as error:
+        logger.error("%s", error)
+        return _error(503, "instruments_unavailable", "the instrument list could not be loaded")
+    found, matched = catalogue.search(q, limit)
+    return JSONResponse({"instruments": found, "count": len(found), "matched": matched})
+
+
+# ---- candles and holidays (Upstox REST with the logged-in user's token) ---------------------
+
+
+async def _token(context: ApiContext) -> str | JSONResponse:
+    try:
+        found = await context.sessions.active_token()
+    except (RedisError, OSError):
+        return _error(503, "redis_unavailable", "the session store (Redis) is unreachable")
+    except SessionDecryptError as error:
+        return _error(500, "session_unreadable", str(error))
+    if found is None:
+        return _error(
+            401, "not_logged_in", "nobody is logged in with Upstox: log in to load this data"
+        )
+    return found[1]
+
+
+def _upstox_error(error: UpstoxError) -> JSONResponse:
+    """Upstox's failure as clear JSON. Messages come from Upstox's own error text (which the
+    client already scrubs of secrets), never from our request."""
+    detail = error.describe()
+    if isinstance(error, UpstoxAuthError):
+        return _error(
+            401, "upstox_auth", f"Upstox refused the session's token; log in again ({detail})"
+        )
+    if isinstance(error, UpstoxRateLimited):
+        return _error(429, "upstox_rate_limited", f"Upstox rate limit reached ({detail})")
+    if isinstance(error, UpstoxRequestError):
+        return _error(400, "upstox_refused", f"Upstox refused the request ({detail})")
+    if isinstance(error, UpstoxServerError):
+        return _error(502, "upstox_error", f"Upstox failed ({detail})")
+    return _error(503, "upstox_unavailable", f"Upstox is unreachable ({detail})")
+
+
+def _candle_rows(candles: list[Candle]) -> list[list[Any]]:
+    ordered = sorted({c.ts: c for c in candles}.values(), key=lambda c: c.ts)
+    return [[c.ts.isoformat(), c.open, c.high, c.low, c.close, c.volume, c.oi] for c in ordered]
+
+
+@router.get("/api/history/{key}")
+async def history(
+    request: Request,
+    key: Annotated[str, Path(max_length=100)],
+    unit: str = "minutes",
+    interval: Annotated[int, Query(ge=1, le=300)] = 1,
+    days: Annotated[int, Query(ge=0, le=MAX_HISTORY_DAYS)] = 0,
+) -> Response:
+    """Candles for charts, oldest first: today's (intraday) and, with `days`, the days before."""
+    if not is_instrument_key(key):
+        return _error(400, "bad_key", "malformed instrument key: expected SEGMENT|IDENTIFIER")
+    if unit not in CANDLE_UNITS:
+        return _error(400, "bad_unit", f"unit must be one of {', '.join(CANDLE_UNITS)}")
+    context = _context(request)
+    token = await _token(context)
+    if isinstance(token, JSONResponse):
+        return token
+    candles: list[Candle] = []
+    try:
+        if days:
+            today = dt.datetime.now(IST).date()
+            candles += await context.upstox.historical_candles(
+                token,
+                key,
+                unit,
+                interval,
+                today - dt.timedelta(days=1),
+                today - dt.timedelta(days=days),
+            )
+        candles += await context.upstox.intraday_candles(token, key, unit, interval)
+    except UpstoxError as error:
+        return _upstox_error(error)
+    return JSONResponse(
+        {"key": key, "unit": unit, "interval": interval, "candles": _candle_rows(candles)}
+    )
+
+
+@router.get("/api/holidays")
+async def holidays(request: Request, date: dt.date | None = None) -> Response:
+    """This year's market holidays (or one date's), from Upstox."""
+    context = _context(request)
+    token = await _token(context)
+    if isinstance(token, JSONResponse):
+        return token
+    try:
+        found = await context.upstox.holidays(token, date)
+    except UpstoxError as error:
+        return _upstox_error(error)
+    return JSONResponse({"holidays": [h.model_dump(mode="json") for h in found]})
+
+
+# ---- status, health, metrics ---------------------------------------------------------------
+
+
+@router.get("/api/status")
+async def status(request: Request) -> Response:
+    hub = _context(request).hub
+    ingestor: Any = None
+    if hub.redis_up:
+        try:
+            raw = await hub.redis.get(rc.INGESTOR_STATUS)
+            ingestor = orjson.loads(raw) if raw else None
+        except (RedisError, OSError, orjson.JSONDecodeError):
+            ingestor = None
+    market: Any = None
+    if hub.market_info is not None:
+        try:
+            market = orjson.loads(hub.market_info).get("marketInfo")
+        except (orjson.JSONDecodeError, AttributeError):
+            market = None
+    stats = hub.snapshot_stats()
+    return JSONResponse(
+        {
+            "replica": hub.replica_id,
+            "redis": stats["redis"],
+            "clients": stats["clients"],
+            "channels": stats["channels"],
+            "subscriptions": stats["subscriptions"],
+            "ingestor": ingestor,
+            "ingestorState": hub.ingestor_state,
+            "marketInfo": market,
+        }
+    )
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    """Ready when Redis answers and this replica's link to it is established."""
+    hub = _context(request).hub
+    try:
+        await hub.redis.ping()
+    except (RedisError, OSError):
+        return JSONResponse({"status": "unavailable", "redis": "down"}, status_code=503)
+    if not hub.redis_up:
+        return JSONResponse({"status": "starting", "redis": "reconnecting"}, status_code=503)
+    return JSONResponse({"status": "ready", "redis": "up"})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(_context(request).registry), media_type=CONTENT_TYPE_LATEST)

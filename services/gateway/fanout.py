@@ -1,0 +1,275 @@
+"""The fan-out core: channels, subscribers, conflation and coalesced frames. Pure, no I/O.
+
+A `Channel` is one (mode, instrument key) pair with a Redis channel behind it, shared by every
+subscriber of this replica that wants that key in that mode. Each tick is split and spliced once
+into a `FeedItem` (the same bytes go to every subscriber); a subscriber keeps a pending map of
+channel -> item, flushed as one `live_feed` frame per coalescing window.
+
+Delivery rules:
+- a subscriber whose socket keeps up gets every update: a second update of a key that is still
+  pending flushes the pending frame first, so nothing is superseded;
+- a subscriber that is *behind* (its sink refuses more: the write buffer is over its bound) is
+  not written to; its pending map keeps only the latest item per key (conflation), which is
+  flushed as soon as the sink drains; it never receives a value older than one it already has;
+- writes never wait: a sink buffers, so one slow subscriber never delays another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.gateway.protocol import (
+    INITIAL_FEED,
+    LIVE_FEED,
+    FeedItem,
+    current_ts,
+    feed_frame_parts,
+    key_json,
+)
+from services.gateway.wsframe import text_frame_of
+from shared.instruments import Mode
+from shared.redis_contract import split_tick, tick_channel
+
+
+class Sink(Protocol):
+    """Where a subscriber's frames go: a WebSocket connection, written without waiting."""
+
+    def send_frame(self, frame: bytes) -> None:
+        """Queue one complete WebSocket frame for sending."""
+
+
+class Channel:
+    """One (mode, key): its Redis channel name, its subscribers and its latest update."""
+
+    __slots__ = (
+        "encoded_key",
+        "fresh",
+        "joining",
+        "key",
+        "latest",
+        "mode",
+        "name",
+        "ready",
+        "subscribers",
+        "version",
+    )
+
+    def __init__(self, mode: Mode, key: str) -> None:
+        self.mode = mode
+        self.key = key
+        self.name = tick_channel(mode, key).encode()
+        self.encoded_key = key_json(key)
+        self.subscribers: dict[Subscriber, None] = {}  # receive live updates
+        self.joining: dict[Subscriber, None] = {}  # waiting for their snapshot
+        self.latest: FeedItem | None = None
+        self.version = 0  # live updates received so far
+        self.ready = False  # the Redis subscription is confirmed on the current connection
+        self.fresh = False  # `latest` came live over the confirmed subscription
+
+    @property
+    def refs(self) -> int:
+        return len(self.subscribers) + len(self.joining)
+
+    def __repr__(self) -> str:
+        return f"Channel({self.mode.value}, {self.key!r}, refs={self.refs})"
+
+
+class Subscriber:
+    """One client's state in the fan-out: its keys (one mode each) and its pending updates."""
+
+    __slots__ = ("behind", "closed", "pending", "sink", "subs")
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.subs: dict[str, Channel] = {}
+        self.pending: dict[Channel, FeedItem] = {}
+        self.behind = False
+        self.closed = False
+
+
+@dataclass(slots=True)
+class FanOutStats:
+    messages: int = 0  # tick messages received from Redis
+    stray: int = 0  # ... for a channel nobody here holds any more
+    frames: int = 0  # live/initial feed frames written
+    bytes: int = 0
+    delivered: int = 0  # instrument updates written to clients
+    conflated: int = 0  # updates superseded while their subscriber was behind
+    early_flushes: int = 0  # frames flushed early so a keeping-up client misses nothing
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    channel: Channel
+    opened: bool  # a new channel: subscribe to it in Redis
+    closed: Channel | None  # the key's previous channel (another mode) if nobody holds it now
+
+
+def _epoch_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class FanOut:
+    def __init__(self, clock_ms: Callable[[], int] = _epoch_ms) -> None:
+        self.channels: dict[tuple[Mode, str], Channel] = {}
+        self.by_name: dict[bytes, Channel] = {}
+        self.dirty: dict[Subscriber, None] = {}
+        self.stats = FanOutStats()
+        self._clock_ms = clock_ms
+
+    # ---- membership ------------------------------------------------------------------------
+
+    def join(self, sub: Subscriber, mode: Mode, key: str) -> Join:
+        """Subscribe `sub` to `key` in `mode` (leaving its other mode, if any). The subscriber
+        waits in `channel.joining` until `complete` hands it its snapshot."""
+        current = sub.subs.get(key)
+        if current is not None and current.mode is mode:
+            return Join(current, opened=False, closed=None)
+        closed = self._leave(sub, current) if current is not None else None
+        channel = self.channels.get((mode, key))
+        opened = channel is None
+        if channel is None:
+            channel = Channel(mode, key)
+            self.channels[(mode, key)] = channel
+            self.by_name[channel.name] = channel
+        channel.joining[sub] = None
+        sub.subs[key] = channel
+        return Join(channel, opened, closed)
+
+    def part(self, sub: Subscriber, key: str) -> tuple[bool, Channel | None]:
+        """Unsubscribe `sub` from `key`: (whether it held the key, the channel if now unused)."""
+        channel = sub.subs.pop(key, None)
+        if channel is None:
+            return False, None
+        return True, self._leave(sub, channel)
+
+    def remove(self, sub: Subscriber) -> list[Channel]:
+        """Forget a subscriber (its connection ended); returns the channels nobody holds now."""
+        sub.closed = True
+        self.dirty.pop(sub, None)
+        closed = [c for c in (self._leave(sub, ch) for ch in sub.subs.values()) if c is not None]
+        sub.subs.clear()
+        sub.pending.clear()
+        return closed
+
+    def _leave(self, sub: Subscriber, channel: Channel) -> Channel | None:
+        channel.subscribers.pop(sub, None)
+        channel.joining.pop(sub, None)
+        sub.pending.pop(channel, None)
+        if channel.refs:
+            return None
+        del self.channels[(channel.mode, channel.key)]
+        del self.by_name[channel.name]
+        return channel
+
+    def modes_of(self, key: str) -> set[Mode]:
+        """The modes anybody here wants `key` in (this replica's demand for it)."""
+        return {mode for mode in Mode if (mode, key) in self.channels}
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(channel.refs for channel in self.channels.values())
+
+    # ---- snapshots -------------------------------------------------------------------------
+
+    def resolve(
+        self, channel: Channel, stored: bytes | None, version_before: int
+    ) -> FeedItem | None:
+        """The snapshot value of `channel`: the last value read from Redis (`stored`, fetched
+        when the channel had seen `version_before` live updates) unless a live update arrived
+        since, which is at least as new."""
+        if stored is None or channel.version != version_before:
+            return channel.latest
+        value, meta = split_tick(stored)
+        item = FeedItem.of(channel.encoded_key, value, meta)
+        channel.latest = item
+        return item
+
+    def complete(
+        self, sub: Subscriber, items: Sequence[tuple[Channel, FeedItem | None]]
+    ) -> bytes | None:
+        """Finish a subscribe or a snapshot request: joiners start receiving live updates, and
+        the `initial_feed` frame is returned (None if `sub` is gone). Pending updates of those
+        channels are dropped: the snapshot carries a value at least as new."""
+        if sub.closed:
+            return None
+        present: list[FeedItem] = []
+        for channel, item in items:
+            if sub.subs.get(channel.key) is not channel:
+                continue  # left (or switched mode) meanwhile
+            if channel.joining.pop(sub, 0) is None:
+                channel.subscribers[sub] = None
+            sub.pending.pop(channel, None)
+            if item is not None:
+                present.append(item)
+        self.stats.delivered += len(present)
+        return self._frame(INITIAL_FEED, present, current_ts(self._clock_ms()))
+
+    # ---- live updates ----------------------------------------------------------------------
+
+    def publish(self, name: bytes, payload: bytes) -> bool:
+        """Take one tick from Redis. Returns whether a flush became due (someone got news)."""
+        stats = self.stats
+        stats.messages += 1
+        channel = self.by_name.get(name)
+        if channel is None:
+            stats.stray += 1
+            return False
+        value, meta = split_tick(payload)
+        item = FeedItem.of(channel.encoded_key, value, meta)
+        channel.latest = item
+        channel.version += 1
+        if channel.ready:
+            channel.fresh = True
+        dirty = self.dirty
+        for sub in channel.subscribers:
+            pending = sub.pending
+            if channel in pending:
+                if sub.behind:
+                    stats.conflated += 1
+                else:
+                    # The client keeps up: deliver the earlier update now instead of dropping it.
+                    stats.early_flushes += 1
+                    self._write_pending(sub, current_ts(self._clock_ms()))
+            elif not pending:
+                dirty[sub] = None
+            pending[channel] = item
+        return bool(channel.subscribers)
+
+    def resume(self, sub: Subscriber) -> bool:
+        """`sub`'s sink drained: its pending updates are due. Returns whether there are any."""
+        sub.behind = False
+        if sub.pending and not sub.closed:
+            self.dirty[sub] = None
+            return True
+        return False
+
+    def flush(self) -> int:
+        """Write one coalesced `live_feed` frame to every subscriber with news that is not
+        behind (those wait for `resume`). Returns the number of frames written."""
+        if not self.dirty:
+            return 0
+        ts = current_ts(self._clock_ms())
+        dirty, self.dirty = self.dirty, {}
+        written = 0
+        for sub in dirty:
+            if sub.pending and not sub.behind:
+                self._write_pending(sub, ts)
+                written += 1
+        return written
+
+    def _write_pending(self, sub: Subscriber, ts: bytes) -> None:
+        pending = sub.pending
+        frame = self._frame(LIVE_FEED, pending.values(), ts)
+        self.stats.delivered += len(pending)
+        pending.clear()
+        sub.sink.send_frame(frame)
+
+    def _frame(self, head: bytes, items: Iterable[FeedItem], ts: bytes) -> bytes:
+        frame = text_frame_of(feed_frame_parts(head, items, ts))
+        self.stats.frames += 1
+        self.stats.bytes += len(frame)
+        return frame

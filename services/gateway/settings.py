@@ -1,0 +1,99 @@
+"""The gateway's settings: one class, environment variables named after the fields."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from shared.settings import CommonSettings
+
+
+def _split_list(value: Any) -> Any:
+    """A comma-separated string (or a JSON list) as a list of non-empty, stripped items."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            value = json.loads(text)
+        else:
+            value = text.split(",")
+    if isinstance(value, list | tuple):
+        return [str(item).strip() for item in value if str(item).strip()]
+    return value
+
+
+class GatewaySettings(CommonSettings):
+    """Limits, timings and access rules of one gateway replica."""
+
+    gateway_replica_id: str = Field(
+        default_factory=lambda: "gw-" + secrets.token_hex(4),
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="This replica's id in Redis (its demand hash); random by default.",
+    )
+    gateway_max_keys_per_client: int = Field(default=200, ge=1, le=10_000)
+    gateway_max_ops_per_second: float = Field(
+        default=20.0, gt=0, description="Client requests per second (token bucket, burst = rate)."
+    )
+    gateway_max_message_bytes: int = Field(
+        default=64 * 1024, ge=256, le=16 << 20, description="Larger client frames: close 1009."
+    )
+    gateway_flush_interval_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=1000,
+        description="Coalescing window: live updates wait at most this long to share a frame.",
+    )
+    gateway_max_backlog_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="Bytes queued for one client (its write buffer) above which it is behind.",
+    )
+    gateway_max_backlog_seconds: float = Field(
+        default=5.0, gt=0, description="A client behind for longer is closed (4000)."
+    )
+    gateway_ping_interval_seconds: float = Field(default=20.0, gt=0)
+    gateway_idle_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="No frame (not even a pong) for this long: close 4001."
+    )
+    gateway_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Browser origins allowed besides the gateway's own (Origin host = Host header); "
+            "comma-separated, '*' allows any. Clients without an Origin header are allowed."
+        ),
+    )
+    gateway_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated client API keys; empty: no client authentication.",
+    )
+    gateway_demand_lease_seconds: float = Field(default=10.0, ge=1, le=600)
+    gateway_instruments_source: str = Field(
+        default="simulator",
+        description=(
+            "'simulator' (the simulator's universe) or the path or URL of Upstox's instrument "
+            "master (JSON, optionally gzipped)."
+        ),
+    )
+    gateway_close_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="How long a closing connection may take to drain."
+    )
+
+    _split_origins = field_validator("gateway_allowed_origins", mode="before")(_split_list)
+    _split_keys = field_validator("gateway_api_keys", mode="before")(_split_list)
+
+    @model_validator(mode="after")
+    def _check_timings(self) -> GatewaySettings:
+        if self.gateway_idle_timeout_seconds <= self.gateway_ping_interval_seconds:
+            raise ValueError(
+                "GATEWAY_IDLE_TIMEOUT_SECONDS must exceed GATEWAY_PING_INTERVAL_SECONDS "
+                "(a live client answers each ping)"
+            )
+        return self
+
+    @property
+    def flush_interval(self) -> float:
+        return self.gateway_flush_interval_ms / 1000.0
