@@ -86,7 +86,9 @@ async def _complete_login(
             "this login link is unknown, expired or already used; start the login again",
         )
     if error:
-        raise LoginRefused(400, "upstox_denied", f"Upstox ended the login: {error[:200]}")
+        # Shown and logged: keep it short and on one line (it comes from the query string).
+        reason = "".join(ch if ch.isprintable() else " " for ch in error[:200])
+        raise LoginRefused(400, "upstox_denied", f"Upstox ended the login: {reason}")
     if not code:
         raise LoginRefused(400, "missing_code", "the callback has no code parameter")
     settings = context.settings
