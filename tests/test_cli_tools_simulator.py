@@ -111,6 +111,9 @@ async def test_upstox_errors_are_one_line(
     )
     assert "UDAPI1148" in too_long.assert_one_line_error()
 
+    no_token = await tickstream("holidays", cwd=tmp_path, **upstox_env(simulator, redis_url))
+    assert "wants a login for the calendar" in no_token.assert_one_line_error()
+
     await simulator.expire_tokens()
     expired = await tickstream("profile", cwd=tmp_path, **env)
     line = expired.assert_one_line_error()
