@@ -127,13 +127,20 @@ def build_feed(snap: Snapshot, mode: Mode, is_index: bool) -> pb.Feed:
     return feed
 
 
+_SMALL_VARINTS: Final = tuple(_varint(value) for value in range(1 << 14))
+
+
+def _length(value: int) -> bytes:
+    return _SMALL_VARINTS[value] if value < 16_384 else _varint(value)
+
+
 def feed_entry(key: str, feed: pb.Feed) -> bytes:
     """`feeds` map entry bytes (field 2) for one instrument, ready to concatenate."""
     key_bytes = key.encode()
     feed_bytes = feed.SerializeToString()
-    entry = b"\x0a" + _varint(len(key_bytes)) + key_bytes
-    entry += b"\x12" + _varint(len(feed_bytes)) + feed_bytes
-    return b"\x12" + _varint(len(entry)) + entry
+    entry = b"\x0a" + _length(len(key_bytes)) + key_bytes
+    entry += b"\x12" + _length(len(feed_bytes)) + feed_bytes
+    return b"\x12" + _length(len(entry)) + entry
 
 
 def _timestamp(current_ms: int) -> bytes:

@@ -31,8 +31,12 @@ from services.simulator.universe import Instrument, lookup, stable_hash
 RATE: Final = 0.065  # risk-free rate for option pricing and futures carry
 JITTER: Final = 0.00015  # sub-grid trade-to-trade noise, relative to the price
 JITTER_MS: Final = 250
-VOLUME_BLOCK_MS: Final = 300_000
+VOLUME_BLOCK_MS: Final = 900_000
 MINUTE_MS: Final = 60_000
+DAY_RANGE_STEP_MS: Final = 60 * MINUTE_MS  # how finely a cold start samples today's range
+_LCG_MULTIPLIER: Final = 6364136223846793005
+_LCG_INCREMENT: Final = 1442695040888963407
+_MASK64: Final = (1 << 64) - 1
 
 # price path scales: 15 s ... 180 days; scales from 7 days up are "slow"
 PRICE_SPANS: Final = (
@@ -139,7 +143,7 @@ class _Series:
         self.jitter_seed = self.seed ^ 0x5A5A5A5A
         self.oi_noise = MultiScaleNoise(self.seed ^ 0x01, OI_SPANS, (0.3, 0.5, 0.7, 1.0))
         self.iv_noise = MultiScaleNoise(self.seed ^ 0x02, IV_SPANS, (0.3, 0.5, 0.7, 1.0))
-        self.volume_cache: tuple[int, int, float] = (-1, 0, 0.0)
+        self.volume_cache: tuple[int, list[float]] = (-1, [0.0])
         self.cp_cache: tuple[int, float] = (-1, 0.0)
         self.minute_cache: tuple[int, Candle | None] = (-1, None)
         self.session: tuple[int, int] = (0, 0)
@@ -181,21 +185,28 @@ class MarketModel:
 
     # ---- the price path ------------------------------------------------------------------
 
-    def base_price(self, instrument: Instrument, ms: int) -> float:
-        """The smooth path (no trade-to-trade jitter) of a cash instrument or index."""
+    def base_price(self, instrument: Instrument, ms: int, scan: bool = False) -> float:
+        """The smooth path (no trade-to-trade jitter) of a cash instrument or index.
+
+        `scan`: the caller jumps from one 15 s cell to another (candles, day range)."""
         series = self._series_of(instrument)
         drift = instrument.annual_drift * (ms - self.anchor_ms) / YEAR_MS
-        return math.exp(series.log_anchor + drift + series.price_noise.value(ms))
+        noise = series.price_noise.sample(ms) if scan else series.price_noise.value(ms)
+        return math.exp(series.log_anchor + drift + noise)
 
-    def price(self, instrument: Instrument, ms: int) -> float:
-        """The traded price at `ms`, unrounded."""
+    def price(
+        self, instrument: Instrument, ms: int, scan: bool = False, jitter: bool = True
+    ) -> float:
+        """The traded price at `ms`, unrounded (`jitter=False`: the smooth grid path)."""
         if instrument.is_derivative:
-            return self._derivative_price(instrument, ms)[0]
+            return self._derivative_price(instrument, ms, scan, jitter)[0]
+        if not jitter:
+            return self.base_price(instrument, ms, scan)
         series = self._series_of(instrument)
         cell = ms // JITTER_MS
         if series.jitter[0] != cell:
             series.jitter = (cell, JITTER * signed_unit(series.jitter_seed, 0, cell))
-        return self.base_price(instrument, ms) * (1.0 + series.jitter[1])
+        return self.base_price(instrument, ms, scan) * (1.0 + series.jitter[1])
 
     def _underlying(self, instrument: Instrument) -> Instrument:
         series = self._series_of(instrument)
@@ -213,8 +224,10 @@ class MarketModel:
         series = self._series_of(instrument)
         return instrument.annual_volatility * math.exp(0.08 * series.iv_noise.value(ms))
 
-    def _derivative_price(self, instrument: Instrument, ms: int) -> tuple[float, Greeks | None]:
-        spot = self.price(self._underlying(instrument), ms)
+    def _derivative_price(
+        self, instrument: Instrument, ms: int, scan: bool = False, jitter: bool = True
+    ) -> tuple[float, Greeks | None]:
+        spot = self.price(self._underlying(instrument), ms, scan, jitter)
         years = self._years_to_expiry(instrument, ms)
         if instrument.instrument_type == "FUT":
             return spot * math.exp(RATE * years), None
@@ -228,9 +241,9 @@ class MarketModel:
         )
         return greeks.price, greeks
 
-    def ltp(self, instrument: Instrument, ms: int) -> float:
+    def ltp(self, instrument: Instrument, ms: int, scan: bool = False) -> float:
         tick = instrument.tick_size
-        return max(tick, round_to_tick(self.price(instrument, ms), tick))
+        return max(tick, round_to_tick(self.price(instrument, ms, scan), tick))
 
     # ---- sessions --------------------------------------------------------------------------
 
@@ -263,7 +276,7 @@ class MarketModel:
         if series.cp_cache[0] == session_start:
             return series.cp_cache[1]
         _, previous_end = self.session_at(instrument, session_start - 1)
-        close = self.ltp(instrument, previous_end - 1)
+        close = self.ltp(instrument, previous_end - 1, scan=True)
         series.cp_cache = (session_start, close)
         return close
 
@@ -278,6 +291,16 @@ class MarketModel:
         noise = 0.3 + 1.4 * unit(series.seed ^ 0x03, start // MINUTE_MS, block)
         return instrument.daily_volume / blocks * shape * noise
 
+    def _volume_prefix(self, series: _Series, session: tuple[int, int], block: int) -> list[float]:
+        """Volume before each block of `session`, built as far as `block` (kept per session)."""
+        cached_start, prefix = series.volume_cache
+        if cached_start != session[0]:
+            prefix = [0.0]
+            series.volume_cache = (session[0], prefix)
+        while len(prefix) <= block:
+            prefix.append(prefix[-1] + self._block_volume(series, session, len(prefix) - 1))
+        return prefix
+
     def cumulative_volume(self, instrument: Instrument, session: tuple[int, int], ms: int) -> int:
         """Volume traded in `session` up to `ms` (monotonic in `ms`)."""
         if instrument.daily_volume <= 0:
@@ -286,16 +309,18 @@ class MarketModel:
         start, end = session
         ms = min(max(ms, start), end)
         block, offset = divmod(ms - start, VOLUME_BLOCK_MS)
-        cached_start, cached_block, cached_sum = series.volume_cache
-        if cached_start != start or cached_block > block:
-            cached_block, cached_sum = 0, 0.0
-        while cached_block < block:
-            cached_sum += self._block_volume(series, session, cached_block)
-            cached_block += 1
-        series.volume_cache = (start, cached_block, cached_sum)
-        total = cached_sum
+        prefix = self._volume_prefix(series, session, block + 1)
+        total = prefix[block]
         if offset:
-            total += self._block_volume(series, session, block) * offset / VOLUME_BLOCK_MS
+            # within a block trades come unevenly: x + a sin(2 pi m x) / (2 pi m) rises
+            # monotonically from 0 to 1 for |a| < 1, so the block still sums to its volume
+            shape = hash3(series.seed ^ 0x04, start // MINUTE_MS, block)
+            amplitude = ((shape & 0xFFFF) / 65_536.0 - 0.5) * 1.6
+            waves = 1 + (shape >> 16) % 4
+            x = offset / VOLUME_BLOCK_MS
+            angle = 2.0 * math.pi * waves
+            fraction = x + amplitude * math.sin(angle * x) / angle
+            total += (prefix[block + 1] - prefix[block]) * fraction
         lot = max(1, instrument.lot_size)
         return int(total // lot) * lot
 
@@ -313,8 +338,10 @@ class MarketModel:
         """How far a trade may stray from the grid path, relative to `price`."""
         if not instrument.is_derivative:
             return JITTER
-        spot = self.base_price(self._underlying(instrument), ms)
-        return min(0.05, JITTER * spot / max(price, instrument.tick_size))
+        # an option moves less than its underlying in rupees (|delta| <= 1); the margin covers
+        # carry and the implied volatility's drift between grid points
+        spot = self.base_price(self._underlying(instrument), ms, scan=True)
+        return min(0.05, 1.5 * JITTER * spot / max(price, instrument.tick_size))
 
     def candle(
         self,
@@ -327,14 +354,17 @@ class MarketModel:
         """The candle of trades in [start, end) of `session`, sampling the path on its grid."""
         step = max(GRID_MS, ((end - start) // 32) // GRID_MS * GRID_MS)
         first = -(-start // GRID_MS) * GRID_MS
-        high = low = self.price(instrument, start)
+        # extremes of the smooth path are at grid points; trades stray from it by the jitter
+        high = low = self.price(instrument, start, scan=True, jitter=False)
         sample = first
         while sample < end:
-            value = self.price(instrument, sample)
+            value = self.price(instrument, sample, scan=True, jitter=False)
             high, low = max(high, value), min(low, value)
             sample += step
-        opening = self.ltp(instrument, start)
-        closing = self.ltp(instrument, end - 1)
+        value = self.price(instrument, end, scan=True, jitter=False)  # the path's end point
+        high, low = max(high, value), min(low, value)
+        opening = self.ltp(instrument, start, scan=True)
+        closing = self.ltp(instrument, end - 1, scan=True)
         envelope = self._envelope(instrument, high, start)
         tick = instrument.tick_size
         top = max(_ceil_tick(high * (1.0 + envelope), tick), opening, closing)
@@ -390,14 +420,14 @@ class MarketModel:
         series = self._series_of(instrument)
         start = session[0]
         if series.day_start != start:
-            opening = self.ltp(instrument, start)
+            opening = self.ltp(instrument, start, scan=True)
             series.day_start, series.day_high, series.day_low = start, opening, opening
             series.day_open = opening
             series.day_scanned = start
-        step = 10 * MINUTE_MS
+        step = DAY_RANGE_STEP_MS
         while series.day_scanned + step <= ms:
             series.day_scanned += step
-            value = self.ltp(instrument, series.day_scanned)
+            value = self.ltp(instrument, series.day_scanned, scan=True)
             series.day_high = max(series.day_high, value)
             series.day_low = min(series.day_low, value)
         series.day_high = max(series.day_high, ltp)
@@ -463,21 +493,21 @@ class MarketModel:
     def _depth(
         self, instrument: Instrument, seed: int, ms: int, ltp: float, levels: int
     ) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
-        tick = instrument.tick_size
+        """A believable order book around `ltp`: bids below asks, gaps of 1-3 ticks."""
+        tick = round(instrument.tick_size * 100)  # in paise, so prices stay exact
         lot = max(1, instrument.lot_size)
         size = 40 if instrument.is_derivative else 400
         state = hash3(seed, 10, ms)
-        best_bid = ltp - tick * (state & 1)
-        best_ask = best_bid + tick * (1 + ((state >> 1) & 1))
+        bid = round(ltp * 100) - tick * (state & 1)
+        ask = bid + tick * (1 + ((state >> 1) & 1))
         bids: list[tuple[float, int]] = []
         asks: list[tuple[float, int]] = []
-        bid, ask = best_bid, best_ask
-        for level in range(levels):
-            state = hash3(seed, 11 + level, ms)
-            bids.append((round(bid, 2) if bid >= tick else 0.0, lot * (1 + state % size)))
-            asks.append((round(ask, 2), lot * (1 + (state >> 16) % size)))
-            bid -= tick * (1 + (state >> 32) % 3)
-            ask += tick * (1 + (state >> 40) % 3)
+        for _ in range(levels):
+            state = (state * _LCG_MULTIPLIER + _LCG_INCREMENT) & _MASK64
+            bids.append((bid / 100 if bid > 0 else 0.0, lot * (1 + (state >> 24) % size)))
+            asks.append((ask / 100, lot * (1 + (state >> 40) % size)))
+            bid -= tick * (1 + (state >> 8) % 3)
+            ask += tick * (1 + (state >> 16) % 3)
         return bids, asks
 
 

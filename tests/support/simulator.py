@@ -107,9 +107,11 @@ class SimulatorHandle:
     async def stats(self) -> dict[str, Any]:
         return await self.admin("GET", "stats")
 
-    async def login(self, user_state: str = "test-state") -> dict[str, Any]:
+    async def login(self, state: str = "test-state", user_id: str | None = None) -> dict[str, Any]:
         """A full login round trip: the dialog, then the token exchange; the token response."""
-        code = await login_via_dialog(self.http_url, self.client_id, self.redirect_uri, user_state)
+        code = await login_via_dialog(
+            self.http_url, self.client_id, self.redirect_uri, state, user_id=user_id
+        )
         async with httpx.AsyncClient(base_url=self.http_url, timeout=10) as client:
             response = await client.post(
                 "/v2/login/authorization/token",
@@ -128,11 +130,14 @@ class SimulatorHandle:
 
 
 @contextlib.asynccontextmanager
-async def running_simulator(**overrides: Any) -> AsyncIterator[SimulatorHandle]:
-    """Start the real simulator app on a free port (test defaults, then `overrides`)."""
+async def running_simulator(
+    *, server_options: dict[str, Any] | None = None, **overrides: Any
+) -> AsyncIterator[SimulatorHandle]:
+    """Start the real simulator app on a free port (test defaults, then `overrides`, which are
+    SimulatorSettings fields). `server_options` go to uvicorn (e.g. `ws_ping_interval`)."""
     options = {**TEST_DEFAULTS, **overrides}
     settings = SimulatorSettings(**options)
-    async with running_server(create_app(settings)) as server:
+    async with running_server(create_app(settings), **(server_options or {})) as server:
         yield SimulatorHandle(server=server, settings=settings)
 
 
@@ -169,10 +174,16 @@ class _FormReader(HTMLParser):
 
 
 async def login_via_dialog(
-    http_url: str, client_id: str, redirect_uri: str, state: str, base_path: str = ""
+    http_url: str,
+    client_id: str,
+    redirect_uri: str,
+    state: str,
+    base_path: str = "",
+    user_id: str | None = None,
 ) -> str:
     """Log in through the dialog as a browser would (load the page, submit its form, read the
-    redirect) and return the authorization code. Raises on an error or a state mismatch."""
+    redirect) and return the authorization code. Raises on an error or a state mismatch.
+    `user_id` picks a demo user other than the form's default (DEMO01)."""
     dialog = f"{http_url.rstrip('/')}{base_path}/v2/login/authorization/dialog"
     params = {
         "response_type": "code",
@@ -187,6 +198,8 @@ async def login_via_dialog(
         form.feed(page.text)
         if form.action is None:
             raise RuntimeError("the login page has no form")
+        if user_id is not None:
+            form.fields["user_id"] = user_id
         target = urljoin(str(page.url), form.action)
         submitted = await client.request(form.method.upper(), target, data=form.fields)
     if submitted.status_code not in (302, 303):
