@@ -8,7 +8,7 @@ fail at start with a message naming the variable (`load_settings`).
 from __future__ import annotations
 
 import sys
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,7 +35,7 @@ class CommonSettings(BaseSettings):
     upstox_base_url: str = Field(
         default=DEFAULT_SIMULATOR_URL,
         pattern=r"^https?://",
-        description="Upstox REST base URL: the simulator by default, https://api.upstox.com for real.",
+        description="Upstox REST base URL: the simulator by default, https://api.upstox.com for real",
     )
     upstox_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     internal_service_key: SecretStr | None = Field(
@@ -81,7 +81,7 @@ def describe_validation_error(error: ValidationError) -> str:
     return "invalid settings: " + "; ".join(lines)
 
 
-def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
     """Build `cls` from the environment, raising `SettingsError` that names each bad variable."""
     try:
         return cls(**overrides)
