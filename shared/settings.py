@@ -35,7 +35,7 @@ class CommonSettings(BaseSettings):
     upstox_base_url: str = Field(
         default=DEFAULT_SIMULATOR_URL,
         pattern=r"^https?://",
-        description="Upstox REST base URL: the simulator by default, https://api.upstox.com for real",
+        description="Upstox REST base: the simulator by default, https://api.upstox.com for real",
     )
     upstox_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     internal_service_key: SecretStr | None = Field(
