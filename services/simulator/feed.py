@@ -33,6 +33,7 @@ _DETAIL = {
     Mode.FULL_D30: DETAIL_FULL,
 }
 HOUSEKEEPING_MS = 1000
+MAX_FEEDS_PER_FRAME = 500  # larger updates go out as several frames, as Upstox batches them
 
 
 @dataclass(frozen=True)
@@ -285,9 +286,9 @@ class FeedHub:
             active = conn.subscriptions.active
             wanted = {key: {active[key]} for key in keys if key in active}
             entries = self._entries(wanted, now, only_open=False)
-            if entries:
-                conn.offer_control(frames.initial_frame(entries.values(), now))
-                conn.feeds_offered += len(entries)
+            for chunk in _chunks(list(entries.values())):
+                conn.offer_control(frames.initial_frame(chunk, now))
+                conn.feeds_offered += len(chunk)
 
     def _current_demand(self) -> dict[str, set[Mode]]:
         if self._demand_dirty:
@@ -307,15 +308,16 @@ class FeedHub:
         entries = self._entries(demand, now, only_open=True)
         if not entries:
             return
-        built: dict[frozenset[tuple[str, Mode]], tuple[bytes, int] | None] = {}
+        built: dict[frozenset[tuple[str, Mode]], list[tuple[bytes, int]]] = {}
         for conn in self.connections.values():
             signature = conn.subscriptions.signature
-            if signature not in built:
+            batch = built.get(signature)
+            if batch is None:
                 parts = [entries[p] for p in conn.subscriptions.active_pairs if p in entries]
-                built[signature] = (frames.live_frame(parts, now), len(parts)) if parts else None
-            frame = built[signature]
-            if frame is not None:
-                conn.offer_live(*frame)
+                batch = [(frames.live_frame(chunk, now), len(chunk)) for chunk in _chunks(parts)]
+                built[signature] = batch
+            for frame, feeds in batch:
+                conn.offer_live(frame, feeds)
 
     def stats(self) -> dict[str, object]:
         return {
@@ -327,3 +329,7 @@ class FeedHub:
             "tick_interval_ms": self.tick_interval_ms,
             "stalled": self._now() < self.stalled_until_ms,
         }
+
+
+def _chunks(parts: list[bytes]) -> list[list[bytes]]:
+    return [parts[i : i + MAX_FEEDS_PER_FRAME] for i in range(0, len(parts), MAX_FEEDS_PER_FRAME)]

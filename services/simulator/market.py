@@ -33,6 +33,7 @@ JITTER: Final = 0.00015  # sub-grid trade-to-trade noise, relative to the price
 JITTER_MS: Final = 250
 VOLUME_BLOCK_MS: Final = 900_000
 MINUTE_MS: Final = 60_000
+DAY_SAMPLES: Final = 16  # path samples per historical day candle
 DAY_RANGE_STEP_MS: Final = 60 * MINUTE_MS  # how finely a cold start samples today's range
 _LCG_MULTIPLIER: Final = 6364136223846793005
 _LCG_INCREMENT: Final = 1442695040888963407
@@ -282,23 +283,25 @@ class MarketModel:
 
     # ---- volume and open interest ------------------------------------------------------------
 
-    def _block_volume(self, series: _Series, session: tuple[int, int], block: int) -> float:
-        instrument = series.instrument
-        start, end = session
-        blocks = max(1, -(-(end - start) // VOLUME_BLOCK_MS))
-        position = (block + 0.5) / blocks
-        shape = (1.0 + 0.8 * (2.0 * position - 1.0) ** 2) / (1.0 + 0.8 / 3.0)  # busy open/close
-        noise = 0.3 + 1.4 * unit(series.seed ^ 0x03, start // MINUTE_MS, block)
-        return instrument.daily_volume / blocks * shape * noise
-
     def _volume_prefix(self, series: _Series, session: tuple[int, int], block: int) -> list[float]:
         """Volume before each block of `session`, built as far as `block` (kept per session)."""
         cached_start, prefix = series.volume_cache
         if cached_start != session[0]:
             prefix = [0.0]
             series.volume_cache = (session[0], prefix)
-        while len(prefix) <= block:
-            prefix.append(prefix[-1] + self._block_volume(series, session, len(prefix) - 1))
+        if len(prefix) > block:
+            return prefix
+        # the same as summing _block_volume, unrolled: day candles sum whole sessions
+        start, end = session
+        blocks = max(1, -(-(end - start) // VOLUME_BLOCK_MS))
+        per_block = series.instrument.daily_volume / blocks / (1.0 + 0.8 / 3.0)
+        seed, minute = series.seed ^ 0x03, start // MINUTE_MS
+        total = prefix[-1]
+        for index in range(len(prefix) - 1, block):
+            position = 2.0 * (index + 0.5) / blocks - 1.0
+            noise = 0.3 + 1.4 * unit(seed, minute, index)
+            total += per_block * (1.0 + 0.8 * position * position) * noise
+            prefix.append(total)
         return prefix
 
     def cumulative_volume(self, instrument: Instrument, session: tuple[int, int], ms: int) -> int:
@@ -350,9 +353,10 @@ class MarketModel:
         start: int,
         end: int,
         ts: int | None = None,
+        samples: int = 32,
     ) -> Candle:
         """The candle of trades in [start, end) of `session`, sampling the path on its grid."""
-        step = max(GRID_MS, ((end - start) // 32) // GRID_MS * GRID_MS)
+        step = max(GRID_MS, ((end - start) // samples) // GRID_MS * GRID_MS)
         first = -(-start // GRID_MS) * GRID_MS
         # extremes of the smooth path are at grid points; trades stray from it by the jitter
         high = low = self.price(instrument, start, scan=True, jitter=False)
@@ -391,7 +395,9 @@ class MarketModel:
         window = self.clock.session(instrument.segment, day)
         found = None
         if window is not None and self.is_listed(instrument, day):
-            found = self.candle(instrument, window, window[0], window[1], ts=ist_ms(day))
+            found = self.candle(
+                instrument, window, window[0], window[1], ts=ist_ms(day), samples=DAY_SAMPLES
+            )
         self._day_candles[cache_key] = found
         if len(self._day_candles) > 50_000:
             self._day_candles.popitem(last=False)

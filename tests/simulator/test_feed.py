@@ -277,3 +277,22 @@ async def test_server_pings_an_idle_connection() -> None:
         finally:
             writer.close()
             await writer.wait_closed()
+
+
+async def test_big_subscriptions_come_in_several_frames() -> None:
+    keys = [f"NSE_EQ|SYNTH{i:04d}" for i in range(1_200)]
+    # a slow tick: a client that stops reading stalls its own close handshake behind queued
+    # frames (websockets' max_queue), which a 20 ms tick of 1200 keys fills at once
+    async with (
+        running_simulator(simulator_tick_interval_ms=300) as sim,
+        websockets.connect(await authorized_url(sim, sim.demo_token)) as ws,
+    ):
+        await send(ws, "sub", keys)
+        sizes = [len((await frame_of_type(ws, pb.initial_feed)).feeds) for _ in range(3)]
+        assert sizes == [500, 500, 200]
+        seen: set[str] = set()
+        while len(seen) < len(keys):
+            frame = await frame_of_type(ws, pb.live_feed)
+            assert len(frame.feeds) <= 500
+            seen.update(frame.feeds)
+        assert seen == set(keys)
