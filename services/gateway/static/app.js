@@ -247,7 +247,7 @@ function updateConnection() {
     return;
   }
   if (g.ingestor && g.ingestor !== "connected") {
-    renderConnection(root, text, "stale", `Stale · upstream ${g.ingestor.replace("_", " ")}`);
+    renderConnection(root, text, "stale", `Stale · ${ingestorText(g.ingestor)}`);
     return;
   }
   const quiet = state.lastFeedAt ? Date.now() - state.lastFeedAt : 0;
@@ -259,12 +259,28 @@ function updateConnection() {
   renderConnection(root, text, "live", `Live${last}`);
 }
 
+const INGESTOR_TEXT = {
+  connected: "upstream connected",
+  connecting: "connecting upstream",
+  backoff: "upstream reconnecting",
+  waiting_token: "waiting for an Upstox login",
+  standby: "no active ingestor",
+  starting: "ingestor starting",
+  stopped: "ingestor stopped",
+  unknown: "no ingestor reporting",
+};
+
+function ingestorText(stateName) {
+  return INGESTOR_TEXT[stateName] || `ingestor ${stateName.replace(/_/g, " ")}`;
+}
+
 function updateStatusLine() {
   const g = state.gateway;
   const parts = [`${watchlist.items.length} instruments`];
-  if (g.ingestor) parts.push(`upstream ${g.ingestor.replace("_", " ")}`);
-  parts.push(`bus ${g.redis}`);
-  if (g.message) parts.push(g.message);
+  if (g.ingestor) parts.push(ingestorText(g.ingestor));
+  // The gateway's own words are in the tooltip: the line stays short.
+  $("footer-status").title = g.message || "";
+  parts.push(g.redis === "down" ? "Redis unreachable" : "Redis up");
   $("footer-status").textContent = parts.join(" · ");
 }
 
