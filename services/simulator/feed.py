@@ -22,7 +22,7 @@ from services.simulator.clock import now_ms
 from services.simulator.market import DETAIL_FIRST_LEVEL, DETAIL_FULL, DETAIL_LTPC, MarketModel
 from services.simulator.protocol import KeyLimits, RequestError, Subscriptions, parse_request
 from services.simulator.universe import Instrument
-from shared.instruments import Mode, segment_of
+from shared.instruments import Mode
 
 logger = logging.getLogger(__name__)
 
@@ -259,24 +259,30 @@ class FeedHub:
     ) -> dict[tuple[str, Mode], bytes]:
         entries: dict[tuple[str, Mode], bytes] = {}
         open_segments: dict[str, bool] = {}
+        only_open = only_open and self.model.clock.kind != "open"
+        snapshot, build, entry = self.model.snapshot, frames.build_feed, frames.feed_entry
         for key, modes in wanted.items():
             instrument = self._instrument(key)
             if instrument is None:
                 continue
             if only_open:
-                segment = segment_of(key)
+                segment = instrument.segment
                 is_open = open_segments.get(segment)
                 if is_open is None:
                     is_open = self.model.clock.is_open(segment, now)
                     open_segments[segment] = is_open
                 if not is_open:
                     continue
+            if len(modes) == 1:  # the common case, without the set arithmetic below
+                (mode,) = modes
+                snap = snapshot(instrument, now, _DETAIL[mode], 30 if mode is Mode.FULL_D30 else 5)
+                entries[(key, mode)] = entry(key, build(snap, mode, instrument.is_index))
+                continue
             detail = max(_DETAIL[mode] for mode in modes)
             depth = 30 if Mode.FULL_D30 in modes else 5
-            snap = self.model.snapshot(instrument, now, detail, depth)
+            snap = snapshot(instrument, now, detail, depth)
             for mode in modes:
-                feed = frames.build_feed(snap, mode, instrument.is_index)
-                entries[(key, mode)] = frames.feed_entry(key, feed)
+                entries[(key, mode)] = entry(key, build(snap, mode, instrument.is_index))
         return entries
 
     def _send_snapshots(self, now: int) -> None:

@@ -190,8 +190,10 @@ class MarketModel:
         """The smooth path (no trade-to-trade jitter) of a cash instrument or index.
 
         `scan`: the caller jumps from one 15 s cell to another (candles, day range)."""
-        series = self._series_of(instrument)
-        drift = instrument.annual_drift * (ms - self.anchor_ms) / YEAR_MS
+        return self._base(self._series_of(instrument), ms, scan)
+
+    def _base(self, series: _Series, ms: int, scan: bool) -> float:
+        drift = series.instrument.annual_drift * (ms - self.anchor_ms) / YEAR_MS
         noise = series.price_noise.sample(ms) if scan else series.price_noise.value(ms)
         return math.exp(series.log_anchor + drift + noise)
 
@@ -201,13 +203,15 @@ class MarketModel:
         """The traded price at `ms`, unrounded (`jitter=False`: the smooth grid path)."""
         if instrument.is_derivative:
             return self._derivative_price(instrument, ms, scan, jitter)[0]
+        return self._cash_price(self._series_of(instrument), ms, scan, jitter)
+
+    def _cash_price(self, series: _Series, ms: int, scan: bool, jitter: bool) -> float:
         if not jitter:
-            return self.base_price(instrument, ms, scan)
-        series = self._series_of(instrument)
+            return self._base(series, ms, scan)
         cell = ms // JITTER_MS
         if series.jitter[0] != cell:
             series.jitter = (cell, JITTER * signed_unit(series.jitter_seed, 0, cell))
-        return self.base_price(instrument, ms, scan) * (1.0 + series.jitter[1])
+        return self._base(series, ms, scan) * (1.0 + series.jitter[1])
 
     def _underlying(self, instrument: Instrument) -> Instrument:
         series = self._series_of(instrument)
@@ -446,20 +450,28 @@ class MarketModel:
         self, instrument: Instrument, now_ms: int, detail: int = DETAIL_LTPC, depth: int = 5
     ) -> Snapshot:
         """The market of `instrument` as the feed shows it at `now_ms`."""
-        ms, session = self.trade_time(instrument, now_ms)
         series = self._series_of(instrument)
+        session = series.session
+        if session[0] <= now_ms < session[1]:  # the common case: the market is open
+            ms = now_ms
+        else:
+            ms, session = self.trade_time(instrument, now_ms)
         greeks: Greeks | None = None
+        tick = instrument.tick_size
         if instrument.is_option:
             raw, greeks = self._derivative_price(instrument, ms)
-            ltp = max(instrument.tick_size, round_to_tick(raw, instrument.tick_size))
+        elif instrument.is_derivative:
+            raw = self._derivative_price(instrument, ms)[0]
         else:
-            ltp = self.ltp(instrument, ms)
+            raw = self._cash_price(series, ms, False, True)
+        ltp = max(tick, round(round(raw / tick) * tick, 2))
         ltq = 0
         if not instrument.is_index:
             ltq = max(1, instrument.lot_size) * (1 + hash3(series.seed, 7, ms) % 20)
-        snap = Snapshot(
-            ltp=ltp, ltt=ms, ltq=ltq, cp=self.previous_close(instrument, session[0]), detail=detail
-        )
+        cp_start, cp = series.cp_cache
+        if cp_start != session[0]:
+            cp = self.previous_close(instrument, session[0])
+        snap = Snapshot(ltp=ltp, ltt=ms, ltq=ltq, cp=cp, detail=detail)
         if detail == DETAIL_LTPC or instrument.is_index:
             if detail == DETAIL_FULL:
                 snap.day = self._today(instrument, session, ms, ltp, 0)
