@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
@@ -111,7 +112,16 @@ class GatewayConnection(asyncio.Protocol):
         self._transport = transport
         self._connections.add(self)
         if self._hub is not None:
-            transport.set_write_buffer_limits(high=self._hub.settings.gateway_max_backlog_bytes)
+            settings = self._hub.settings
+            transport.set_write_buffer_limits(high=settings.gateway_max_backlog_bytes)
+            if settings.gateway_socket_send_buffer_bytes:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(
+                        socket.SOL_SOCKET,
+                        socket.SO_SNDBUF,
+                        settings.gateway_socket_send_buffer_bytes,
+                    )
 
     def data_received(self, data: bytes) -> None:
         self._last_rx = self._loop.time()

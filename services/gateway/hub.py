@@ -4,8 +4,9 @@ One pub/sub connection (`pubsub.PubSubLink`) carries every tick channel this rep
 want (one SUBSCRIBE per channel however many clients hold it) plus the market-info and ingestor
 event channels. Its protocol callback feeds ticks straight to the pure `FanOut`; one timer per
 coalescing window flushes frames. The replica's demand (key -> modes) is written to its hash
-under a lease, promptly on change, and a heartbeat keeps the lease. When Redis goes away clients stay connected and are told; on recovery
-the hub resubscribes, rewrites its demand and resends every client's snapshot.
+under a lease, promptly on change, and a heartbeat keeps the lease. When Redis goes away clients
+stay connected and are told; on recovery the hub resubscribes, rewrites its demand and resends
+every client's snapshot.
 
 Pub/sub commands are written without waiting, in the order they are issued; a client's
 subscribe waits for a PING barrier only when one of its channels is not yet confirmed, so its

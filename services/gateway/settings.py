@@ -55,6 +55,14 @@ class GatewaySettings(CommonSettings):
     gateway_max_backlog_seconds: float = Field(
         default=5.0, gt=0, description="A client behind for longer is closed (4000)."
     )
+    gateway_socket_send_buffer_bytes: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "SO_SNDBUF of client sockets; 0 keeps the kernel's auto-tuning. Smaller buffers "
+            "notice a slow client sooner and cost less kernel memory per connection."
+        ),
+    )
     gateway_ping_interval_seconds: float = Field(default=20.0, gt=0)
     gateway_idle_timeout_seconds: float = Field(
         default=60.0, gt=0, description="No frame (not even a pong) for this long: close 4001."
