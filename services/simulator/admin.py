@@ -20,8 +20,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.simulator.clock import now_ms
-from services.simulator.errors import ADMIN_FORBIDDEN, UpstoxError
+from services.simulator.errors import ADMIN_FORBIDDEN, INVALID_INPUT, UpstoxError
 from services.simulator.state import state_of
+
+# never sent in a close frame (RFC 6455 section 7.4.1), or not allowed for servers
+RESERVED_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015, *range(1016, 3000)})
 
 
 def require_admin(request: Request) -> None:
@@ -42,6 +45,8 @@ def done(**data: object) -> JSONResponse:
 async def drop_connections(
     request: Request, code: Annotated[int, Query(ge=1000, le=4999)] = 1011
 ) -> JSONResponse:
+    if code in RESERVED_CLOSE_CODES:
+        raise UpstoxError(400, INVALID_INPUT, "close code reserved by RFC 6455")
     return done(dropped=state_of(request).hub.drop_all(code, "dropped by admin"))
 
 

@@ -38,15 +38,24 @@ _DENIED: ContextVar[bool] = ContextVar("simulator_handshake_denied", default=Fal
 _SPURIOUS = "ASGI callable returned without completing handshake."
 
 
-class _DeniedHandshakeFilter(logging.Filter):
+class _FeedLogFilter(logging.Filter):
+    """Keeps uvicorn's WebSocket lines free of one-time codes, and drops the spurious line."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (_DENIED.get() and record.msg == _SPURIOUS)
+        if _DENIED.get() and record.msg == _SPURIOUS:
+            return False
+        if isinstance(record.msg, str) and '"WebSocket %s"' in record.msg and record.args:
+            args = tuple(record.args) if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(
+                arg.split("?", 1)[0] if isinstance(arg, str) and "?" in arg else arg for arg in args
+            )
+        return True
 
 
 def install_log_filter() -> None:
     uvicorn_logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, _DeniedHandshakeFilter) for f in uvicorn_logger.filters):
-        uvicorn_logger.addFilter(_DeniedHandshakeFilter())
+    if not any(isinstance(f, _FeedLogFilter) for f in uvicorn_logger.filters):
+        uvicorn_logger.addFilter(_FeedLogFilter())
 
 
 async def _deny(websocket: WebSocket, response: Response) -> None:

@@ -31,6 +31,13 @@ async def test_admin_needs_the_key_and_is_off_without_one(simulator: SimulatorHa
         missing = await client.post("/admin/drop-connections")
     assert_error(wrong, 403, "SIM_ADMIN_FORBIDDEN")
     assert_error(missing, 403, "SIM_ADMIN_FORBIDDEN")
+    async with httpx.AsyncClient(base_url=simulator.http_url) as client:
+        reserved = await client.post(
+            "/admin/drop-connections",
+            params={"code": 1006},
+            headers={"X-Admin-Key": simulator.admin_key},
+        )
+    assert_error(reserved, 400, "UDAPI100036")
     async with (
         running_simulator(simulator_admin_key=None) as sim,
         httpx.AsyncClient(base_url=sim.http_url) as client,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 
 import httpx
@@ -296,3 +297,20 @@ async def test_big_subscriptions_come_in_several_frames() -> None:
             assert len(frame.feeds) <= 500
             seen.update(frame.feeds)
         assert seen == set(keys)
+
+
+async def test_one_time_codes_stay_out_of_the_logs(
+    simulator: SimulatorHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    url = await authorized_url(simulator, simulator.demo_token)
+    code = httpx.URL(url).params["code"]
+    async with websockets.connect(url) as ws:
+        await next_frame(ws)
+    headers = {"Authorization": f"Bearer {simulator.demo_token}"}
+    async with websockets.connect(simulator.feed_url, additional_headers=headers) as ws:
+        await next_frame(ws)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("market-data-feeder" in message for message in messages)  # it was logged...
+    assert not any(code in message or "code=" in message for message in messages)  # ...bare
+    assert not any(simulator.demo_token in message for message in messages)
