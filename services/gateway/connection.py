@@ -20,7 +20,7 @@ import logging
 import secrets
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
@@ -108,7 +108,8 @@ class GatewayConnection(asyncio.Protocol):
     # ---- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports do not derive from asyncio.Transport, so no isinstance check.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._connections.add(self)
         if self._hub is not None:
