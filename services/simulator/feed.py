@@ -273,16 +273,21 @@ class FeedHub:
                     open_segments[segment] = is_open
                 if not is_open:
                     continue
-            if len(modes) == 1:  # the common case, without the set arithmetic below
-                (mode,) = modes
-                snap = snapshot(instrument, now, _DETAIL[mode], 30 if mode is Mode.FULL_D30 else 5)
-                entries[(key, mode)] = entry(key, build(snap, mode, instrument.is_index))
-                continue
-            detail = max(_DETAIL[mode] for mode in modes)
-            depth = 30 if Mode.FULL_D30 in modes else 5
-            snap = snapshot(instrument, now, detail, depth)
-            for mode in modes:
-                entries[(key, mode)] = entry(key, build(snap, mode, instrument.is_index))
+            try:
+                if len(modes) == 1:  # the common case, without the set arithmetic below
+                    (mode,) = modes
+                    depth = 30 if mode is Mode.FULL_D30 else 5
+                    snap = snapshot(instrument, now, _DETAIL[mode], depth)
+                    entries[(key, mode)] = entry(key, build(snap, mode, instrument.is_index))
+                    continue
+                detail = max(_DETAIL[mode] for mode in modes)
+                depth = 30 if Mode.FULL_D30 in modes else 5
+                snap = snapshot(instrument, now, detail, depth)
+                for mode in modes:
+                    entries[(key, mode)] = entry(key, build(snap, mode, instrument.is_index))
+            except Exception:  # one broken instrument must not silence the others
+                logger.exception("cannot simulate %s; it gets no data from now on", key)
+                self._instruments[key] = None
         return entries
 
     def _send_snapshots(self, now: int) -> None:

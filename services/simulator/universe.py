@@ -159,6 +159,14 @@ _MONTHS: Final = (
     "DEC",
 )
 _EXCHANGE_OF_PREFIX: Final = {"NCD": "NSE", "BCD": "BSE", "NSE": "NSE", "BSE": "BSE", "MCX": "MCX"}
+# where a synthetic derivative's synthetic underlying trades
+_CASH_SEGMENT: Final = {
+    "NSE_FO": "NSE_EQ",
+    "NCD_FO": "NSE_EQ",
+    "BSE_FO": "BSE_EQ",
+    "BCD_FO": "BSE_EQ",
+    "MCX_FO": "NSE_COM",
+}
 _OPTION_VOLATILITY: Final = 0.13  # at-the-money implied volatility of index options
 
 
@@ -431,7 +439,7 @@ def _synthetic(key: str, today: dt.date) -> Instrument:
             daily_volume=0,
         )
     if segment.endswith("_FO"):
-        underlying_key = f"{exchange_of(segment)}_EQ|SYN{digest % 100_000:05d}"
+        underlying_key = f"{_CASH_SEGMENT[segment]}|SYN{digest % 100_000:05d}"
         underlying = _synthetic(underlying_key, today)
         step = 10.0 ** max(0, len(str(int(underlying.base_price))) - 2)
         strike = round(underlying.base_price * (0.9 + 0.2 * unit) / step) * step

@@ -11,7 +11,7 @@ from services.simulator.greeks import black_scholes
 from services.simulator.market import DETAIL_FULL, MarketModel
 from services.simulator.noise import MultiScaleNoise
 from services.simulator.universe import lookup, universe
-from shared.instruments import SEGMENTS, is_instrument_key
+from shared.instruments import KEY_SEGMENTS, SEGMENTS, is_instrument_key
 
 DAY = dt.date(2026, 11, 18)  # a Wednesday, not a holiday
 ANCHOR = dt.date(2026, 11, 20)
@@ -194,3 +194,13 @@ def test_black_scholes_put_call_parity_and_greek_signs() -> None:
     assert call.theta < 0 and call.vega > 0 and call.rho > 0 > put.rho
     expired = black_scholes(100.0, 90.0, 0.0, 0.065, 0.2, call=True)
     assert expired.price == 10.0 and expired.delta == 1.0
+
+
+@pytest.mark.parametrize("segment", KEY_SEGMENTS)
+def test_every_segment_simulates_a_synthetic_key(segment: str) -> None:
+    instrument = lookup(f"{segment}|12345", ANCHOR)
+    assert instrument is not None and instrument.segment == segment
+    for clock in ("open", "ist"):
+        snap = model(clock=clock).snapshot(instrument, ms_at(DAY, 12), DETAIL_FULL, 30)
+        assert snap.ltp > 0 and snap.cp > 0
+        assert snap.day is not None and snap.day.low <= snap.ltp <= snap.day.high
