@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -58,11 +59,40 @@ class StartError(RuntimeError):
     """A service could not be started; the message says which, why, and its last log lines."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_port(host: str = "127.0.0.1", taken: set[int] | None = None) -> int:
+    """A port nothing listens on, chosen below the ephemeral range.
+
+    The services start seconds after their ports are chosen; a port from the ephemeral range
+    (what binding port 0 gives) may meanwhile become the local end of some outgoing connection,
+    and the service then fails to bind. Ports below the range are only ever taken by listeners.
+    """
+    taken = taken if taken is not None else set()
+    low, _ = _ephemeral_range()
+    if low > 11000:
+        for _ in range(200):
+            port = random.randrange(10000, low)
+            if port in taken:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+            taken.add(port)
+            return port
     with socket.socket() as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+    taken.add(chosen)
+    return chosen
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -161,10 +191,11 @@ class DevStack:
         python: str = sys.executable,
     ) -> None:
         options = options or Options()
+        self._taken: set[int] = set()
         if options.port == 0:
-            options = dataclasses.replace(options, port=free_port(options.host))
+            options = dataclasses.replace(options, port=free_port(options.host, self._taken))
         self._workdir = Path(tempfile.mkdtemp(prefix="tickstream-dev-"))
-        ports = {name: free_port() for name in internal_names(options)}
+        ports = {name: free_port(taken=self._taken) for name in internal_names(options)}
         self.topology: Topology = plan(
             options,
             ports,
