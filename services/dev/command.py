@@ -104,7 +104,7 @@ def _banner(stack: DevStack) -> str:
         f"  log in         {stack.front_url}/auth/  (simulated Upstox login)",
         f"  WebSocket      {stack.front_url.replace('http', 'ws', 1)}/ws",
         "",
-        "  services (each also serves /healthz, /readyz and /metrics):",
+        "  services (each answers /healthz):",
     ]
     lines += [f"    {name:<12} {url}" for name, url in stack.urls.items() if name != "front"]
     lines += ["", "  Ctrl-C stops everything.", ""]

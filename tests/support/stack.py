@@ -228,17 +228,27 @@ class Stack:
         """
         async with httpx.AsyncClient(timeout=20, trust_env=False, follow_redirects=True) as browser:
             dialog = await browser.get(self.front_url + "/authorize")
-            dialog.raise_for_status()
+            _expect_ok(dialog, "GET /authorize (to the login dialog)")
             form = _parse_form(dialog.text)
             if user_id is not None:
                 form.fields["user_id"] = user_id
             action = httpx.URL(str(dialog.url)).join(form.action)
             assert str(action).startswith(self.front_url), f"dialog left the front: {action}"
             landed = await browser.post(str(action), data=form.fields)
-            landed.raise_for_status()
+            _expect_ok(landed, "the dialog's button (callback, then the dashboard)")
             hops = [str(r.headers.get("location", "")) for r in landed.history]
             assert any("/exchange-token" in hop for hop in hops), f"no callback in {hops}"
             return landed
+
+
+def _expect_ok(response: httpx.Response, step: str) -> None:
+    if not response.is_success:
+        hops = " -> ".join(str(r.url.copy_with(query=None)) for r in response.history)
+        raise AssertionError(
+            f"login failed at {step}: HTTP {response.status_code} from "
+            f"{response.url.copy_with(query=None)} (after {hops or 'no redirects'}): "
+            f"{response.text[:300]}"
+        )
 
 
 class _Form(html.parser.HTMLParser):

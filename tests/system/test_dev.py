@@ -212,7 +212,7 @@ def test_command_runs_the_whole_system_and_stops_it_on_sigterm(tmp_path: Path) -
             assert http.get("/auth/").status_code == 200
             assert http.get("/healthz").status_code == 200
         children = children_of(process.pid)
-        assert len(children) == 9  # redis, simulator, auth, 2 ingestors, 2 gateways, front
+        assert len(children) == 8  # redis, simulator, auth, 2 ingestors, 2 gateways, front
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
