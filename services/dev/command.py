@@ -56,6 +56,10 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+def _hurry(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from services.dev.stack import DevStack, StartError
     from services.dev.topology import Options
@@ -86,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
     except _Stop as stop:
         printer.write(f"tickstream dev: {stop}, stopping every service\n")
     finally:
-        # A second Ctrl-C while stopping escalates to SIGKILL (DevStack.stop).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # A second Ctrl-C or SIGTERM while stopping escalates to SIGKILL (DevStack.stop).
+        signal.signal(signal.SIGINT, _hurry)
+        signal.signal(signal.SIGTERM, _hurry)
         with contextlib.suppress(KeyboardInterrupt):
             stack.close()
         for sig, handler in previous.items():

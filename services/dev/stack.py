@@ -293,10 +293,12 @@ class DevStack:
         """Stop everything and remove the working directory."""
         if self._closed:
             return
-        self.stop()
-        self._closed = True
-        atexit.unregister(self._kill_all_at_exit)
-        shutil.rmtree(self._workdir, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            self._closed = True
+            atexit.unregister(self._kill_all_at_exit)
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     def kill(self, name: str) -> None:
         """SIGKILL one service, as a crash would, and reap it."""
