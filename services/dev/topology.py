@@ -145,7 +145,11 @@ def internal_names(options: Options) -> list[str]:
 def wiring_env(
     options: Options, redis_url: str, simulator_url: str, secrets_: Secrets
 ) -> dict[str, str]:
-    """What makes the services find each other: the same for every service."""
+    """What makes the services find each other: the same for every service.
+
+    No origin allowlist for the gateways: the front passes the browser's `Host` on, as compose's
+    nginx does, so the gateways' same-origin check accepts the page they served.
+    """
     front = options.front_url
     origins = _origins(options)
     return {
@@ -166,7 +170,6 @@ def wiring_env(
         # the demo shows live data at once: auth stores the simulator's demo token at start
         "UPSTOX_ACCESS_TOKEN": secrets_.demo_token,
         "AUTH_DASHBOARD_URL": "/",
-        "GATEWAY_ALLOWED_ORIGINS": ",".join(origins),
     }
 
 

@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.typing import Origin, Subprotocol
 
 from services.front.routes import (
@@ -301,10 +301,16 @@ class FrontApp:
         subprotocols = [Subprotocol(name) for name in scope.get("subprotocols") or []]
         handshake = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
         for base in self._candidates(target.upstream):
-            url = "ws" + base.removeprefix("http") + _upstream_target(scope, target)
+            address = urlsplit(base)
+            # The URI names the host the client asked for (websockets sends it as `Host`, like
+            # nginx's `Host $http_host`, so the gateway's same-origin check sees the front's
+            # origin); host= and port= say where the TCP connection really goes.
+            url = _websocket_uri(info.host or address.netloc) + _upstream_target(scope, target)
             try:
                 upstream = await connect(
                     url,
+                    host=address.hostname,
+                    port=address.port or 80,
                     additional_headers=handshake,
                     origin=Origin(origin.decode("latin-1")) if origin else None,
                     subprotocols=subprotocols or None,
@@ -322,7 +328,7 @@ class FrontApp:
                 response = error.response
                 await _deny(scope, send, response.status_code, bytes(response.body or b""))
                 return None
-            except InvalidHandshake as error:
+            except (InvalidHandshake, InvalidURI) as error:
                 logger.warning("%s failed the WebSocket handshake: %s", base, type(error).__name__)
                 await _deny(scope, send, 502, b"bad gateway\n")
                 return None
@@ -382,6 +388,13 @@ async def _upstream_to_client(upstream: ClientConnection, send: Send) -> None:
             "reason": upstream.close_reason or "",
         }
     )
+
+
+def _websocket_uri(host: str) -> str:
+    """`ws://host`, for a Host header value; a value that is no host name falls back safely."""
+    if not host or any(c in host for c in "/?#@ \t\\"):
+        return "ws://invalid-host"
+    return "ws://" + host
 
 
 async def _deny(scope: Scope, send: Send, status: int, body: bytes) -> None:

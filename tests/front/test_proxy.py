@@ -87,6 +87,7 @@ def upstream_app(upstream: Upstream) -> Starlette:
             {
                 "who": upstream.name,
                 "origin": websocket.headers.get("origin"),
+                "host": websocket.headers.get("host"),
                 "xff": websocket.headers.get("x-forwarded-for"),
                 "xhost": websocket.headers.get("x-forwarded-host"),
                 "cookie": websocket.headers.get("cookie"),
@@ -313,6 +314,7 @@ async def test_websocket_relays_both_ways_with_headers() -> None:
     seen = json.loads(hello)
     assert seen["who"] == "gateway-1"
     assert seen["origin"] == top.url
+    assert seen["host"] == f"{top.front.host}:{top.front.port}"  # as the browser sent it
     assert seen["cookie"] == "sid=2"
     assert seen["query"] == "client=7"
     assert seen["xff"] == "127.0.0.1"

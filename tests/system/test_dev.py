@@ -60,10 +60,11 @@ def test_plan_wires_the_login_through_the_front_and_the_demo_token() -> None:
     assert "http://127.0.0.1:8080/exchange-token" in env["SIMULATOR_REDIRECT_URIS"].split(",")
     assert env["UPSTOX_ACCESS_TOKEN"] == env["SIMULATOR_DEMO_TOKEN"] == "demo-token"
     assert env["API_KEY"] == env["SIMULATOR_CLIENT_ID"]
-    assert env["GATEWAY_ALLOWED_ORIGINS"].split(",") == [
-        "http://127.0.0.1:8080",
-        "http://localhost:8080",
+    assert env["SIMULATOR_REDIRECT_URIS"].split(",") == [
+        "http://127.0.0.1:8080/exchange-token",
+        "http://localhost:8080/exchange-token",
     ]
+    assert "GATEWAY_ALLOWED_ORIGINS" not in env  # same-origin through the front, as in compose
 
 
 def test_plan_environment_precedence() -> None:
