@@ -32,6 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class NoQueryInLogs(logging.Filter):
+    """uvicorn logs each WebSocket handshake with its query string, which may hold a gateway API
+    key (`?api_key=`): the front's lines keep the path only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and '"WebSocket %s"' in record.msg and record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(
+                arg.split("?", 1)[0] if isinstance(arg, str) else arg for arg in args
+            )
+        return True
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -39,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings_or_exit(CommonSettings)
     configure_logging(settings.log_level, settings.log_format, service="front")
+    logging.getLogger("uvicorn.error").addFilter(NoQueryInLogs())
     app = create_front_app(args.gateway, args.auth, args.simulator)
     config = uvicorn.Config(
         app,
