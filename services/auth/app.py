@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -21,6 +20,7 @@ from services.auth.context import AuthContext, Ctx
 from services.auth.metrics import AuthMetrics
 from services.auth.respond import problem
 from services.auth.settings import DEMO_CLIENT_ID, AuthSettings
+from shared.redis_client import connect_redis
 from shared.sessions import SessionDecryptError, SessionStore
 from shared.upstox.backoff import Backoff
 from shared.upstox.client import UpstoxClient
@@ -79,9 +79,7 @@ def _is_real_upstox(base_url: str) -> bool:
 
 
 def _open_context(settings: AuthSettings, metrics: AuthMetrics) -> AuthContext:
-    redis = aioredis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30
-    )
+    redis = connect_redis(settings.redis_url)
     return AuthContext(
         settings=settings,
         redis=redis,

@@ -13,11 +13,11 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services.tools.settings import ToolSettings
 from shared.logs import configure_logging
+from shared.redis_client import connect_redis
 from shared.sessions import SessionDecryptError, SessionStore
 from shared.settings import SettingsError, load_settings
 from shared.upstox.client import UpstoxClient
@@ -41,7 +41,7 @@ def redis_location(url: str) -> str:
 async def find_token(settings: ToolSettings) -> tuple[str | None, str]:
     """(token, why there is none): the active session's from Redis, else UPSTOX_ACCESS_TOKEN."""
     problem = "nobody is logged in (no valid session in Redis)"
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=3)
+    client = connect_redis(settings.redis_url)
     try:
         found = await SessionStore(client, settings.token_encryption_key).active_token()
     except (RedisError, OSError):
