@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from services.gateway.protocol import (
 )
 from services.gateway.pubsub import PubSubClosed, PubSubLink
 from services.gateway.settings import GatewaySettings
+from services.gateway.timing import FLUSH_BUCKETS, LAG_BUCKETS, Buckets, tick_ts_ms
 from services.gateway.wsframe import text_frame
 from shared import redis_contract as rc
 from shared.instruments import Mode
@@ -58,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 SUBSCRIBE_CHUNK = 1000  # channels per SUBSCRIBE / keys per MGET
 BARRIER_TIMEOUT = 10.0
+LAG_SAMPLE_EVERY = 16  # tick messages per lag sample
+REDIS_POOL_SIZE = 16  # command connections (snapshots, demand, status); pub/sub has its own
 UNKNOWN = "unknown"
 
 
@@ -67,14 +71,19 @@ class RedisLost(Exception):
 
 def connect_redis(url: str) -> aioredis.Redis:
     """A client that fails fast (one immediate retry, for a pooled connection that died with a
-    restarted server) so the hub, not redis-py, decides what an outage means."""
-    client: aioredis.Redis = aioredis.Redis.from_url(
+    restarted server) so the hub, not redis-py, decides what an outage means. The pool is
+    bounded and blocking: a burst of subscribes queues for a connection instead of opening
+    thousands (redis-py's default pool raises once it runs out)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=10,
         retry=Retry(NoBackoff(), 1),
         socket_timeout=5,
         socket_connect_timeout=3,
         health_check_interval=0,
     )
+    client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool on aclose()
     return client
 
 
@@ -123,6 +132,7 @@ class Hub:
         self._link: PubSubLink | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._broken = asyncio.Event()
+        self._broken_cause: BaseException | None = None
         self._unconfirmed: set[bytes] = set()  # subscribed since the last barrier
         self._last_barrier: asyncio.Future[bool] | None = None
         self._barriers: dict[bytes, _Barrier] = {}
@@ -130,6 +140,9 @@ class Hub:
         self._demand_wake = asyncio.Event()
         self._refused_wake = asyncio.Event()
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self.tick_lag = Buckets(LAG_BUCKETS)  # upstream frame time -> received here (sampled)
+        self.flush_time = Buckets(FLUSH_BUCKETS)  # one flush pass, writing every due frame
+        self._sample_countdown = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -361,7 +374,9 @@ class Hub:
 
     def _flush(self) -> None:
         self._flush_handle = None
-        self.fanout.flush()
+        started = time.perf_counter()
+        if self.fanout.flush():
+            self.flush_time.observe(time.perf_counter() - started)
 
     def _on_message(self, name: bytes, data: bytes) -> None:
         if name == _MARKET_INFO_EVENTS:
@@ -369,8 +384,15 @@ class Hub:
             self.broadcast(data)
         elif name == _INGESTOR_EVENTS:
             self._on_ingestor_status(data)
-        elif self.fanout.publish(name, data):
-            self._schedule_flush()
+        else:
+            self._sample_countdown -= 1
+            if self._sample_countdown <= 0:
+                self._sample_countdown = LAG_SAMPLE_EVERY
+                ts = tick_ts_ms(data)
+                if ts is not None:
+                    self.tick_lag.observe(max(0.0, time.time() - ts / 1000))
+            if self.fanout.publish(name, data):
+                self._schedule_flush()
 
     def _on_ingestor_status(self, data: bytes | None) -> None:
         state, epoch = _ingestor_state(data)
@@ -465,7 +487,7 @@ class Hub:
     def _link_failed(self, error: BaseException) -> None:
         """Any user of Redis that saw it fail: drop the pub/sub connection and reconnect."""
         if not self._broken.is_set():
-            logger.debug("Redis link failed: %s", error)
+            self._broken_cause = error
         self._broken.set()
 
     async def _link_loop(self) -> None:
@@ -504,7 +526,7 @@ class Hub:
             for future in (link.closed, resync):
                 if future.done() and future.exception() is not None:
                     raise future.exception()  # type: ignore[misc]
-            raise RedisLost("the Redis link was dropped")
+            raise RedisLost(f"the Redis link was dropped: {self._broken_cause!r}")
         finally:
             self._link = None
             link.close()

@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from services.gateway.hub import Hub
@@ -71,6 +76,17 @@ class HubCollector(Collector):
         for code in ERROR_CODES:
             errors.add_metric([code], stats.errors.get(code, 0))
         yield errors
+        for name, doc, buckets in (
+            (
+                "tick_lag_seconds",
+                "Upstream frame time to arrival here (1 in 16 ticks)",
+                hub.tick_lag,
+            ),
+            ("flush_seconds", "Duration of one flush pass (all due frames)", hub.flush_time),
+        ):
+            yield HistogramMetricFamily(
+                PREFIX + name, doc, buckets=buckets.cumulative(), sum_value=buckets.total
+            )
         rejected = CounterMetricFamily(
             PREFIX + "handshakes_refused",
             "WebSocket handshakes refused, by reason",

@@ -195,6 +195,8 @@ async def test_status_health_and_metrics(
         "tickstream_gateway_slow_clients_dropped_total 0.0",
     ):
         assert line in metrics.splitlines(), line
+    for histogram in ("flush_seconds", "tick_lag_seconds"):
+        assert f'tickstream_gateway_{histogram}_bucket{{le="+Inf"}}' in metrics
 
 
 async def test_readyz_reports_redis_down(redis_url: str, redis_server) -> None:  # type: ignore[no-untyped-def]

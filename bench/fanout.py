@@ -1,0 +1,654 @@
+"""Fan-out benchmark: N WebSocket clients x K keys each against one gateway process.
+
+    .venv/bin/python -m bench.fanout --clients 5000 --keys 10 --universe 500 --rate 4
+
+What runs, each in its own process: a Redis server (unless --redis-url), one gateway
+(`tickstream gateway`), the tick source, and --client-procs client processes that each hold
+many connections on one event loop (a minimal WebSocket client: handshake, unmasked frame
+parsing, masked pongs; it parses only each frame's `meta` to count updates and latency).
+
+Tick sources:
+- `publisher` (default): writes ingestor-shaped payloads (values captured from the real
+  renderer, the ingestor's SET + PUBLISH per tick) straight to Redis: every key of the universe
+  ticks --rate times a second, in --spread batches per round;
+- `simulator`: the real simulator (`--sim-tick-ms`) and the real ingestor, the whole data path.
+
+Phases: gateway RSS before any client; all clients connected and subscribed with no ticks
+(idle memory per connection); then --warmup seconds of ticks and a --duration measurement
+window: delivered instrument updates/s and frames/s (counted by the clients), tick->client
+latency from the meta `ts` (the tick's own timestamp, ms), the gateway's CPU (from /proc) and
+its counters (/metrics). Every process shares the machine's cores: the report says how many.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import multiprocessing
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MAX_LATENCY_MS = 10_000
+
+# Values as the ingestor's renderer writes them (captured from a simulator + ingestor run).
+LTPC_VALUE = b'{"ltpc":{"ltp":%.2f,"ltt":"%d","ltq":"4","cp":1530.65}}'
+FULL_VALUE = (
+    b'{"requestMode":"full_d5","fullFeed":{"marketFF":{"atp":1531.98,"vtt":"4710349",'
+    b'"tbq":48929.0,"tsq":36381.0,"ltpc":{"ltp":%.2f,"ltt":"%d","ltq":"4","cp":1530.65},'
+    b'"marketLevel":{"bidAskQuote":[{"bidQ":"117","bidP":1527.75,"askQ":"255","askP":1527.8},'
+    b'{"bidQ":"378","bidP":1527.6,"askQ":"381","askP":1527.85},{"bidQ":"235","bidP":1527.5,'
+    b'"askQ":"134","askP":1528.0},{"bidQ":"93","bidP":1527.45,"askQ":"43","askP":1528.15},'
+    b'{"bidQ":"305","bidP":1527.4,"askQ":"293","askP":1528.25}]},"marketOHLC":{"ohlc":['
+    b'{"interval":"1d","open":1530.3,"high":1542.65,"low":1527.15,"close":1527.8,'
+    b'"vol":"4710349","ts":"1795458600000"},{"interval":"I1","open":1528.1,"high":1528.55,'
+    b'"low":1527.25,"close":1527.45,"vol":"3767","ts":"1795502580000"}]}}}}'
+)
+
+
+# ---- processes --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready")
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str], name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process with its output in a temporary log (kept if it failed)."""
+    fd, log_path = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
+    with os.fdopen(fd, "wb") as log:
+        proc = subprocess.Popen(
+            args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    if os.environ.get("BENCH_KEEP_LOGS") or proc.returncode not in (0, -signal.SIGTERM):
+        sys.stderr.write(f"{name} exited with {proc.returncode}; log: {log_path}\n")
+    else:
+        os.unlink(log_path)
+
+
+def tickstream(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("tickstream")), *args]
+
+
+@dataclass
+class Usage:
+    cpu_seconds: float
+    rss_kb: int
+
+
+def usage(pid: int) -> Usage:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    rss = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return Usage(cpu, rss)
+
+
+def gateway_counters(base_url: str) -> dict[str, float]:
+    text = httpx.get(f"{base_url}/metrics", timeout=60).text
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("tickstream_gateway_") and "{" not in line:
+            name, value = line.split(" ")
+            found[name.removeprefix("tickstream_gateway_")] = float(value)
+    return found
+
+
+# ---- the tick source: publisher ----------------------------------------------------------------
+
+
+def encode_command(*parts: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%b\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+async def publish_loop(
+    redis_port: int, keys: list[str], mode: str, rate: float, spread: int, stop: EventType
+) -> None:
+    """Every key ticks `rate` times a second, in `spread` evenly spaced batches per round."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", redis_port)
+    template = FULL_VALUE if mode == "full" else LTPC_VALUE
+    channels = [f"tickstream:tick:{mode}:{key}".encode() for key in keys]
+    lasts = [f"tickstream:last:{mode}:{key}".encode() for key in keys]
+    epoch = os.urandom(6).hex().encode()
+    seq = [0] * len(keys)
+    price = [1000.0 + 10 * i for i in range(len(keys))]
+    batches = [list(range(i, len(keys), spread)) for i in range(spread)]
+    period = 1.0 / (rate * spread)
+    next_at = time.monotonic()
+
+    async def discard_replies() -> None:
+        while await reader.read(1 << 16):
+            pass
+
+    drain = asyncio.create_task(discard_replies())
+    while not stop.is_set():
+        for batch in batches:
+            now_ms = time.time_ns() // 1_000_000
+            out = []
+            for i in batch:
+                seq[i] += 1
+                price[i] += random.choice((-0.05, 0.05))
+                value = template % (price[i], now_ms)
+                payload = b'%b\n{"seq":%d,"epoch":"%b","ts":%d}' % (value, seq[i], epoch, now_ms)
+                out.append(encode_command(b"PUBLISH", channels[i], payload))
+                out.append(encode_command(b"SET", lasts[i], payload))
+            writer.write(b"".join(out))
+            await writer.drain()
+            next_at += period
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_at = time.monotonic()  # behind: do not try to catch up in a burst
+                await asyncio.sleep(0)
+    writer.close()
+    drain.cancel()
+
+
+def publisher_main(
+    redis_port: int, keys: list[str], mode: str, rate: float, spread: int, stop: EventType
+) -> None:
+    import uvloop
+
+    uvloop.run(publish_loop(redis_port, keys, mode, rate, spread, stop))
+
+
+# ---- the clients ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ClientStats:
+    connected: int = 0
+    subscribed: int = 0
+    closed: int = 0
+    frames: int = 0
+    updates: int = 0
+    bytes: int = 0
+    latency: list[int] = field(default_factory=lambda: [0] * (MAX_LATENCY_MS + 1))
+    measuring: bool = False
+
+    def reset(self) -> None:
+        self.frames = self.updates = self.bytes = 0
+        self.latency = [0] * (MAX_LATENCY_MS + 1)
+
+
+def mask_frame(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    elif length < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+    data = int.from_bytes(payload, "big") ^ int.from_bytes(
+        (mask * (length // 4 + 1))[:length], "big"
+    )
+    return header + mask + data.to_bytes(length, "big") if length else header + mask
+
+
+class BenchClient(asyncio.Protocol):
+    """One connection; counts what it receives into the process's shared stats."""
+
+    def __init__(self, host: str, port: int, keys: list[str], mode: str, stats: ClientStats,
+                 done: asyncio.Future[None]) -> None:  # fmt: skip
+        self.host, self.port = host, port
+        self.request = orjson.dumps({"op": "subscribe", "keys": keys, "mode": mode, "id": "b"})
+        self.stats = stats
+        self.done = done
+        self.buffer = bytearray()
+        self.open = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(  # type: ignore[union-attr]
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.open:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in buffer[: buffer.find(b"\r\n")]:
+                self._fail("handshake refused")
+                return
+            del buffer[: end + 4]
+            self.open = True
+            self.stats.connected += 1
+            assert self.transport is not None
+            self.transport.write(mask_frame(0x1, self.request))
+        stats = self.stats
+        pos = 0
+        size = len(buffer)
+        while size - pos >= 2:
+            b0, b1 = buffer[pos], buffer[pos + 1]
+            length = b1 & 0x7F
+            head = 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+                head = 10
+            if size - pos < head + length:
+                break
+            start = pos + head
+            pos = start + length
+            opcode = b0 & 0x0F
+            if opcode == 0x1:
+                self._text(buffer, start, pos, stats)
+            elif opcode == 0x9:  # ping
+                assert self.transport is not None
+                self.transport.write(mask_frame(0xA, bytes(buffer[start:pos])))
+            elif opcode == 0x8:
+                stats.closed += 1
+        if pos:
+            del buffer[:pos]
+
+    def _text(self, buffer: bytearray, start: int, end: int, stats: ClientStats) -> None:
+        stats.frames += 1
+        stats.bytes += end - start
+        if buffer[start + 9 : start + 19] == b'live_feed"':
+            if not stats.measuring:
+                return
+            meta_at = buffer.rfind(b'},"meta":', start, end)
+            ts_at = buffer.rfind(b',"currentTs":', start, end)
+            meta = orjson.loads(bytes(buffer[meta_at + 9 : ts_at]))
+            now_ms = time.time_ns() // 1_000_000
+            latency = stats.latency
+            for item in meta.values():
+                delay = now_ms - item["ts"]
+                latency[min(max(delay, 0), MAX_LATENCY_MS)] += 1
+            stats.updates += len(meta)
+        elif buffer[start + 9 : start + 22] == b'initial_feed"':
+            stats.subscribed += 1
+            if not self.done.done():
+                self.done.set_result(None)
+        elif buffer[start + 9 : start + 15] == b'error"':
+            sys.stderr.write(bytes(buffer[start:end]).decode() + "\n")
+
+    def _fail(self, why: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(why))
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.open:
+            self.stats.closed += 1
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(f"connection lost: {exc}"))
+
+
+async def run_clients(
+    port: int,
+    assignments: list[list[str]],
+    mode: str,
+    concurrency: int,
+    ready: Any,
+    start: EventType,
+    stop: EventType,
+    results: Any,
+) -> None:
+    loop = asyncio.get_running_loop()
+    stats = ClientStats()
+    gate = asyncio.Semaphore(concurrency)
+    connections: list[asyncio.BaseTransport] = []
+    failures = 0
+
+    async def open_one(keys: list[str]) -> None:
+        nonlocal failures
+        async with gate:
+            done: asyncio.Future[None] = loop.create_future()
+            try:
+                transport, _ = await loop.create_connection(
+                    lambda: BenchClient("127.0.0.1", port, keys, mode, stats, done),
+                    "127.0.0.1",
+                    port,
+                )
+                connections.append(transport)
+                await asyncio.wait_for(done, 60)
+            except (OSError, ConnectionError, TimeoutError) as error:
+                failures += 1
+                if failures <= 3:
+                    sys.stderr.write(f"client connection failed: {error!r}\n")
+
+    await asyncio.gather(*(open_one(keys) for keys in assignments))
+    ready.put((stats.subscribed, failures))
+    await loop.run_in_executor(None, start.wait)
+    stats.reset()
+    stats.measuring = True
+    cpu0 = time.process_time()
+    await loop.run_in_executor(None, stop.wait)
+    stats.measuring = False
+    cpu = time.process_time() - cpu0
+    results.put(
+        {
+            "frames": stats.frames,
+            "updates": stats.updates,
+            "bytes": stats.bytes,
+            "closed": stats.closed,
+            "latency": stats.latency,
+            "cpu": cpu,
+        }
+    )
+    for transport in connections:
+        transport.close()
+    await asyncio.sleep(0.2)
+
+
+def client_main(port: int, assignments: list[list[str]], mode: str, concurrency: int,
+                ready: Any, start: EventType, stop: EventType, results: Any) -> None:  # fmt: skip
+    import uvloop
+
+    raise_nofile()
+    uvloop.run(run_clients(port, assignments, mode, concurrency, ready, start, stop, results))
+
+
+# ---- orchestration ------------------------------------------------------------------------------
+
+
+def percentile(histogram: list[int], fraction: float) -> int:
+    total = sum(histogram)
+    if not total:
+        return -1
+    threshold = fraction * total
+    running = 0
+    for value, count in enumerate(histogram):
+        running += count
+        if running >= threshold:
+            return value
+    return len(histogram) - 1
+
+
+def universe_keys(count: int) -> list[str]:
+    from services.simulator.universe import universe
+
+    keys = [i.instrument_key for i in universe()]
+    if count > len(keys):
+        keys += [f"NSE_FO|{900000 + n}" for n in range(count - len(keys))]
+    return keys[:count]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.fanout", description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--keys", type=int, default=10, help="keys per client")
+    parser.add_argument("--universe", type=int, default=200, help="distinct keys in play")
+    parser.add_argument("--mode", choices=("ltpc", "full"), default="ltpc")
+    parser.add_argument("--rate", type=float, default=4.0, help="ticks per key per second")
+    parser.add_argument("--spread", type=int, default=4, help="publisher batches per round")
+    parser.add_argument("--source", choices=("publisher", "simulator"), default="publisher")
+    parser.add_argument("--sim-tick-ms", type=float, default=250.0)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument("--connect-concurrency", type=int, default=200)
+    parser.add_argument("--flush-ms", type=float, default=None, help="GATEWAY_FLUSH_INTERVAL_MS")
+    parser.add_argument("--redis-url", default=None, help="use this Redis instead of a new one")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args(argv)
+    raise_nofile()
+
+    with contextlib.ExitStack() as stack:
+        if args.redis_url:
+            redis_url = args.redis_url
+            redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        else:
+            binary = shutil.which("redis-server")
+            if binary is None:
+                sys.stderr.write("bench: redis-server not found (or pass --redis-url)\n")
+                return 2
+            redis_port = free_port()
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-redis-"))
+            stack.enter_context(process(
+                [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", workdir, "--protected-mode", "no"],
+                {}, "redis"))  # fmt: skip
+            wait_port(redis_port)
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+
+        gateway_port = free_port()
+        gateway_env = {
+            "REDIS_URL": redis_url,
+            "LOG_LEVEL": "WARNING",
+            "GATEWAY_REPLICA_ID": "bench",
+            "GATEWAY_MAX_KEYS_PER_CLIENT": str(max(200, args.keys)),
+        }
+        if args.flush_ms is not None:
+            gateway_env["GATEWAY_FLUSH_INTERVAL_MS"] = str(args.flush_ms)
+        gateway = stack.enter_context(
+            process(tickstream("gateway", "--port", str(gateway_port)), gateway_env, "gateway")
+        )
+        base = f"http://127.0.0.1:{gateway_port}"
+        wait_http(f"{base}/readyz")
+        keys = universe_keys(args.universe)
+        rng = random.Random(7)
+        assignments = [rng.sample(keys, min(args.keys, len(keys))) for _ in range(args.clients)]
+
+        source_pids: list[int] = []
+        mp = multiprocessing.get_context("spawn")
+        stop_source = mp.Event()
+        if args.source == "simulator":
+            source_pids += start_simulated_source(stack, redis_url, args.sim_tick_ms)
+
+        before = usage(gateway.pid)
+        ready, results = mp.Queue(), mp.Queue()
+        start, stop = mp.Event(), mp.Event()
+        workers = []
+        for n in range(args.client_procs):
+            share = assignments[n :: args.client_procs]
+            worker = mp.Process(
+                target=client_main,
+                args=(
+                    gateway_port,
+                    share,
+                    args.mode,
+                    args.connect_concurrency,
+                    ready,
+                    start,
+                    stop,
+                    results,
+                ),
+                daemon=True,
+            )
+            worker.start()
+            workers.append(worker)
+        t_connect = time.monotonic()
+        subscribed = failed = 0
+        for _ in workers:
+            ok, bad = ready.get(timeout=600)
+            subscribed += ok
+            failed += bad
+        connect_seconds = time.monotonic() - t_connect
+        time.sleep(2.0)  # let allocations settle
+        idle = usage(gateway.pid)
+        idle_counters = gateway_counters(base)
+
+        publisher = None
+        if args.source == "publisher":
+            publisher = mp.Process(
+                target=publisher_main,
+                args=(redis_port, keys, args.mode, args.rate, args.spread, stop_source),
+                daemon=True,
+            )
+            publisher.start()
+            source_pids.append(publisher.pid or 0)
+        time.sleep(args.warmup)
+
+        counters0 = gateway_counters(base)
+        g0 = usage(gateway.pid)
+        s0 = [usage(pid).cpu_seconds for pid in source_pids]
+        wall0 = time.monotonic()
+        start.set()
+        time.sleep(args.duration)
+        stop.set()
+        wall = time.monotonic() - wall0
+        g1 = usage(gateway.pid)
+        s1 = [usage(pid).cpu_seconds for pid in source_pids]
+        counters1 = gateway_counters(base)
+        reports = [results.get(timeout=60) for _ in workers]
+        stop_source.set()
+        if publisher is not None:
+            publisher.join(10)
+        for worker in workers:
+            worker.join(10)
+
+    histogram = [sum(r["latency"][i] for r in reports) for i in range(MAX_LATENCY_MS + 1)]
+    updates = sum(r["updates"] for r in reports)
+    frames = sum(r["frames"] for r in reports)
+    delta = {k: counters1.get(k, 0) - counters0.get(k, 0) for k in counters1}
+    per_conn = (idle.rss_kb - before.rss_kb) / max(1, subscribed)
+    report = {
+        "scenario": {
+            "clients": args.clients, "keys_per_client": args.keys, "universe": args.universe,
+            "mode": args.mode, "source": args.source,
+            "rate_per_key": args.rate if args.source == "publisher" else 1000 / args.sim_tick_ms,
+            "spread": args.spread, "client_procs": args.client_procs,
+            "flush_ms": args.flush_ms, "duration_s": round(wall, 2), "cores": os.cpu_count(),
+        },
+        "connected": subscribed, "failed": failed, "connect_seconds": round(connect_seconds, 1),
+        "gateway_rss_mb": {"before": before.rss_kb // 1024, "idle": idle.rss_kb // 1024,
+                           "end": g1.rss_kb // 1024},
+        "idle_kb_per_connection": round(per_conn, 2),
+        "updates_per_s": round(updates / wall),
+        "frames_per_s": round(frames / wall),
+        "updates_per_frame": round(updates / max(1, frames), 2),
+        "latency_ms": {"p50": percentile(histogram, 0.5), "p99": percentile(histogram, 0.99),
+                       "p999": percentile(histogram, 0.999), "max": max(
+                           (i for i, c in enumerate(histogram) if c), default=-1)},
+        "gateway_cpu_percent": round(100 * (g1.cpu_seconds - g0.cpu_seconds) / wall, 1),
+        "source_cpu_percent": round(100 * (sum(s1) - sum(s0)) / wall, 1),
+        "clients_cpu_percent": round(100 * sum(r["cpu"] for r in reports) / wall, 1),
+        "gateway_counters_per_s": {
+            k: round(delta.get(k, 0) / wall)
+            for k in ("ticks_received_total", "updates_delivered_total", "feed_frames_total",
+                      "updates_conflated_total", "slow_clients_dropped_total")
+        },
+        "gateway_clients": idle_counters.get("clients"),
+        "gateway_redis_reconnects": counters1.get("redis_reconnects_total"),
+        "clients_closed": sum(r["closed"] for r in reports),
+    }  # fmt: skip
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def start_simulated_source(
+    stack: contextlib.ExitStack, redis_url: str, tick_ms: float
+) -> list[int]:
+    """The simulator (as Upstox) and the real ingestor, with the demo user logged in."""
+    sim_port, ingestor_port = free_port(), free_port()
+    token = "bench-demo-token-" + os.urandom(8).hex()
+    sim = stack.enter_context(process(
+        tickstream("simulator", "--port", str(sim_port)),
+        {"SIMULATOR_DEMO_TOKEN": token, "SIMULATOR_TICK_INTERVAL_MS": str(tick_ms),
+         "LOG_LEVEL": "WARNING"}, "simulator"))  # fmt: skip
+    wait_port(sim_port)
+    asyncio.run(_login(redis_url, token))
+    ingestor = stack.enter_context(process(
+        tickstream("ingestor", "--port", str(ingestor_port)),
+        {"REDIS_URL": redis_url, "UPSTOX_BASE_URL": f"http://127.0.0.1:{sim_port}",
+         "LOG_LEVEL": "WARNING", "INGESTOR_DEMAND_RESCAN_SECONDS": "1"}, "ingestor"))  # fmt: skip
+    return [sim.pid, ingestor.pid]
+
+
+async def _login(redis_url: str, token: str) -> None:
+    import redis.asyncio as aioredis
+
+    from shared.sessions import SessionStore
+    from shared.upstox.models import Profile
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await SessionStore(client).save(Profile(user_id="BENCH01"), access_token=token)
+    finally:
+        await client.aclose()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
