@@ -1,0 +1,1 @@
+"""Benchmarks: throughput and latency measured outside the test suite (run with `python -m`)."""
