@@ -64,20 +64,27 @@ class PageProblems:
 
     errors: list[str] = field(default_factory=list)
 
-    def watch(self, page: Page, ignore: tuple[str, ...] = ()) -> None:
+    def watch(self, page: Page, ignore: tuple[str, ...] = (), not_on: tuple[str, ...] = ()) -> None:
+        """Record errors, except those of pages whose URL holds one of `not_on` (other sites'
+        pages, such as the simulated Upstox dialog, are not ours to judge)."""
+
         def on_console(message: ConsoleMessage) -> None:
-            if message.type == "error" and not any(part in message.text for part in ignore):
-                self.errors.append(f"console: {message.text}")
+            if message.type != "error" or any(part in message.text for part in ignore):
+                return
+            if any(part in page.url for part in not_on):
+                return
+            where = message.location.get("url", "")
+            self.errors.append(f"console: {message.text} ({where} on {page.url})")
 
         page.on("console", on_console)
         page.on("pageerror", lambda error: self.errors.append(f"pageerror: {error}"))
 
 
-async def screenshot(page: Page, name: str) -> Path:
+async def screenshot(page: Page, name: str, *, full_page: bool = False) -> Path:
     """Save a screenshot under test-artifacts/dashboard/ (gitignored) and return its path."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    await page.screenshot(path=str(path))
+    await page.screenshot(path=str(path), full_page=full_page)
     return path
 
 

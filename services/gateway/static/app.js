@@ -218,6 +218,7 @@ function onConnState(connState, detailInfo) {
     loadHistory(state.selected);
   }
   updateConnection();
+  updateStatusLine();
 }
 
 function watchedSegmentOpen() {
@@ -228,6 +229,8 @@ function updateConnection() {
   const root = $("conn");
   const text = $("conn-text");
   const c = state.conn;
+  // Prices on screen are the last known ones while the page is cut off: the CSS dims them.
+  document.body.dataset.conn = c.state;
   if (c.state === "connecting") {
     renderConnection(root, text, "connecting", c.detail.attempt ? "Reconnecting…" : "Connecting…");
     return;
@@ -277,6 +280,11 @@ function ingestorText(stateName) {
 function updateStatusLine() {
   const g = state.gateway;
   const parts = [`${watchlist.items.length} instruments`];
+  if (state.conn.state !== "open") {
+    parts.push("no connection to the gateway: prices shown are the last received");
+    $("footer-status").textContent = parts.join(" · ");
+    return;
+  }
   if (g.ingestor) parts.push(ingestorText(g.ingestor));
   // The gateway's own words are in the tooltip: the line stays short.
   $("footer-status").title = g.message || "";
@@ -296,6 +304,7 @@ function select(key) {
   detail.show(item, item ? state.segmentStatus[segmentOf(item.key)] : undefined);
   detail.setDepthNote("");
   chart.setPrecision(key && /^(NCD|BCD)_FO/.test(key) ? 4 : 2);
+  chart.setVolumeVisible(!key || !isIndexKey(key));
   if (changed || state.candles.candles.length === 0) {
     state.candles = new MinuteCandles();
     chart.clear();

@@ -109,6 +109,15 @@ export class PriceChart {
     }
   }
 
+  /** Indices trade no volume: their histogram would be a flat line of zeros. */
+  setVolumeVisible(visible) {
+    if (!this.available) return;
+    this.volume.applyOptions({ visible });
+    this.candles.priceScale().applyOptions({
+      scaleMargins: visible ? { top: 0.08, bottom: 0.24 } : { top: 0.08, bottom: 0.08 },
+    });
+  }
+
   setPrecision(decimals) {
     if (!this.available) return;
     const minMove = Number((1 / 10 ** decimals).toFixed(decimals));
