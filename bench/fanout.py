@@ -470,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flush-ms", type=float, default=None, help="GATEWAY_FLUSH_INTERVAL_MS")
     parser.add_argument("--redis-url", default=None, help="use this Redis instead of a new one")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--profile", type=Path, default=None, help="cProfile the gateway to here")
     args = parser.parse_args(argv)
     raise_nofile()
 
@@ -500,9 +501,20 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.flush_ms is not None:
             gateway_env["GATEWAY_FLUSH_INTERVAL_MS"] = str(args.flush_ms)
-        gateway = stack.enter_context(
-            process(tickstream("gateway", "--port", str(gateway_port)), gateway_env, "gateway")
-        )
+        command = tickstream("gateway", "--port", str(gateway_port))
+        if args.profile is not None:  # cProfile the gateway (costs it some speed)
+            # uvicorn re-raises SIGTERM after its graceful shutdown, with the handler that was
+            # installed before it started: that handler saves the profile.
+            code = (
+                "import cProfile, os, signal; from services.cli import main\n"
+                "profile = cProfile.Profile()\n"
+                "def done(*_):\n"
+                f"    profile.disable(); profile.dump_stats({str(args.profile)!r}); os._exit(0)\n"
+                "signal.signal(signal.SIGTERM, done)\n"
+                f"profile.enable(); main({command[1:]!r}); done()\n"
+            )
+            command = [sys.executable, "-c", code]
+        gateway = stack.enter_context(process(command, gateway_env, "gateway"))
         base = f"http://127.0.0.1:{gateway_port}"
         wait_http(f"{base}/readyz")
         keys = universe_keys(args.universe)
@@ -562,11 +574,13 @@ def main(argv: list[str] | None = None) -> int:
         counters0 = gateway_counters(base)
         g0 = usage(gateway.pid)
         s0 = [usage(pid).cpu_seconds for pid in source_pids]
+        load0 = os.getloadavg()[0]
         wall0 = time.monotonic()
         start.set()
         time.sleep(args.duration)
         stop.set()
         wall = time.monotonic() - wall0
+        load1 = os.getloadavg()[0]
         g1 = usage(gateway.pid)
         s1 = [usage(pid).cpu_seconds for pid in source_pids]
         counters1 = gateway_counters(base)
@@ -610,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "gateway_clients": idle_counters.get("clients"),
         "gateway_redis_reconnects": counters1.get("redis_reconnects_total"),
+        # The machine's 1-minute load average around the window: other work competes for the
+        # same cores, which shows up as latency.
+        "load_average": [round(load0, 2), round(load1, 2)],
         "clients_closed": sum(r["closed"] for r in reports),
     }  # fmt: skip
     sys.stdout.write(json.dumps(report, indent=2) + "\n")

@@ -79,6 +79,27 @@ class TokenBucket:
 class GatewayConnection(asyncio.Protocol):
     """One client's WebSocket. uvicorn constructs it with (config, server_state, app_state)."""
 
+    # Thousands of these live at once: slots keep each a few hundred bytes smaller.
+    __slots__ = (
+        "_behind_timer",
+        "_bucket",
+        "_close_timer",
+        "_commands",
+        "_connections",
+        "_fragmented_binary",
+        "_fragments",
+        "_hub",
+        "_keepalive",
+        "_last_rx",
+        "_loop",
+        "_open",
+        "_rate_noted",
+        "_sub",
+        "_transport",
+        "_worker",
+        "_ws",
+    )
+
     def __init__(
         self,
         config: Any,
@@ -97,7 +118,7 @@ class GatewayConnection(asyncio.Protocol):
         self._last_rx = self._loop.time()
         self._bucket: TokenBucket | None = None
         self._rate_noted = False
-        self._fragments: list[bytes] = []
+        self._fragments: list[bytes] = []  # a text message arriving in several frames
         self._fragmented_binary = False
         self._commands: deque[Command] | None = None
         self._worker: asyncio.Task[None] | None = None
