@@ -1,26 +1,31 @@
 # One image for every Python service (simulator, auth, ingestor, gateway); compose picks the
-# service with `command:`. Multi-stage: the builder installs the locked dependencies into a venv,
-# the runtime stage copies only that venv onto a fresh slim base and runs as a non-root user.
-# Works with the classic builder and BuildKit alike (docker-compose v1 uses the classic one).
+# service with `command:`. Multi-stage: a builder installs the locked dependencies into a venv and
+# builds the project's wheel; the runtime stage takes that venv (a layer that changes only with
+# requirements.lock) and installs the wheel on top (a small layer per code change), on a fresh
+# slim base, and runs as a non-root user. Works with the classic builder (docker-compose v1) and
+# BuildKit alike.
 
 FROM python:3.12-slim AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
-# Dependencies first, from the lock file alone, so a code change reuses this layer.
 COPY requirements.lock /tmp/requirements.lock
-RUN /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r /tmp/requirements.lock
+RUN /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r /tmp/requirements.lock \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 COPY pyproject.toml README.md /src/
 COPY shared /src/shared
 COPY services /src/services
-RUN /opt/venv/bin/pip install --no-deps /src \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels /src
 
 FROM python:3.12-slim
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin tickstream
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /wheels /tmp/wheels
+RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir --disable-pip-version-check \
+      /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
