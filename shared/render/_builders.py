@@ -292,8 +292,9 @@ class _Generator:
 
     def _list(self, field: FieldDescriptor, var: str, safe: bool) -> str:
         """Expression rendering the non-empty repeated field in `var`."""
-        if field.full_name in self.limits:
-            var = f"{var}[:{self.limits[field.full_name]}]"
+        # A slice is one C call; iterating the container itself goes through the sequence
+        # protocol, which ends by raising (and formatting) an IndexError every time.
+        var = f"{var}[:{self.limits.get(field.full_name, '')}]"
         message = field.message_type
         if message is None or message.full_name in _WRAPPERS or not _is_flat(message):
             return f"[{self.value(field, 'x', safe)} for x in {var}]"
