@@ -287,6 +287,29 @@ async def test_reconnects_by_itself_after_the_gateway_restarts(session: Session)
     await screenshot(page, "reconnected")
 
 
+async def test_new_epoch_after_an_ingestor_failover_takes_a_snapshot(session: Session) -> None:
+    page, stack = session.page, session.stack
+    await wait_for_state(page, "live")
+    price = await wait_for_price(page, RELIANCE)
+    await wait_for_tick(page, RELIANCE, price)
+    active = await stack.active_ingestor()
+    assert active is not None
+    snapshots = await page.evaluate("() => window.tickstream.conn.stats.snapshots")
+    connects = await page.evaluate("() => window.tickstream.conn.stats.connects")
+
+    await stack.akill(active)  # the standby takes the lease and streams under a new epoch
+    try:
+        await page.wait_for_function(
+            "n => window.tickstream.conn.stats.snapshots > n", arg=snapshots, timeout=WAIT_MS
+        )
+        await wait_for_state(page, "live")
+        await wait_for_tick(page, RELIANCE, await ltp_text(page, RELIANCE))
+    finally:
+        await stack.astart(active)  # back as the standby: the stack stays whole
+    # The page kept its WebSocket: the gap was upstream, not between page and gateway.
+    assert await page.evaluate("() => window.tickstream.conn.stats.connects") == connects
+
+
 async def test_logout_and_login_through_the_simulated_upstox_dialog(session: Session) -> None:
     page = session.page
     await page.wait_for_selector('#session[data-state="in"]', timeout=WAIT_MS)

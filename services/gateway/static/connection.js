@@ -91,6 +91,8 @@ export class FeedConnection {
     this.nextId = 1;
     this.stopped = true;
     this.lastClose = null;
+    // Counters for people (and tests) looking from the console: window.tickstream.conn.stats
+    this.stats = { connects: 0, feedFrames: 0, snapshots: 0, dropped: 0 };
   }
 
   start() {
@@ -116,6 +118,7 @@ export class FeedConnection {
 
   /** Ask for a fresh initial feed of `keys` (all of ours when omitted). */
   snapshot(keys) {
+    this.stats.snapshots += 1;
     const msg = { op: "snapshot", id: this.id("snap") };
     if (keys && keys.length) msg.keys = keys;
     this.send(msg);
@@ -169,6 +172,7 @@ export class FeedConnection {
       if (ws !== this.ws) return;
       this.lastHeard = Date.now();
       this.lastPing = Date.now();
+      this.stats.connects += 1;
       this.emitState("open", { attempt: this.attempt });
       this.sync();
       clearInterval(this.watchTimer);
@@ -295,6 +299,7 @@ export class FeedConnection {
     const feeds = frame.feeds || {};
     const meta = frame.meta || {};
     const initial = frame.type === "initial_feed";
+    this.stats.feedFrames += 1;
     const entries = [];
     const stale = [];
     for (const key of Object.keys(feeds)) {
@@ -302,6 +307,7 @@ export class FeedConnection {
       const verdict = this.tracker.check(key, meta[key], initial);
       if (verdict.snapshot) stale.push(key);
       if (verdict.accept) entries.push([key, feeds[key], meta[key]]);
+      else this.stats.dropped += 1;
     }
     if (stale.length) this.snapshot(stale);
     if (entries.length && this.h.onFeed) this.h.onFeed(entries, frame.type, frame);
