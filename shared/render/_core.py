@@ -45,7 +45,6 @@ class _Set:
     quote: Builder
     greeks: Builder
     index_ff: Builder
-    market_ff: Builder
     market_ff_d5: Builder
     safe: bool
 
@@ -59,7 +58,6 @@ class _Set:
             quote=b[_name(pb.Quote)],
             greeks=b[_name(pb.OptionGreeks)],
             index_ff=b[_name(pb.IndexFullFeed)],
-            market_ff=b[_name(pb.MarketFullFeed)],
             market_ff_d5=d5[_name(pb.MarketFullFeed)],
             safe=safe,
         )
@@ -88,20 +86,20 @@ def decode_frame(data: bytes | bytearray | memoryview) -> pb.FeedResponse:
 
 _FEED_FAST: Final = _FAST.feed
 _FEED_SAFE: Final = _SAFE.feed
-_dumps_fast: Final = orjson.dumps
+_json: Final = orjson.dumps
 
 
 def render_feed(feed: pb.Feed) -> bytes:
     # `_dumps` inlined: this is the per-instrument hot path.
-    out = _dumps_fast(_FEED_FAST(feed))
-    return _dumps_fast(_FEED_SAFE(feed)) if b"null" in out else out
+    out = _json(_FEED_FAST(feed))
+    return _json(_FEED_SAFE(feed)) if b"null" in out else out
 
 
 def render_frame(frame: pb.FeedResponse) -> dict[str, bytes]:
     rendered = {}
     for key, feed in frame.feeds.items():
-        out = _dumps_fast(_FEED_FAST(feed))
-        rendered[key] = _dumps_fast(_FEED_SAFE(feed)) if b"null" in out else out
+        out = _json(_FEED_FAST(feed))
+        rendered[key] = _json(_FEED_SAFE(feed)) if b"null" in out else out
     return rendered
 
 
