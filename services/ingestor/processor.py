@@ -1,0 +1,127 @@
+"""The tick processor: pure code from one upstream frame to the Redis writes it causes. No I/O.
+
+Each instrument's feed is rendered once per mode that has demand (projected from the mode it
+arrived in), stamped with a per-instrument-per-mode sequence number and the current epoch, and
+turned into (channel, last-value key, payload) triples for the publisher. The newest payload of
+every (mode, key) stays in memory so that it can be published again after a Redis outage.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from shared import redis_contract as rc
+from shared.instruments import Mode
+from shared.proto import pb
+from shared.render import decode_frame, feed_mode, project, render_frame_envelope
+
+__all__ = ["FrameResult", "Tick", "TickProcessor", "new_epoch"]
+
+Tick = tuple[bytes, bytes, bytes]
+"""(channel, last-value key, payload)."""
+
+_MARKET_INFO = pb.Type.Value("market_info")
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+class _Route:
+    """Where one (key, mode) goes, with its sequence counter and newest payload."""
+
+    __slots__ = ("channel", "last_key", "latest", "mode", "richness", "seq")
+
+    def __init__(self, key: str, mode: Mode) -> None:
+        self.mode = mode
+        self.richness = mode.richness
+        self.channel = rc.tick_channel(mode, key).encode()
+        self.last_key = rc.last_value_key(mode, key).encode()
+        self.seq = 0
+        self.latest: bytes | None = None
+
+
+@dataclass(slots=True)
+class FrameResult:
+    ticks: list[Tick] = field(default_factory=list)
+    market_info: bytes | None = None  # the market_info frame as JSON, for MARKET_INFO
+    feeds: int = 0  # instruments in the frame, published or not
+    ts: int = 0  # the frame's currentTs (ms since epoch), 0 when absent
+
+
+class TickProcessor:
+    """Frames in, ticks out. Call `set_render` when demand changes, `new_epoch` on reconnect."""
+
+    def __init__(self, epoch: str | None = None) -> None:
+        self.epoch = epoch or new_epoch()
+        self._routes: dict[tuple[str, Mode], _Route] = {}  # every route seen in this epoch
+        self._active: dict[str, tuple[_Route, ...]] = {}  # key -> routes with demand
+        self.market_info: bytes | None = None
+
+    def new_epoch(self) -> str:
+        """Continuity is lost (a new upstream connection): new epoch, sequences start again."""
+        self.epoch = new_epoch()
+        for route in self._routes.values():
+            route.seq = 0
+        return self.epoch
+
+    def set_render(self, render: Mapping[str, frozenset[Mode]]) -> None:
+        """Which modes to publish per key. Counters survive demand changes within an epoch."""
+        active: dict[str, tuple[_Route, ...]] = {}
+        for key, modes in render.items():
+            routes = []
+            for mode in sorted(modes, key=lambda m: m.richness):
+                route = self._routes.get((key, mode))
+                if route is None:
+                    route = self._routes[(key, mode)] = _Route(key, mode)
+                routes.append(route)
+            active[key] = tuple(routes)
+        self._active = active
+
+    def process(self, data: bytes) -> FrameResult:
+        """Decode and render one frame; raises `RenderError` if the bytes are not a frame."""
+        frame = decode_frame(data)
+        result = FrameResult(ts=frame.currentTs)
+        if frame.type == _MARKET_INFO:
+            self.market_info = result.market_info = render_frame_envelope(frame)
+            return result
+        feeds = frame.feeds
+        result.feeds = len(feeds)
+        ticks = result.ticks
+        active = self._active
+        ts = frame.currentTs
+        epoch = self.epoch
+        encode_tick = rc.encode_tick
+        for key, feed in feeds.items():
+            routes = active.get(key)
+            if routes is None:
+                continue  # in flight while being unsubscribed, or never asked for
+            arrived = feed_mode(feed)
+            if arrived is None:
+                continue
+            have = arrived.richness
+            for route in routes:
+                if route.richness > have:
+                    continue  # not in this feed yet (e.g. just after an upgrade)
+                route.seq += 1
+                payload = encode_tick(project(feed, route.mode), route.seq, epoch, ts)
+                route.latest = payload
+                ticks.append((route.channel, route.last_key, payload))
+        return result
+
+    def latest(self) -> list[Tick]:
+        """The newest payload of every (key, mode) that has demand, to publish again."""
+        return [
+            (route.channel, route.last_key, route.latest)
+            for routes in self._active.values()
+            for route in routes
+            if route.latest is not None
+        ]
+
+    def forget(self) -> None:
+        """Drop every stored payload and counter (the instance became a standby)."""
+        self._routes.clear()
+        self._active = {}
+        self.market_info = None

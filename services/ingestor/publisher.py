@@ -1,0 +1,166 @@
+"""The publisher: ticks to Redis in batches, one round trip per batch, never one per tick.
+
+The reader hands over each frame's ticks (`submit`, no await); the publisher task sends whatever
+has piled up since its last round trip as one script call that PUBLISHes each payload on its
+channel and SETs it as the last value. Under load batches grow, so throughput rises with load;
+idle, a frame goes out as soon as it arrives. While Redis is unreachable nothing is queued: the
+processor keeps each (mode, key)'s newest payload, and those are published again on recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from itertools import chain
+
+from redis.exceptions import RedisError
+
+from services.ingestor.metrics import IngestorMetrics
+from services.ingestor.processor import FrameResult, Tick
+from services.ingestor.redis_link import RedisLink
+from shared import redis_contract as rc
+
+logger = logging.getLogger(__name__)
+
+# KEYS: last-value keys; ARGV: ttl seconds (0: none), then channel, payload for each key.
+PUBLISH_SCRIPT = """
+local ttl = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local payload = ARGV[2 * i + 1]
+  redis.call('PUBLISH', ARGV[2 * i], payload)
+  if ttl > 0 then
+    redis.call('SET', KEYS[i], payload, 'EX', ttl)
+  else
+    redis.call('SET', KEYS[i], payload)
+  end
+end
+return #KEYS
+"""
+
+# Ticks per script call: large enough to amortise the round trip, small enough that Redis is
+# never blocked for long by one call.
+CHUNK = 2000
+
+
+class Publisher:
+    def __init__(
+        self,
+        link: RedisLink,
+        metrics: IngestorMetrics,
+        *,
+        last_value_ttl: int,
+        max_pending: int,
+        latest: Callable[[], list[Tick]],
+        latest_market_info: Callable[[], bytes | None],
+    ) -> None:
+        self._link = link
+        self._metrics = metrics
+        self._ttl = last_value_ttl
+        self._max_pending = max_pending
+        self._latest = latest
+        self._latest_market_info = latest_market_info
+        self._script = link.client.register_script(PUBLISH_SCRIPT)
+        self._pending: list[Tick] = []
+        self._frame_ts: list[int] = []
+        self._market_info: bytes | None = None
+        self._stale = False  # Redis missed something: publish every latest value again
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def submit(self, result: FrameResult) -> None:
+        """Queue one processed frame (called by the reader; never waits)."""
+        if result.market_info is not None:
+            self._market_info = result.market_info
+        elif not result.ticks:
+            return
+        if not self._link.ok:
+            self._shed(len(result.ticks))
+            return
+        self._pending.extend(result.ticks)
+        if result.ts:
+            self._frame_ts.append(result.ts)
+        if len(self._pending) > self._max_pending:
+            logger.warning(
+                "Redis is not keeping up: shedding %d queued ticks; their latest values will "
+                "be published again",
+                len(self._pending),
+            )
+            self._shed(len(self._pending))
+        self._idle.clear()
+        self._wake.set()
+
+    def republish_all(self) -> None:
+        """Publish every latest value and the market status again (after a Redis outage)."""
+        self._stale = True
+        self._idle.clear()
+        self._wake.set()
+
+    async def idle(self) -> None:
+        """Wait until everything submitted so far has been sent (or shed)."""
+        await self._idle.wait()
+
+    def _shed(self, count: int) -> None:
+        self._metrics.shed.inc(count)
+        self._pending = []
+        self._frame_ts = []
+        self._stale = True
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._link.wait_up()
+            while self._pending or self._stale or self._market_info is not None:
+                if not await self._send_once():
+                    break  # Redis went away; `republish_all` wakes us when it is back
+            if not self._pending and not self._stale and self._market_info is None:
+                self._idle.set()
+
+    async def _send_once(self) -> bool:
+        if self._stale:
+            self._stale = False
+            self._pending = []
+            self._frame_ts = []
+            batch = self._latest()
+            market_info = self._latest_market_info()
+            frame_ts: list[int] = []
+            if batch:
+                logger.info("publishing %d latest values again", len(batch))
+        else:
+            batch, self._pending = self._pending, []
+            frame_ts, self._frame_ts = self._frame_ts, []
+            market_info = self._market_info
+        self._market_info = None
+        try:
+            if market_info is not None:
+                async with self._link.client.pipeline(transaction=False) as pipe:
+                    pipe.set(rc.MARKET_INFO, market_info)
+                    pipe.publish(rc.MARKET_INFO_EVENTS, market_info)
+                    await pipe.execute()
+            for start in range(0, len(batch), CHUNK):
+                await self._send_chunk(batch[start : start + CHUNK])
+        except (RedisError, OSError) as error:
+            self._link.failed(error)
+            self._stale = True
+            self._metrics.shed.inc(len(batch))
+            return False
+        self._metrics.published.inc(len(batch))
+        if frame_ts:
+            now_ms = time.time() * 1000.0
+            observe = self._metrics.lag.observe
+            for ts in frame_ts:
+                observe(max(0.0, now_ms - ts) / 1000.0)
+        return True
+
+    async def _send_chunk(self, ticks: list[Tick]) -> None:
+        keys = [tick[1] for tick in ticks]
+        args: list[bytes | int] = [self._ttl]
+        args.extend(chain.from_iterable((tick[0], tick[2]) for tick in ticks))
+        await self._script(keys=keys, args=args)

@@ -1,0 +1,85 @@
+"""The ingestor's Redis connection and its health: fail fast, notice outages, come back alone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from services.ingestor.metrics import IngestorMetrics
+from shared.upstox.backoff import Backoff
+
+logger = logging.getLogger(__name__)
+
+
+def connect_redis(url: str) -> aioredis.Redis:
+    """A client that fails fast: one immediate retry (a pooled connection that died with a
+    restarted server), then the error, so that the ingestor decides what to do while Redis is
+    away instead of blocking inside redis-py's own retry loop."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 1),
+        socket_timeout=5,
+        socket_connect_timeout=3,
+        health_check_interval=0,
+    )
+    return client
+
+
+class RedisLink:
+    """Tracks whether Redis is reachable. Any user that sees a `RedisError` calls `failed()`;
+    `run()` then probes with backoff and, once Redis answers, calls every `on_recover` hook."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        metrics: IngestorMetrics,
+        backoff: Backoff,
+    ) -> None:
+        self.client = client
+        self._metrics = metrics
+        self._backoff = backoff
+        self._up = asyncio.Event()
+        self._up.set()
+        self._down = asyncio.Event()
+        self.on_recover: list[Callable[[], None]] = []
+        self.outages = 0
+
+    @property
+    def ok(self) -> bool:
+        return self._up.is_set()
+
+    def failed(self, error: BaseException) -> None:
+        self._metrics.redis_errors.inc()
+        if self._up.is_set():
+            self.outages += 1
+            logger.warning("Redis is unreachable (%s); retrying with backoff", error)
+            self._up.clear()
+            self._down.set()
+
+    async def wait_up(self) -> None:
+        await self._up.wait()
+
+    async def run(self) -> None:
+        while True:
+            await self._down.wait()
+            while True:
+                await asyncio.sleep(self._backoff.next_delay())
+                try:
+                    await self.client.ping()
+                except (RedisError, OSError) as error:
+                    self._metrics.redis_errors.inc()
+                    logger.debug("Redis still unreachable: %s", error)
+                    continue
+                break
+            self._backoff.reset()
+            self._down.clear()
+            self._up.set()
+            logger.info("Redis is reachable again")
+            for hook in self.on_recover:
+                hook()

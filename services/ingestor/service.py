@@ -1,0 +1,616 @@
+"""The ingestor's asyncio shell: lease, token, upstream connection, demand, publishing.
+
+```
+lease loop (always) ── holds the lease? ──► active session (TaskGroup)
+                                            ├─ events: DEMAND_EVENTS + TOKEN_EVENTS (pub/sub)
+                                            ├─ demand: SCAN demand hashes -> plan -> requests
+                                            ├─ upstream: token -> authorize -> connect -> read
+                                            ├─ publisher: batches of ticks -> Redis
+                                            └─ status: INGESTOR_STATUS (+ INGESTOR_EVENTS)
+Redis link (always): probes with backoff after a failure, then republishes and re-reads demand
+```
+
+Everything that decides (planning, rendering, sequencing) lives in the pure modules
+`subscriptions` and `processor`; this module only moves bytes and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+
+import orjson
+from redis.exceptions import RedisError
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+    WebSocketException,
+)
+
+from services.ingestor.demand import read_demand
+from services.ingestor.lease import Lease
+from services.ingestor.metrics import IngestorMetrics
+from services.ingestor.processor import TickProcessor
+from services.ingestor.publisher import Publisher
+from services.ingestor.redis_link import RedisLink, connect_redis
+from services.ingestor.settings import IngestorSettings
+from services.ingestor.subscriptions import (
+    ModeLimits,
+    Plan,
+    Refusal,
+    aggregate_demand,
+    diff_requests,
+    plan,
+)
+from shared import redis_contract as rc
+from shared.instruments import Mode
+from shared.render import RenderError
+from shared.sessions import SessionDecryptError, SessionStore
+from shared.upstox.backoff import Backoff
+from shared.upstox.client import UpstoxClient
+from shared.upstox.errors import UpstoxAuthError, UpstoxError
+
+__all__ = ["Ingestor"]
+
+logger = logging.getLogger(__name__)
+
+# websockets logs handshake request lines at DEBUG, and the one-time feed URL's query holds a
+# code: its logger for our connection never goes below INFO, whatever LOG_LEVEL says.
+_ws_logger = logging.getLogger("tickstream.ingestor.feed")
+_ws_logger.setLevel(logging.INFO)
+
+# Let the publisher run once this many ticks wait, even while frames keep arriving.
+_YIELD_BACKLOG = 4000
+
+
+class Ingestor:
+    """One ingestor instance. `await start()`, later `await stop()` (or `abort()`, like a crash).
+
+    Several instances may run against one Redis: exactly one (the lease holder) is active.
+    """
+
+    def __init__(self, settings: IngestorSettings, metrics: IngestorMetrics | None = None) -> None:
+        self.settings = settings
+        self.instance = settings.ingestor_instance_id
+        self.metrics = metrics or IngestorMetrics()
+        self.processor = TickProcessor()
+        self.state: rc.IngestorState = "starting"
+        self.active = False
+        self.plan = Plan()
+        self._limits = ModeLimits(
+            settings.ingestor_mode_limits, settings.ingestor_combined_mode_limits
+        )
+        self._static = settings.static_demand()
+        self._ttl_ms = settings.ingestor_lease_ttl_ms
+        self._redis = connect_redis(settings.redis_url)
+        self._link = RedisLink(self._redis, self.metrics, self._backoff())
+        self._lease = Lease(self._redis, self.instance, self._ttl_ms)
+        self._sessions = SessionStore(self._redis, settings.token_encryption_key)
+        self._upstox = UpstoxClient(settings.upstox_base_url, settings.upstox_timeout_seconds)
+        self._publisher = Publisher(
+            self._link,
+            self.metrics,
+            last_value_ttl=settings.ingestor_last_value_ttl_seconds,
+            max_pending=settings.ingestor_max_pending_ticks,
+            latest=self.processor.latest,
+            latest_market_info=lambda: self.processor.market_info,
+        )
+        self._link.on_recover.append(self._publisher.republish_all)
+        self._link.on_recover.append(self._redis_recovered)
+        self._main_task: asyncio.Task[None] | None = None
+        self._active_task: asyncio.Task[None] | None = None
+        self._ws: ClientConnection | None = None
+        self._user: str | None = None
+        self._subscribed: dict[str, Mode] = {}
+        self._send_lock = asyncio.Lock()
+        self._demand_changed = asyncio.Event()
+        self._token_changed = asyncio.Event()
+        self._status_dirty = asyncio.Event()
+        self._rejected_token: str | None = None
+        self._standby_grace_until = 0.0
+        self._demand_grace_until = 0.0
+        self._refusals_written: dict[str, str] | None = None
+        self._ever_connected = False
+        self._malformed_burst = 0
+        self._closers: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._main_task is not None:
+            raise RuntimeError("this ingestor was already started")
+        logger.info("ingestor %s starting", self.instance)
+        self._set_state("standby")
+        self._main_task = asyncio.create_task(self._main(), name=f"ingestor {self.instance}")
+
+    async def stop(self) -> None:
+        """Stop cleanly: close upstream, say so in the status, and hand the lease over now."""
+        await self._shutdown(release=True)
+
+    async def abort(self) -> None:
+        """Stop the way a crash would: the lease is left to lapse, nothing is written."""
+        await self._shutdown(release=False)
+
+    async def _shutdown(self, *, release: bool) -> None:
+        was_active = self.active
+        for task in (self._main_task, self._active_task, *self._closers):
+            if task is not None:
+                task.cancel()
+        for task in (self._main_task, self._active_task, *self._closers):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._set_inactive()
+        if release and was_active:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(2):
+                    await self._write_status(self._status("stopped"), announce=True)
+                    await self._lease.release()
+        self._set_state("stopped")
+        await self._upstox.aclose()
+        await self._redis.aclose()
+        logger.info("ingestor %s stopped", self.instance)
+
+    # ---- what others look at -----------------------------------------------------------------
+
+    @property
+    def upstream_connected(self) -> bool:
+        return self._ws is not None
+
+    @property
+    def redis_ok(self) -> bool:
+        return self._link.ok
+
+    @property
+    def epoch(self) -> str:
+        return self.processor.epoch
+
+    @property
+    def subscribed(self) -> Mapping[str, Mode]:
+        """What is subscribed upstream right now (empty while disconnected)."""
+        return self._subscribed
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self._link.ok:
+            return False, "redis unreachable"
+        if not self.active:
+            return self.state == "standby", self.state
+        if self._ws is not None:
+            return True, "connected"
+        return False, self.state
+
+    # ---- lease -------------------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._link.run())
+            group.create_task(self._lease_loop())
+
+    async def _lease_loop(self) -> None:
+        interval = self._ttl_ms / 3000
+        while True:
+            may_take = self.active or time.monotonic() >= self._standby_grace_until
+            try:
+                held = await self._lease.acquire() if may_take else False
+            except (RedisError, OSError) as error:
+                # The active instance keeps its upstream through an outage; when Redis is back
+                # it renews (or retakes) the lease at once, and standbys give it a TTL to do so.
+                self._link.failed(error)
+                await self._link.wait_up()
+                self._standby_grace_until = time.monotonic() + self._ttl_ms / 1000
+                continue
+            if held and not self.active:
+                logger.info("ingestor %s holds the lease: active", self.instance)
+                self._activate()
+            elif not held and self.active:
+                logger.warning("ingestor %s lost the lease: dropping upstream", self.instance)
+                await self._deactivate()
+            elif held and self._active_task is not None and self._active_task.done():
+                self._log_crash(self._active_task)
+                self._activate()
+            await asyncio.sleep(interval)
+
+    def _activate(self) -> None:
+        self.active = True
+        self.metrics.active.set(1)
+        self._demand_changed.set()
+        self._status_dirty.set()
+        self._refusals_written = None
+        self._active_task = asyncio.create_task(self._run_active(), name="ingestor active")
+
+    async def _deactivate(self) -> None:
+        task, self._active_task = self._active_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._set_inactive()
+        self._set_state("standby")
+
+    def _set_inactive(self) -> None:
+        self.active = False
+        self.metrics.active.set(0)
+        self.plan = Plan()
+        self.processor.forget()
+        self._set_subscribed({})
+
+    @staticmethod
+    def _log_crash(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("the active session failed; restarting it", exc_info=task.exception())
+
+    async def _run_active(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._publisher.run())
+                group.create_task(self._events_loop())
+                group.create_task(self._demand_loop())
+                group.create_task(self._upstream_loop())
+                group.create_task(self._status_loop())
+        except* Exception:
+            # Reported by the lease loop, which restarts the session after a pause.
+            await asyncio.sleep(1)
+            raise
+
+    # ---- Redis events ------------------------------------------------------------------------
+
+    def _redis_recovered(self) -> None:
+        self._demand_grace_until = time.monotonic() + self.settings.ingestor_demand_grace_seconds
+        self._refusals_written = None
+        self._demand_changed.set()
+        self._token_changed.set()
+        self._status_dirty.set()
+
+    async def _events_loop(self) -> None:
+        while True:
+            await self._link.wait_up()
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(rc.DEMAND_EVENTS, rc.TOKEN_EVENTS)
+                # Events may have been missed while we were not listening: look again.
+                self._demand_changed.set()
+                self._token_changed.set()
+                async for message in pubsub.listen():
+                    channel = message["channel"]
+                    if isinstance(channel, bytes):
+                        channel = channel.decode()
+                    if channel == rc.DEMAND_EVENTS:
+                        self._demand_changed.set()
+                    elif channel == rc.TOKEN_EVENTS:
+                        self._token_event(message["data"])
+            except (RedisError, OSError) as error:
+                self._link.failed(error)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    def _token_event(self, data: object) -> None:
+        try:
+            event = rc.TokenEvent.model_validate_json(data)  # type: ignore[arg-type]
+        except ValueError:
+            logger.warning("ignoring an unreadable token event")
+            return
+        self._token_changed.set()
+        ws = self._ws
+        if event.event == "logout" and event.user_id == self._user and ws is not None:
+            logger.info("%s logged out: closing the feed connection", event.user_id)
+            closer = asyncio.create_task(ws.close(reason="logged out"))
+            self._closers.add(closer)
+            closer.add_done_callback(self._closers.discard)
+
+    # ---- demand ------------------------------------------------------------------------------
+
+    async def _demand_loop(self) -> None:
+        step = "start"
+        while True:
+            if asyncio.current_task().cancelling():
+                import sys
+                sys.stderr.write(f"DEMAND LOOP SWALLOWED CANCEL after step {step}\n")
+            step = "wait"
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.ingestor_demand_rescan_seconds):
+                    await self._demand_changed.wait()
+            self._demand_changed.clear()
+            step = "wait_up"
+            await self._link.wait_up()
+            step = "read"
+            try:
+                tables = await read_demand(self._redis)
+            except (RedisError, OSError) as error:
+                import sys
+                sys.stderr.write(f"DEMAND READ ERROR {error!r} cancelling={asyncio.current_task().cancelling()}\n")
+                self._link.failed(error)
+                continue
+            step = "replan"
+            await self._replan(tables)
+
+    async def _replan(self, tables: Mapping[str, Mapping[str, set[Mode]]]) -> None:
+        demand = aggregate_demand([self._static, *tables.values()])
+        if time.monotonic() < self._demand_grace_until:
+            # Redis came back empty-handed moments ago: gateways are still rewriting their
+            # demand, so keep what is subscribed rather than drop it and subscribe it again.
+            for key, mode in self._subscribed.items():
+                demand.setdefault(key, set(self.plan.render.get(key, {mode})))
+        current = self._subscribed or self.plan.upstream
+        new = plan(demand, self._limits, current=current, priority=self._static)
+        self.plan = new
+        self.processor.set_render(new.render)
+        await self._apply_plan()
+        await self._write_refusals(new.refused)
+        self.metrics.refused.set(len(new.refused))
+
+    async def _apply_plan(self) -> None:
+        async with self._send_lock:
+            ws = self._ws
+            if ws is None:
+                return
+            target = dict(self.plan.upstream)
+            requests = diff_requests(self._subscribed, target, self.settings.ingestor_batch_size)
+            try:
+                for request in requests:
+                    await ws.send(request.encode())  # bytes: a binary frame, as Upstox wants
+            except ConnectionClosed:
+                return  # the reader sees it too; everything is subscribed again on reconnect
+            if requests:
+                logger.info(
+                    "upstream subscriptions: %s (%d requests)",
+                    ", ".join(f"{mode} {n}" for mode, n in _counts(target).items() if n),
+                    len(requests),
+                )
+            self._set_subscribed(target)
+
+    def _set_subscribed(self, subscribed: dict[str, Mode]) -> None:
+        self._subscribed = subscribed
+        for mode, count in _counts(subscribed).items():
+            self.metrics.subscribed.labels(mode=mode).set(count)
+        self._status_dirty.set()
+
+    async def _write_refusals(self, refused: Mapping[str, Refusal]) -> None:
+        values = {key: rc.encode_refusal(r.modes, r.reason) for key, r in refused.items()}
+        if values == self._refusals_written:
+            return
+        if values and len(values) != len(self._refusals_written or {}):
+            logger.warning("%d demanded keys refused (over Upstox's per-mode limits)", len(values))
+        status = self._status(self.state, refused=len(values))
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(rc.INGESTOR_REFUSED)
+                if values:
+                    pipe.hset(rc.INGESTOR_REFUSED, mapping=values)  # type: ignore[arg-type]
+                pipe.publish(rc.INGESTOR_EVENTS, status.model_dump_json())
+                await pipe.execute()
+        except (RedisError, OSError) as error:
+            self._link.failed(error)
+            return
+        self._refusals_written = values
+
+    # ---- tokens ------------------------------------------------------------------------------
+
+    async def _wait_token(self) -> tuple[str, str]:
+        told = False
+        while True:
+            self._token_changed.clear()
+            await self._link.wait_up()
+            found: tuple[str, str] | None = None
+            try:
+                found = await self._sessions.active_token()
+            except (RedisError, OSError) as error:
+                self._link.failed(error)
+                continue
+            except SessionDecryptError as error:
+                logger.error("%s", error)
+            if found is not None and found[1] != self._rejected_token:
+                return found
+            if not told:
+                logger.info("no usable Upstox token: waiting for a login")
+                told = True
+            self._set_state("waiting_token")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.ingestor_token_recheck_seconds):
+                    await self._token_changed.wait()
+
+    async def _token_rejected(self, user: str, token: str, status: int | None) -> None:
+        logger.warning(
+            "Upstox refused the access token of %s (HTTP %s): marking the session invalid and "
+            "waiting for a new login",
+            user,
+            status,
+        )
+        self.metrics.upstream_failures.labels(reason="auth").inc()
+        self._rejected_token = token
+        try:
+            await self._sessions.mark_invalid(user, rejected_token=token)
+        except (RedisError, OSError) as error:
+            self._link.failed(error)
+
+    # ---- upstream ----------------------------------------------------------------------------
+
+    async def _upstream_loop(self) -> None:
+        backoff = self._backoff()
+        while True:
+            user, token = await self._wait_token()
+            self._set_state("connecting")
+            try:
+                url = await self._upstox.authorize_feed(token)
+            except UpstoxAuthError as error:
+                self.metrics.authorize_calls.labels(outcome="auth").inc()
+                await self._token_rejected(user, token, error.status)
+                backoff.reset()  # a new token deserves an immediate attempt
+                continue
+            except UpstoxError as error:
+                self.metrics.authorize_calls.labels(outcome="error").inc()
+                self.metrics.upstream_failures.labels(reason="unavailable").inc()
+                logger.warning("feed authorize failed: %s", error)
+                await self._pause(backoff)
+                continue
+            self.metrics.authorize_calls.labels(outcome="ok").inc()
+            opened_at: float | None = None
+            reason = "closed"
+            try:
+                async with self._connect(url) as ws:
+                    opened_at = time.monotonic()
+                    await self._serve(ws, user)
+                logger.warning("the feed connection closed (code %s)", ws.close_code)
+            except InvalidStatus as error:
+                status = error.response.status_code
+                if status in (401, 403):
+                    await self._token_rejected(user, token, status)
+                    backoff.reset()
+                    continue
+                reason = "handshake"
+                logger.warning("the feed refused the connection: HTTP %d", status)
+            except ConnectionClosed as error:
+                logger.warning(
+                    "the feed connection was lost (code %s %s)",
+                    error.rcvd.code if error.rcvd else None,
+                    error.rcvd.reason if error.rcvd else "",
+                )
+            except InvalidURI:
+                reason = "handshake"
+                logger.warning("feed authorize returned an unusable URL")  # never log the URL
+            except (InvalidHandshake, WebSocketException) as error:
+                reason = "handshake"
+                logger.warning("the feed handshake failed: %s", type(error).__name__)
+            except (OSError, TimeoutError) as error:
+                reason = "unavailable"
+                logger.warning("cannot reach the feed: %s", error.strerror or type(error).__name__)
+            self.metrics.upstream_failures.labels(reason=reason).inc()
+            stable = self.settings.ingestor_stable_after_seconds
+            if opened_at is not None and time.monotonic() - opened_at >= stable:
+                backoff.reset()
+            await self._pause(backoff)
+
+    def _connect(self, url: str) -> ws_connect:
+        s = self.settings
+        # No `ssl` argument: wss:// URLs get the default context, certificates verified.
+        return ws_connect(
+            url,
+            ping_interval=s.ingestor_ping_interval,
+            ping_timeout=s.ingestor_ping_timeout,
+            open_timeout=s.ingestor_open_timeout,
+            close_timeout=2,
+            max_size=s.ingestor_max_frame_bytes,
+            max_queue=64,
+            compression=None,  # like Upstox's SDK: frames are protobuf, deflate would cost CPU
+            user_agent_header="tickstream-ingestor",
+            logger=_ws_logger,
+        )
+
+    async def _pause(self, backoff: Backoff) -> None:
+        self._set_state("backoff")
+        await asyncio.sleep(backoff.next_delay())
+
+    async def _serve(self, ws: ClientConnection, user: str) -> None:
+        epoch = self.processor.new_epoch()
+        self._user = user
+        self._rejected_token = None
+        self.metrics.connections.inc()
+        if self._ever_connected:
+            self.metrics.reconnects.inc()
+        self._ever_connected = True
+        self._set_subscribed({})
+        self._ws = ws
+        self.metrics.upstream_connected.set(1)
+        self._set_state("connected")
+        logger.info("connected to the feed as %s (epoch %s)", user, epoch)
+        try:
+            await self._apply_plan()
+            await self._read(ws)
+        finally:
+            self._ws = None
+            self.metrics.upstream_connected.set(0)
+            self._set_subscribed({})
+
+    async def _read(self, ws: ClientConnection) -> None:
+        process = self.processor.process
+        submit = self._publisher.submit
+        publisher = self._publisher
+        frames = self.metrics.frames
+        feeds = self.metrics.feeds
+        async for message in ws:
+            try:
+                if isinstance(message, str):
+                    raise RenderError("a text frame (the feed sends binary protobuf)")
+                result = process(message)
+            except Exception as error:  # a bad frame must never end the session
+                self._malformed(error)
+                continue
+            frames.inc()
+            if result.feeds:
+                feeds.inc(result.feeds)
+            if self._malformed_burst:
+                logger.warning("%d malformed frames skipped in that burst", self._malformed_burst)
+                self._malformed_burst = 0
+            submit(result)
+            if publisher.backlog >= _YIELD_BACKLOG:
+                await asyncio.sleep(0)
+
+    def _malformed(self, error: Exception) -> None:
+        self.metrics.decode_errors.inc()
+        if self._malformed_burst == 0:
+            if isinstance(error, RenderError):
+                logger.warning("skipping a malformed frame from the feed: %s", error)
+            else:
+                logger.error("skipping a frame that could not be processed", exc_info=error)
+        self._malformed_burst += 1
+
+    # ---- status ------------------------------------------------------------------------------
+
+    def _set_state(self, state: rc.IngestorState) -> None:
+        if state != self.state:
+            logger.debug("state %s -> %s", self.state, state)
+            self.state = state
+            self.metrics.set_state(state)
+            self._status_dirty.set()
+
+    def _status(self, state: rc.IngestorState, refused: int | None = None) -> rc.IngestorStatus:
+        return rc.IngestorStatus(
+            instance=self.instance,
+            state=state,
+            epoch=self.processor.epoch,
+            subscribed=_counts(self._subscribed),
+            refused=len(self.plan.refused) if refused is None else refused,
+            updated_at=int(time.time() * 1000),
+        )
+
+    async def _write_status(self, status: rc.IngestorStatus, *, announce: bool) -> None:
+        payload = status.model_dump_json()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(rc.INGESTOR_STATUS, payload, px=self._ttl_ms * 3)
+            if announce:
+                pipe.publish(rc.INGESTOR_EVENTS, payload)
+            await pipe.execute()
+
+    async def _status_loop(self) -> None:
+        last: bytes | None = None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._ttl_ms / 3000):
+                    await self._status_dirty.wait()
+            self._status_dirty.clear()
+            await self._link.wait_up()
+            status = self._status(self.state)
+            summary = orjson.dumps(status.model_dump(exclude={"updated_at"}))
+            try:
+                await self._write_status(status, announce=summary != last)
+            except (RedisError, OSError) as error:
+                self._link.failed(error)
+                continue
+            last = summary
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.settings.ingestor_backoff_initial, self.settings.ingestor_backoff_max)
+
+
+def _counts(subscribed: Mapping[str, Mode]) -> dict[str, int]:
+    counts = {mode.value: 0 for mode in Mode}
+    for mode in subscribed.values():
+        counts[mode.value] += 1
+    return counts

@@ -1,0 +1,169 @@
+"""Fixtures for the ingestor tests: the simulator as upstream, real Redis, ingestors in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import pytest
+import redis.asyncio as aioredis
+
+from services.ingestor.service import Ingestor
+from services.ingestor.settings import IngestorSettings
+from shared import redis_contract as rc
+from shared.instruments import Mode
+from shared.sessions import SessionStore
+from shared.upstox.models import Profile
+from tests.support.simulator import SimulatorHandle, simulator  # noqa: F401
+
+T = TypeVar("T")
+
+USER = "TS0001"
+
+# Short periods keep the suite fast; they bound how long things take, tests never time them.
+FAST: dict[str, Any] = {
+    "ingestor_lease_ttl_ms": 1500,
+    "ingestor_demand_rescan_seconds": 0.25,
+    "ingestor_backoff_initial": 0.05,
+    "ingestor_backoff_max": 0.5,
+    "ingestor_ping_interval": 1.0,
+    "ingestor_ping_timeout": 2.0,
+    "ingestor_stable_after_seconds": 1.0,
+    "ingestor_demand_grace_seconds": 2.0,
+}
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
+    what: str,
+    within: float = 30.0,
+    interval: float = 0.05,
+) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `within` s."""
+    deadline = time.monotonic() + within
+    last: object = None
+    while True:
+        result = probe()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        last = result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} (last: {last!r})")
+        await asyncio.sleep(interval)
+
+
+async def put_demand(
+    client: aioredis.Redis, replica: str, table: dict[str, set[Mode]], ttl_ms: int = 60_000
+) -> None:
+    """Write a replica's demand hash the way a gateway does, and announce it."""
+    key = rc.demand_key(replica)
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        if table:
+            pipe.hset(key, mapping={k: rc.encode_modes(m) for k, m in table.items()})
+            pipe.pexpire(key, ttl_ms)
+        pipe.publish(rc.DEMAND_EVENTS, replica)
+        await pipe.execute()
+
+
+async def upstream(sim: SimulatorHandle) -> dict[str, str]:
+    """Key -> mode subscribed on the simulator, over all of its feed connections."""
+    stats = await sim.stats()
+    merged: dict[str, str] = {}
+    for connection in stats["connections"]:
+        merged.update(connection["subscriptions"])
+    return merged
+
+
+async def connection_ids(sim: SimulatorHandle) -> list[int]:
+    return [int(connection["id"]) for connection in (await sim.stats())["connections"]]
+
+
+class Listener:
+    """A real Redis subscriber collecting (channel, payload) in arrival order."""
+
+    def __init__(self, url: str, channels: Iterable[str]) -> None:
+        self._client: aioredis.Redis = aioredis.Redis.from_url(url)
+        self._channels = list(channels)
+        self.messages: list[tuple[str, bytes]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Listener:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(*self._channels)
+        self._task = asyncio.create_task(self._collect(pubsub))
+        return self
+
+    async def _collect(self, pubsub: Any) -> None:
+        try:
+            async for message in pubsub.listen():
+                self.messages.append((message["channel"].decode(), message["data"]))
+        finally:
+            await pubsub.aclose()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self._client.aclose()
+
+    def on(self, channel: str) -> list[bytes]:
+        return [payload for name, payload in self.messages if name == channel]
+
+    async def wait(self, channel: str, count: int) -> list[bytes]:
+        return await eventually(
+            lambda: (found := self.on(channel)) and len(found) >= count and found,
+            f"{count} messages on {channel}",
+        )
+
+
+@pytest.fixture
+async def logged_in(redis_client: aioredis.Redis, simulator: SimulatorHandle) -> str:  # noqa: F811
+    """The simulator's demo token stored as the active session, as auth would store it."""
+    await SessionStore(redis_client).save(Profile(user_id=USER), access_token=simulator.demo_token)
+    return USER
+
+
+StartIngestor = Callable[..., Awaitable[Ingestor]]
+
+
+@pytest.fixture
+async def start_ingestor(
+    redis_url: str,
+    simulator: SimulatorHandle,  # noqa: F811
+) -> AsyncIterator[StartIngestor]:
+    """Start ingestors in-process against the simulator; all are stopped at the end."""
+    started: list[Ingestor] = []
+
+    async def start(**overrides: Any) -> Ingestor:
+        options = {
+            "redis_url": redis_url,
+            "upstox_base_url": simulator.http_url,
+            **FAST,
+            **overrides,
+        }
+        ingestor = Ingestor(IngestorSettings(**options))
+        started.append(ingestor)
+        await ingestor.start()
+        return ingestor
+
+    yield start
+    for ingestor in started:
+        if ingestor.state != "stopped":
+            try:
+                async with asyncio.timeout(15):
+                    await ingestor.stop()
+            except TimeoutError:
+                import io, sys
+                buf = io.StringIO()
+                for t in asyncio.all_tasks():
+                    buf.write(f"--- {t!r}\n")
+                    t.print_stack(file=buf)
+                sys.stderr.write("HANG IN STOP\n" + buf.getvalue())
+                raise
