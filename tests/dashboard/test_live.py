@@ -19,6 +19,7 @@ from playwright.async_api import Browser, BrowserContext, Page
 from tests.dashboard.browser import (
     REPO,
     PageProblems,
+    require_chromium,
     screenshot,
     screenshot_wanted_for_docs,
 )
@@ -32,6 +33,7 @@ RELIANCE = "NSE_EQ|INE002A01018"
 NIFTY = "NSE_INDEX|Nifty 50"
 ICICI = "NSE_EQ|INE090A01021"
 ITC = "NSE_EQ|INE154A01025"
+OPTION_ROW = '#wl-body tr[data-key^="NSE_FO|"]'
 
 
 @dataclass
@@ -48,6 +50,7 @@ GATEWAY = "gateway-1"
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     """The system for this module: logged in with the simulator's demo token at start."""
+    require_chromium()  # skip before paying for a stack no test can use
     with running_stack(gateways=1) as running:
         yield running
 
@@ -111,6 +114,9 @@ async def test_page_loads_live_and_prices_tick(session: Session) -> None:
     await wait_for_state(page, "live")
     for key in (NIFTY, "NSE_INDEX|Nifty Bank", RELIANCE, "NSE_EQ|INE467B01029"):
         await page.wait_for_selector(row(key), timeout=WAIT_MS)
+    # A first visit also gets an at-the-money Nifty call, looked up by the page.
+    await page.wait_for_selector(OPTION_ROW, timeout=WAIT_MS)
+    assert " CE " in await page.locator(f"{OPTION_ROW} .sym").inner_text()
     first = await wait_for_price(page, RELIANCE)
     second = await wait_for_tick(page, RELIANCE, first)
     assert second != first
@@ -259,10 +265,17 @@ async def test_phone_layout_fits_the_screen(browser: Browser, stack: Stack) -> N
     try:
         await wait_for_state(page, "live")
         await wait_for_price(page, RELIANCE)
+        # The default index option has the longest symbol: the table must fit it too.
+        await page.wait_for_selector(OPTION_ROW, timeout=WAIT_MS)
         overflow = await page.evaluate(
             "() => document.documentElement.scrollWidth - window.innerWidth"
         )
         assert overflow <= 0, "the page scrolls sideways on a phone"
+        table_overflow = await page.evaluate(
+            "() => { const w = document.querySelector('.table-wrap');"
+            " return w.scrollWidth - w.clientWidth; }"
+        )
+        assert table_overflow <= 0, "the watchlist needs sideways scrolling on a phone"
         assert await page.locator("#chart canvas").first.is_visible()
         await screenshot(page, "phone", full_page=True)
     finally:

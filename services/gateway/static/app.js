@@ -317,7 +317,7 @@ function select(key) {
   if (changed) resubscribe();
 }
 
-async function loadHistory(key) {
+async function loadHistory(key, attempt = 0) {
   const gen = ++state.historyGen;
   state.chartNote = "Loading candles…";
   schedule();
@@ -334,6 +334,12 @@ async function loadHistory(key) {
     note = "History unavailable; drawing live ticks only.";
   }
   if (gen !== state.historyGen || key !== state.selected) return; // selection moved on
+  if (note && attempt < 5) {
+    // Auth may not have stored the token yet, or Upstox was busy: try again a few times.
+    setTimeout(() => {
+      if (gen === state.historyGen && key === state.selected) loadHistory(key, attempt + 1);
+    }, Math.min(30000, 2000 * 2 ** attempt));
+  }
   state.candles.setHistory(candles);
   if (!note && !state.candles.candles.length) note = "No trades yet today.";
   state.chartNote = note;
