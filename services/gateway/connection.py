@@ -36,6 +36,7 @@ from services.gateway.protocol import (
     Command,
     Ping,
     ProtocolError,
+    RequestId,
     error_frame,
     parse_command,
     pong_frame,
@@ -92,8 +93,8 @@ class GatewayConnection(asyncio.Protocol):
         "_keepalive",
         "_last_rx",
         "_loop",
+        "_notices",
         "_open",
-        "_rate_noted",
         "_sub",
         "_transport",
         "_worker",
@@ -116,8 +117,8 @@ class GatewayConnection(asyncio.Protocol):
         self._sub: Subscriber | None = None
         self._open = False
         self._last_rx = self._loop.time()
-        self._bucket: TokenBucket | None = None
-        self._rate_noted = False
+        self._bucket: TokenBucket | None = None  # the client's requests
+        self._notices: TokenBucket | None = None  # our replies to requests over the rate
         self._fragments: list[bytes] = []  # a text message arriving in several frames
         self._fragmented_binary = False
         self._commands: deque[Command] | None = None
@@ -246,6 +247,7 @@ class GatewayConnection(asyncio.Protocol):
         self._open = True
         now = self._loop.time()
         self._bucket = TokenBucket(settings.gateway_max_ops_per_second, now)
+        self._notices = TokenBucket(settings.gateway_max_ops_per_second, now)
         self._write_ws()  # the 101 response goes out before any frame
         self._sub = hub.register(self)
         self._keepalive = self._loop.call_later(
@@ -289,19 +291,10 @@ class GatewayConnection(asyncio.Protocol):
     def _on_text(self, data: bytes) -> None:
         if not self._open or self._sub is None or self._hub is None or self._bucket is None:
             return
-        if not self._bucket.take(self._loop.time()):
-            # One error per burst: a flooding client must not make us flood it back.
-            if not self._rate_noted:
-                self._rate_noted = True
-                limit = self._hub.settings.gateway_max_ops_per_second
-                self._reply_error(
-                    ProtocolError(
-                        "rate_limited",
-                        f"over {limit:g} requests per second; this request was dropped",
-                    )
-                )
+        now = self._loop.time()
+        if not self._bucket.take(now):
+            self._refuse_over_rate(data, now)
             return
-        self._rate_noted = False
         try:
             command = parse_command(data, self._hub.settings.gateway_max_keys_per_client)
         except ProtocolError as error:
@@ -315,6 +308,30 @@ class GatewayConnection(asyncio.Protocol):
         self._commands.append(command)
         if self._worker is None:
             self._worker = self._loop.create_task(self._run_commands())
+
+    def _refuse_over_rate(self, data: bytes, now: float) -> None:
+        """Tell the client which request was dropped (its id and keys, so it can send it again
+        later), at most at the request rate itself: a flooding client is not flooded back."""
+        assert self._hub is not None and self._notices is not None
+        if not self._notices.take(now):
+            return
+        limit = self._hub.settings.gateway_max_ops_per_second
+        request_id: RequestId = None
+        keys: tuple[str, ...] = ()
+        try:
+            command = parse_command(data, self._hub.settings.gateway_max_keys_per_client)
+            request_id = command.request_id
+            keys = getattr(command, "keys", None) or ()
+        except ProtocolError as error:
+            request_id = error.request_id
+        self._reply_error(
+            ProtocolError(
+                "rate_limited",
+                f"over {limit:g} requests per second: this request was dropped; send it again",
+                request_id=request_id,
+                keys=keys,
+            )
+        )
 
     def _reply_error(self, error: ProtocolError) -> None:
         if self._sub is not None and self._hub is not None:
