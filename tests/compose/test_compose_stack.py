@@ -23,7 +23,8 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-pytestmark = pytest.mark.compose
+# Upper bounds only: scaling out and waiting for health may be slow on a busy machine.
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(600)]
 
 KEY = "NSE_INDEX|Nifty 50"
 UPSTREAM = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" \d+ .*upstream=(?P<addr>[^ ]+)')
@@ -114,9 +115,12 @@ def test_dashboard_and_auth_are_served_through_the_proxy(http: httpx.Client) -> 
     assert http.get("/healthz").status_code == 200  # a gateway's own
 
     # The demo token in compose.yaml logs the simulator's demo user in at auth's start.
-    session = http.get("/session")
-    assert session.status_code == 200
-    assert session.json().get("logged_in") is True, session.text
+    deadline = time.monotonic() + 60
+    while (session := http.get("/session")).json().get("logged_in") is not True:
+        if time.monotonic() > deadline:
+            pytest.fail(f"not logged in with the demo token: {session.status_code} {session.text}")
+        time.sleep(1)
+    assert session.json()["user_id"], session.text
 
 
 def test_a_websocket_client_receives_live_updates(stack: Stack) -> None:
