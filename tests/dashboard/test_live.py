@@ -111,6 +111,10 @@ async def wait_for_state(page: Page, *states: str) -> None:
 
 async def test_page_loads_live_and_prices_tick(session: Session) -> None:
     page = session.page
+    # The page runs under the gateway's strict CSP (no inline script or style): any refusal
+    # would be a console error, which the fixture turns into a failure.
+    served = await page.request.get(session.stack.front_url + "/")
+    assert "script-src 'self'" in served.headers.get("content-security-policy", "")
     await wait_for_state(page, "live")
     for key in (NIFTY, "NSE_INDEX|Nifty Bank", RELIANCE, "NSE_EQ|INE467B01029"):
         await page.wait_for_selector(row(key), timeout=WAIT_MS)
