@@ -23,6 +23,8 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
+from shared import redis_contract as rc
+
 # Upper bounds only: scaling out and waiting for health may be slow on a busy machine.
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(600)]
 
@@ -127,6 +129,47 @@ def test_a_websocket_client_receives_live_updates(stack: Stack) -> None:
     with open_feed(stack) as ws:
         seqs = receive_updates(ws, KEY, wanted=3, within=90)
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+
+
+def container_health(container: str) -> dict[str, Any]:
+    """A service's own /healthz, asked from inside its container (its port is not published)."""
+    probe = (
+        "import os, urllib.request; print(urllib.request.urlopen("
+        "'http://127.0.0.1:%s/healthz' % os.environ['PORT'], timeout=4).read().decode())"
+    )
+    done = subprocess.run(
+        ["docker", "exec", container, "python", "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    body: dict[str, Any] = json.loads(done.stdout)
+    return body
+
+
+def test_one_ingestor_holds_the_lease_and_the_other_stands_by(stack: Stack) -> None:
+    containers = [*stack.container_ids("ingestor-1"), *stack.container_ids("ingestor-2")]
+    assert len(containers) == 2, containers
+    deadline = time.monotonic() + 60
+    while True:
+        health = [container_health(container) for container in containers]
+        states = sorted(str(h["state"]) for h in health)
+        if states == ["connected", "standby"]:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"ingestor states: {health}")
+        time.sleep(1)
+    active = next(h["instance"] for h in health if h["state"] == "connected")
+    [redis] = stack.container_ids("redis")
+    lease = subprocess.run(
+        ["docker", "exec", redis, "redis-cli", "GET", rc.INGESTOR_LEASE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert lease == active, (lease, health)
 
 
 def upstreams_seen(stack: Stack, since: str, path: str) -> set[str]:
