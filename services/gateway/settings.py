@@ -42,7 +42,7 @@ class GatewaySettings(CommonSettings):
         default=64 * 1024, ge=256, le=16 << 20, description="Larger client frames: close 1009."
     )
     gateway_flush_interval_ms: float = Field(
-        default=10.0,
+        default=5.0,
         ge=0,
         le=1000,
         description="Coalescing window: live updates wait at most this long to share a frame.",
