@@ -51,6 +51,7 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_LATENCY_MS = 10_000
+QUANTILES = (("p50", 0.5), ("p99", 0.99))
 
 # Values as the ingestor's renderer writes them (captured from a simulator + ingestor run).
 LTPC_VALUE = b'{"ltpc":{"ltp":%.2f,"ltt":"%d","ltq":"4","cp":1530.65}}'
@@ -152,13 +153,37 @@ def usage(pid: int) -> Usage:
 
 
 def gateway_counters(base_url: str) -> dict[str, float]:
+    """The gateway's unlabelled counters and gauges, plus its histograms' buckets
+    (`<name>_bucket:<le>`)."""
     text = httpx.get(f"{base_url}/metrics", timeout=60).text
     found: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("tickstream_gateway_") and "{" not in line:
-            name, value = line.split(" ")
-            found[name.removeprefix("tickstream_gateway_")] = float(value)
+        if not line.startswith("tickstream_gateway_"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        name = name.removeprefix("tickstream_gateway_")
+        if "_bucket{le=" in name:
+            base, le = name.split("{le=")
+            bound = le.strip('"}')
+            found[f"{base}:{bound}"] = float(value)
+        elif "{" not in name:
+            found[name] = float(value)
     return found
+
+
+def bucket_quantile(delta: dict[str, float], histogram: str, fraction: float) -> str:
+    """The upper bound of the bucket holding the `fraction` quantile (a histogram's delta)."""
+    prefix = f"{histogram}_bucket:"
+    buckets = sorted(
+        ((float(k.removeprefix(prefix)), v) for k, v in delta.items() if k.startswith(prefix)),
+    )
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return "-"
+    for bound, count in buckets:
+        if count >= fraction * total:
+            return "<= %g ms" % (bound * 1000) if bound != float("inf") else "> last bucket"
+    return "-"
 
 
 # ---- the tick source: publisher ----------------------------------------------------------------
@@ -471,8 +496,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=None, help="use this Redis instead of a new one")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the gateway to here")
+    parser.add_argument(
+        "--pin", action="store_true", help="gateway alone on one core, the rest on the others"
+    )
     args = parser.parse_args(argv)
     raise_nofile()
+    cores = sorted(os.sched_getaffinity(0))
+    gateway_core = {cores[-1]}
+    if args.pin:
+        # The gateway alone on the last core; everything else (Redis, the source, the clients,
+        # this process) on the others: they inherit this process's affinity. Other work on the
+        # machine is not ours to move.
+        os.sched_setaffinity(0, set(cores[:-1]) or gateway_core)
 
     with contextlib.ExitStack() as stack:
         if args.redis_url:
@@ -515,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             command = [sys.executable, "-c", code]
         gateway = stack.enter_context(process(command, gateway_env, "gateway"))
+        if args.pin:
+            os.sched_setaffinity(gateway.pid, gateway_core)
         base = f"http://127.0.0.1:{gateway_port}"
         wait_http(f"{base}/readyz")
         keys = universe_keys(args.universe)
@@ -602,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
             "mode": args.mode, "source": args.source,
             "rate_per_key": args.rate if args.source == "publisher" else 1000 / args.sim_tick_ms,
             "spread": args.spread, "client_procs": args.client_procs,
-            "flush_ms": args.flush_ms, "duration_s": round(wall, 2), "cores": os.cpu_count(),
+            "flush_ms": args.flush_ms,
+            "pinned": args.pin, "duration_s": round(wall, 2), "cores": os.cpu_count(),
         },
         "connected": subscribed, "failed": failed, "connect_seconds": round(connect_seconds, 1),
         "gateway_rss_mb": {"before": before.rss_kb // 1024, "idle": idle.rss_kb // 1024,
@@ -622,6 +660,10 @@ def main(argv: list[str] | None = None) -> int:
             for k in ("ticks_received_total", "updates_delivered_total", "feed_frames_total",
                       "updates_conflated_total", "slow_clients_dropped_total")
         },
+        "gateway_tick_lag": {
+            q: bucket_quantile(delta, "tick_lag_seconds", f) for q, f in QUANTILES
+        },
+        "gateway_flush_pass": {q: bucket_quantile(delta, "flush_seconds", f) for q, f in QUANTILES},
         "gateway_clients": idle_counters.get("clients"),
         "gateway_redis_reconnects": counters1.get("redis_reconnects_total"),
         # The machine's 1-minute load average around the window: other work competes for the
