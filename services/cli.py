@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("shared.decode_cli", "print raw feed frames as JSON lines (MessageToDict form)"),
     "auth": ("services.auth.command", "run the auth service (Upstox OAuth login, stored session)"),
     "gateway": ("services.gateway.command", "run a gateway replica (WebSocket fan-out, HTTP API)"),
+    "ingestor": ("services.ingestor.command", "run the ingestor (upstream feed -> Redis ticks)"),
     "profile": ("services.tools.profile", "show the Upstox profile of the logged-in user"),
     "history": ("services.tools.history", "print historical or intraday candles of an instrument"),
     "holidays": ("services.tools.holidays", "list market holidays (this year, or one date)"),

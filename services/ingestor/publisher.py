@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.processor import FrameResult, Tick
-from services.ingestor.redis_link import RedisLink
+from services.ingestor.redis_link import RedisLink, guarded
 from shared import redis_contract as rc
 
 logger = logging.getLogger(__name__)
@@ -140,12 +140,9 @@ class Publisher:
         self._market_info = None
         try:
             if market_info is not None:
-                async with self._link.client.pipeline(transaction=False) as pipe:
-                    pipe.set(rc.MARKET_INFO, market_info)
-                    pipe.publish(rc.MARKET_INFO_EVENTS, market_info)
-                    await pipe.execute()
+                await guarded(self._send_market_info(market_info))
             for start in range(0, len(batch), CHUNK):
-                await self._send_chunk(batch[start : start + CHUNK])
+                await guarded(self._send_chunk(batch[start : start + CHUNK]))
         except (RedisError, OSError) as error:
             self._link.failed(error)
             self._stale = True
@@ -158,6 +155,12 @@ class Publisher:
             for ts in frame_ts:
                 observe(max(0.0, now_ms - ts) / 1000.0)
         return True
+
+    async def _send_market_info(self, market_info: bytes) -> None:
+        async with self._link.client.pipeline(transaction=False) as pipe:
+            pipe.set(rc.MARKET_INFO, market_info)
+            pipe.publish(rc.MARKET_INFO_EVENTS, market_info)
+            await pipe.execute()
 
     async def _send_chunk(self, ticks: list[Tick]) -> None:
         keys = [tick[1] for tick in ticks]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -15,6 +16,24 @@ from services.ingestor.metrics import IngestorMetrics
 from shared.upstox.backoff import Backoff
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+async def guarded(call: Awaitable[T]) -> T:
+    """Await a redis-py call without losing a cancellation of the calling task.
+
+    redis-py's asyncio client (8.x) can swallow a CancelledError that lands while a command is
+    in flight: the call returns normally, or raises ConnectionError instead. A loop cancelled at
+    that moment would keep running and its TaskGroup would never finish. The task still counts
+    the request (`cancelling()`), so it is raised again here.
+    """
+    try:
+        return await call
+    finally:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
 
 def connect_redis(url: str) -> aioredis.Redis:
@@ -71,7 +90,7 @@ class RedisLink:
             while True:
                 await asyncio.sleep(self._backoff.next_delay())
                 try:
-                    await self.client.ping()
+                    await guarded(self.client.ping())
                 except (RedisError, OSError) as error:
                     self._metrics.redis_errors.inc()
                     logger.debug("Redis still unreachable: %s", error)

@@ -39,7 +39,7 @@ from services.ingestor.lease import Lease
 from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.processor import TickProcessor
 from services.ingestor.publisher import Publisher
-from services.ingestor.redis_link import RedisLink, connect_redis
+from services.ingestor.redis_link import RedisLink, connect_redis, guarded
 from services.ingestor.settings import IngestorSettings
 from services.ingestor.subscriptions import (
     ModeLimits,
@@ -151,8 +151,8 @@ class Ingestor:
         if release and was_active:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(2):
-                    await self._write_status(self._status("stopped"), announce=True)
-                    await self._lease.release()
+                    await guarded(self._write_status(self._status("stopped"), announce=True))
+                    await guarded(self._lease.release())
         self._set_state("stopped")
         await self._upstox.aclose()
         await self._redis.aclose()
@@ -198,7 +198,7 @@ class Ingestor:
         while True:
             may_take = self.active or time.monotonic() >= self._standby_grace_until
             try:
-                held = await self._lease.acquire() if may_take else False
+                held = await guarded(self._lease.acquire()) if may_take else False
             except (RedisError, OSError) as error:
                 # The active instance keeps its upstream through an outage; when Redis is back
                 # it renews (or retakes) the lease at once, and standbys give it a TTL to do so.
@@ -273,11 +273,14 @@ class Ingestor:
             await self._link.wait_up()
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(rc.DEMAND_EVENTS, rc.TOKEN_EVENTS)
+                await guarded(pubsub.subscribe(rc.DEMAND_EVENTS, rc.TOKEN_EVENTS))
                 # Events may have been missed while we were not listening: look again.
                 self._demand_changed.set()
                 self._token_changed.set()
-                async for message in pubsub.listen():
+                while True:
+                    message = await guarded(pubsub.get_message(timeout=5.0))
+                    if message is None:
+                        continue
                     channel = message["channel"]
                     if isinstance(channel, bytes):
                         channel = channel.decode()
@@ -289,7 +292,7 @@ class Ingestor:
                 self._link.failed(error)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                    await guarded(pubsub.aclose())  # type: ignore[no-untyped-call]
 
     def _token_event(self, data: object) -> None:
         try:
@@ -308,27 +311,17 @@ class Ingestor:
     # ---- demand ------------------------------------------------------------------------------
 
     async def _demand_loop(self) -> None:
-        step = "start"
         while True:
-            if asyncio.current_task().cancelling():
-                import sys
-                sys.stderr.write(f"DEMAND LOOP SWALLOWED CANCEL after step {step}\n")
-            step = "wait"
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.ingestor_demand_rescan_seconds):
                     await self._demand_changed.wait()
             self._demand_changed.clear()
-            step = "wait_up"
             await self._link.wait_up()
-            step = "read"
             try:
-                tables = await read_demand(self._redis)
+                tables = await guarded(read_demand(self._redis))
             except (RedisError, OSError) as error:
-                import sys
-                sys.stderr.write(f"DEMAND READ ERROR {error!r} cancelling={asyncio.current_task().cancelling()}\n")
                 self._link.failed(error)
                 continue
-            step = "replan"
             await self._replan(tables)
 
     async def _replan(self, tables: Mapping[str, Mapping[str, set[Mode]]]) -> None:
@@ -380,16 +373,19 @@ class Ingestor:
             logger.warning("%d demanded keys refused (over Upstox's per-mode limits)", len(values))
         status = self._status(self.state, refused=len(values))
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(rc.INGESTOR_REFUSED)
-                if values:
-                    pipe.hset(rc.INGESTOR_REFUSED, mapping=values)  # type: ignore[arg-type]
-                pipe.publish(rc.INGESTOR_EVENTS, status.model_dump_json())
-                await pipe.execute()
+            await guarded(self._replace_refusals(values, status))
         except (RedisError, OSError) as error:
             self._link.failed(error)
             return
         self._refusals_written = values
+
+    async def _replace_refusals(self, values: dict[str, str], status: rc.IngestorStatus) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(rc.INGESTOR_REFUSED)
+            if values:
+                pipe.hset(rc.INGESTOR_REFUSED, mapping=values)  # type: ignore[arg-type]
+            pipe.publish(rc.INGESTOR_EVENTS, status.model_dump_json())
+            await pipe.execute()
 
     # ---- tokens ------------------------------------------------------------------------------
 
@@ -400,7 +396,7 @@ class Ingestor:
             await self._link.wait_up()
             found: tuple[str, str] | None = None
             try:
-                found = await self._sessions.active_token()
+                found = await guarded(self._sessions.active_token())
             except (RedisError, OSError) as error:
                 self._link.failed(error)
                 continue
@@ -426,7 +422,7 @@ class Ingestor:
         self.metrics.upstream_failures.labels(reason="auth").inc()
         self._rejected_token = token
         try:
-            await self._sessions.mark_invalid(user, rejected_token=token)
+            await guarded(self._sessions.mark_invalid(user, rejected_token=token))
         except (RedisError, OSError) as error:
             self._link.failed(error)
 
@@ -599,7 +595,7 @@ class Ingestor:
             status = self._status(self.state)
             summary = orjson.dumps(status.model_dump(exclude={"updated_at"}))
             try:
-                await self._write_status(status, announce=summary != last)
+                await guarded(self._write_status(status, announce=summary != last))
             except (RedisError, OSError) as error:
                 self._link.failed(error)
                 continue

@@ -31,7 +31,7 @@ def full_equity(feed: pb.Feed, ltp: float) -> None:
     candle.interval, candle.open, candle.high = "1d", ltp - 3, ltp + 2
     candle.low, candle.close, candle.vol, candle.ts = ltp - 4, ltp, 779400, TS - 60_000
     ff.atp, ff.vtt, ff.tbq, ff.tsq = ltp - 0.5, 123456, 1000.0, 2000.0
-    feed.requestMode = pb.RequestMode.Value("full_d5")
+    feed.requestMode = pb.full_d5
 
 
 def ltpc_only(feed: pb.Feed, ltp: float) -> None:
@@ -41,7 +41,7 @@ def ltpc_only(feed: pb.Feed, ltp: float) -> None:
 
 
 def frame_of(builders: dict[str, tuple[object, float]], ts: int = TS) -> pb.FeedResponse:
-    frame = pb.FeedResponse(type=pb.Type.Value("live_feed"), currentTs=ts)
+    frame = pb.FeedResponse(type=pb.live_feed, currentTs=ts)
     for key, (build, ltp) in builders.items():
         build(frame.feeds[key], ltp)  # type: ignore[operator]
     return frame
@@ -123,9 +123,9 @@ def test_keys_without_demand_and_modes_the_feed_lacks_are_skipped() -> None:
 
 
 def test_market_info_frames_become_the_market_status() -> None:
-    frame = pb.FeedResponse(type=pb.Type.Value("market_info"), currentTs=TS)
-    frame.marketInfo.segmentStatus["NSE_EQ"] = pb.MarketStatus.Value("NORMAL_OPEN")
-    frame.marketInfo.segmentStatus["MCX_FO"] = pb.MarketStatus.Value("NORMAL_CLOSE")
+    frame = pb.FeedResponse(type=pb.market_info, currentTs=TS)
+    frame.marketInfo.segmentStatus["NSE_EQ"] = pb.NORMAL_OPEN
+    frame.marketInfo.segmentStatus["MCX_FO"] = pb.NORMAL_CLOSE
     processor = TickProcessor()
     result = processor.process(frame.SerializeToString())
     assert result.ticks == []
