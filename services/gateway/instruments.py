@@ -150,7 +150,7 @@ async def load_master(source: str, timeout_seconds: float) -> list[dict[str, Any
                 content = response.content
         else:
             content = await asyncio.to_thread(Path(source).read_bytes)
-        return _decode_master(content)
+        return await asyncio.to_thread(_decode_master, content)
     except (OSError, httpx.HTTPError, orjson.JSONDecodeError, EOFError) as error:
         raise CatalogueError(f"cannot load the instrument master from {source}: {error}") from None
 
@@ -169,15 +169,22 @@ class CatalogueSource:
         self._simulator = simulator
         self._catalogue: Catalogue | None = None
         self._loaded_at = 0.0
+        self._loading = asyncio.Lock()  # concurrent first searches load the master once
 
     async def get(self) -> Catalogue:
+        async with self._loading:
+            return await self._get()
+
+    async def _get(self) -> Catalogue:
         now = time.monotonic()
         if self.source == SIMULATOR:
             if self._catalogue is None or now - self._loaded_at > SIMULATOR_REFRESH_SECONDS:
                 self._catalogue = Catalogue(self._simulator())
                 self._loaded_at = now
         elif self._catalogue is None:
-            self._catalogue = Catalogue(await load_master(self.source, self._timeout))
+            records = await load_master(self.source, self._timeout)
+            # Upstox's master has ~100k instruments: index them off the event loop.
+            self._catalogue = await asyncio.to_thread(Catalogue, records)
             self._loaded_at = now
             logger.info("loaded %d instruments from the instrument master", len(self._catalogue))
         return self._catalogue
