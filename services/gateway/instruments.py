@@ -40,6 +40,7 @@ FIELDS: Final = (
 )
 SIMULATOR_REFRESH_SECONDS: Final = 3600.0  # its derivatives roll with the date
 MAX_LIMIT: Final = 500
+RETRY_SECONDS: Final = 30.0  # after a failed load of the master
 
 
 class CatalogueError(Exception):
@@ -169,7 +170,8 @@ class CatalogueSource:
         self._simulator = simulator
         self._catalogue: Catalogue | None = None
         self._loaded_at = 0.0
-        self._loading = asyncio.Lock()  # concurrent first searches load the master once
+        self._loading = asyncio.Lock()
+        self._retry_at = 0.0  # concurrent first searches load the master once
 
     async def get(self) -> Catalogue:
         async with self._loading:
@@ -182,7 +184,13 @@ class CatalogueSource:
                 self._catalogue = Catalogue(self._simulator())
                 self._loaded_at = now
         elif self._catalogue is None:
-            records = await load_master(self.source, self._timeout)
+            if now < self._retry_at:
+                raise CatalogueError("the instrument master failed to load; retrying shortly")
+            try:
+                records = await load_master(self.source, self._timeout)
+            except CatalogueError:
+                self._retry_at = now + RETRY_SECONDS  # do not hammer a source that is down
+                raise
             # Upstox's master has ~100k instruments: index them off the event loop.
             self._catalogue = await asyncio.to_thread(Catalogue, records)
             self._loaded_at = now
