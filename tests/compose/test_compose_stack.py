@@ -235,3 +235,40 @@ def test_a_replica_added_by_scale_gets_traffic(stack: Stack, http: httpx.Client)
             break
     else:
         pytest.fail(f"no /ws connection reached the new replica {new_address}")
+
+
+def test_a_login_runs_through_the_proxy(stack: Stack, http: httpx.Client) -> None:
+    """authorize (auth) -> the simulator's dialog (/v2/login/) -> exchange-token (auth).
+
+    The dialog and redirect URLs name the front as compose's defaults give it to a browser
+    (localhost:8080); this test's front is on another port, so it keeps their path and query.
+    """
+    before = http.get("/session").json()
+
+    start = http.get("/authorize")
+    assert start.status_code == 302, start.text
+    dialog = httpx.URL(start.headers["location"])
+    assert dialog.path == "/v2/login/authorization/dialog", dialog
+    page = http.get(dialog.raw_path.decode())
+    assert page.status_code == 200 and "<form" in page.text
+
+    params = dict(dialog.params)
+    approved = http.post(
+        dialog.path,
+        data={
+            "response_type": params["response_type"],
+            "client_id": params["client_id"],
+            "redirect_uri": params["redirect_uri"],
+            "state": params["state"],
+            "user_id": "DEMO01",
+        },
+    )
+    assert approved.status_code == 302, approved.text
+    callback = httpx.URL(approved.headers["location"])
+    assert callback.path == "/exchange-token" and "code" in callback.params, callback.path
+
+    done = http.get(callback.raw_path.decode())
+    assert done.status_code == 303, done.text
+    session = http.get("/session").json()
+    assert session["logged_in"] is True and session["user_id"] == "DEMO01", session
+    assert session["issued_at"] != before.get("issued_at"), (before, session)
