@@ -96,6 +96,13 @@ class IngestorMetrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.processing = Histogram(
+            "tickstream_ingestor_processing_seconds",
+            "Frame received from upstream to Redis acknowledging its publication (our own part "
+            "of the lag).",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         self.redis_errors = Counter(
             "tickstream_ingestor_redis_errors", "Failed Redis operations.", registry=r
         )

@@ -49,6 +49,7 @@ class FrameResult:
     market_info: bytes | None = None  # the market_info frame as JSON, for MARKET_INFO
     feeds: int = 0  # instruments in the frame, published or not
     ts: int = 0  # the frame's currentTs (ms since epoch), 0 when absent
+    received: float = 0.0  # time.monotonic() when the frame arrived (set by the reader)
 
 
 class TickProcessor:

@@ -530,7 +530,9 @@ class Ingestor:
         publisher = self._publisher
         frames = self.metrics.frames
         feeds = self.metrics.feeds
+        clock = time.monotonic
         async for message in ws:
+            received = clock()
             try:
                 if isinstance(message, str):
                     raise RenderError("a text frame (the feed sends binary protobuf)")
@@ -544,6 +546,7 @@ class Ingestor:
             if self._malformed_burst:
                 logger.warning("%d malformed frames skipped in that burst", self._malformed_burst)
                 self._malformed_burst = 0
+            result.received = received
             submit(result)
             if publisher.backlog >= _YIELD_BACKLOG:
                 await asyncio.sleep(0)

@@ -147,6 +147,8 @@ async def test_published_values_are_what_upstox_would_send(
             for mode in (FULL, LTPC):
                 probe = functools.partial(_last_was_published, redis_client, ear, mode, EQ)
                 await eventually(probe, f"{mode} snapshot")
+                ttl = await redis_client.ttl(rc.last_value_key(mode, EQ))
+                assert 0 < ttl <= 7 * 24 * 3600  # INGESTOR_LAST_VALUE_TTL_SECONDS
         finally:
             reader.cancel()
     for payload, feed in pairs:
