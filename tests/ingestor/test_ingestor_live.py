@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from google.protobuf.json_format import MessageToDict
 from websockets.asyncio.client import ClientConnection
@@ -428,6 +430,10 @@ async def _last_was_published(client: aioredis.Redis, ear: Listener, mode: Mode,
     return last is not None and last in ear.on(rc.tick_channel(mode, key))
 
 
+async def _no_connections(sim: SimulatorHandle) -> bool:
+    return not await connection_ids(sim)
+
+
 async def _new_connection(sim: SimulatorHandle, before: list[int]) -> bool:
     now = await connection_ids(sim)
     return len(now) == 1 and now != before
@@ -455,3 +461,44 @@ async def own_feed(sim: SimulatorHandle, key: str, mode: Mode) -> AsyncIterator[
         }
         await ws.send(orjson.dumps(request))
         yield ws
+
+
+async def test_a_logout_closes_the_feed_and_waits(
+    simulator: SimulatorHandle,
+    redis_client: aioredis.Redis,
+    logged_in: str,
+    start_ingestor: StartIngestor,
+) -> None:
+    ingestor = await connected(await start_ingestor())
+    assert await SessionStore(redis_client).delete(USER)
+    await eventually(lambda: ingestor.state == "waiting_token", "waiting after the logout")
+    await eventually(lambda: _no_connections(simulator), "the feed connection closed")
+
+
+async def test_tokens_and_feed_urls_never_reach_the_logs(
+    simulator: SimulatorHandle,
+    redis_client: aioredis.Redis,
+    logged_in: str,
+    start_ingestor: StartIngestor,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    ingestor = await connected(await start_ingestor())
+    await put_demand(redis_client, "gw", {IDX: {LTPC}})
+    before = await connection_ids(simulator)
+    await simulator.drop_connections()  # a reconnect: a second authorize, a second URL
+    await eventually(lambda: _new_connection(simulator, before), "reconnected")
+    await simulator.expire_tokens()  # and a refused token
+    await eventually(lambda: ingestor.state == "waiting_token", "waiting for a token")
+    ours = [
+        record.getMessage()
+        for record in caplog.records
+        # the simulator's own records, and the test's admin calls, are not the ingestor's
+        if not record.name.startswith(("services.simulator", "uvicorn"))
+        and "/admin/" not in record.getMessage()
+    ]
+    assert any("connected to the feed" in line for line in ours)
+    for line in ours:
+        assert simulator.demo_token not in line
+        assert "code=" not in line and "requestId=" not in line
+        assert "market-data-feeder" not in line  # the one-time URL's path
