@@ -7,6 +7,7 @@ fail at start with a message naming the variable (`load_settings`).
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, Literal, TypeVar
 
@@ -96,3 +97,14 @@ def load_settings_or_exit(cls: type[SettingsT]) -> SettingsT:
     except SettingsError as error:
         sys.stderr.write(f"tickstream: {error}\n")
         raise SystemExit(2) from None
+
+
+def comma_list(value: Any) -> Any:
+    """`mode="before"` validator for list settings: a JSON list, or a comma-separated string of
+    non-empty, stripped items (how a list is written in an environment variable)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Final
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, comma_list
 
 # The simulator's registered demo app, so `tickstream auth` logs in out of the box.
 DEMO_CLIENT_ID: Final = "tickstream-demo"
@@ -73,15 +72,7 @@ class AuthSettings(CommonSettings):
     def _blank_url_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("auth_cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    _split_origins = field_validator("auth_cors_origins", mode="before")(comma_list)
 
     @field_validator("auth_cors_origins")
     @classmethod

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, comma_list
 
 DEFAULT_REDIRECT_URIS = [
     "http://localhost:8080/exchange-token",
@@ -75,14 +75,4 @@ class SimulatorSettings(CommonSettings):
         description="Frames queued per feed connection; live frames past it are skipped.",
     )
 
-    @field_validator("simulator_redirect_uris", mode="before")
-    @classmethod
-    def _split_uris(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import json
-
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    _split_uris = field_validator("simulator_redirect_uris", mode="before")(comma_list)
