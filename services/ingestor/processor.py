@@ -9,7 +9,7 @@ every (mode, key) stays in memory so that it can be published again after a Redi
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from shared import redis_contract as rc
@@ -50,6 +50,7 @@ class FrameResult:
     feeds: int = 0  # instruments in the frame, published or not
     ts: int = 0  # the frame's currentTs (ms since epoch), 0 when absent
     received: float = 0.0  # time.monotonic() when the frame arrived (set by the reader)
+    more: bool = False  # further parts of the same frame follow (`process_parts`)
 
 
 class TickProcessor:
@@ -83,19 +84,38 @@ class TickProcessor:
 
     def process(self, data: bytes) -> FrameResult:
         """Decode and render one frame; raises `RenderError` if the bytes are not a frame."""
+        return next(self.process_parts(data))
+
+    def process_parts(self, data: bytes, part_size: int = 0) -> Iterator[FrameResult]:
+        """The frame's results in parts of at most `part_size` instruments (0: one part), so
+        that a large frame (an initial snapshot of thousands of keys) can be published part by
+        part while the rest is still being rendered. Every part has `more` set but the last;
+        the first carries the frame's `feeds` count. Raises `RenderError` (at the first part)
+        if the bytes are not a frame."""
         frame = decode_frame(data)
-        result = FrameResult(ts=frame.currentTs)
+        ts = frame.currentTs
         if frame.type == _MARKET_INFO:
-            self.market_info = result.market_info = render_frame_envelope(frame)
-            return result
+            self.market_info = render_frame_envelope(frame)
+            yield FrameResult(market_info=self.market_info, ts=ts)
+            return
         feeds = frame.feeds
-        result.feeds = len(feeds)
+        count = len(feeds)
+        if part_size <= 0 or count <= part_size:
+            yield self._render(feeds.items(), FrameResult(feeds=count, ts=ts))
+            return
+        items = list(feeds.items())
+        for start in range(0, count, part_size):
+            result = FrameResult(feeds=count if start == 0 else 0, ts=ts)
+            result.more = start + part_size < count
+            yield self._render(items[start : start + part_size], result)
+
+    def _render(self, items: Iterable[tuple[str, pb.Feed]], result: FrameResult) -> FrameResult:
         ticks = result.ticks
         active = self._active
-        ts = frame.currentTs
+        ts = result.ts
         epoch = self.epoch
         encode_tick = rc.encode_tick
-        for key, feed in feeds.items():
+        for key, feed in items:
             routes = active.get(key)
             if routes is None:
                 continue  # in flight while being unsubscribed, or never asked for

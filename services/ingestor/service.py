@@ -68,6 +68,8 @@ _ws_logger.setLevel(logging.INFO)
 
 # Let the publisher run once this many ticks wait, even while frames keep arriving.
 _YIELD_BACKLOG = 4000
+# A frame with more instruments than this is rendered and published in parts of this size.
+_PART_FEEDS = 250
 
 
 class Ingestor:
@@ -525,7 +527,7 @@ class Ingestor:
             self._set_subscribed({})
 
     async def _read(self, ws: ClientConnection) -> None:
-        process = self.processor.process
+        process_parts = self.processor.process_parts
         submit = self._publisher.submit
         publisher = self._publisher
         frames = self.metrics.frames
@@ -536,20 +538,21 @@ class Ingestor:
             try:
                 if isinstance(message, str):
                     raise RenderError("a text frame (the feed sends binary protobuf)")
-                result = process(message)
+                for result in process_parts(message, _PART_FEEDS):
+                    result.received = received
+                    if result.feeds:
+                        feeds.inc(result.feeds)
+                    submit(result)
+                    if result.more or publisher.backlog >= _YIELD_BACKLOG:
+                        # Let the publisher send this much while the rest is rendered.
+                        await asyncio.sleep(0)
             except Exception as error:  # a bad frame must never end the session
                 self._malformed(error)
                 continue
             frames.inc()
-            if result.feeds:
-                feeds.inc(result.feeds)
             if self._malformed_burst:
                 logger.warning("%d malformed frames skipped in that burst", self._malformed_burst)
                 self._malformed_burst = 0
-            result.received = received
-            submit(result)
-            if publisher.backlog >= _YIELD_BACKLOG:
-                await asyncio.sleep(0)
 
     def _malformed(self, error: Exception) -> None:
         self.metrics.decode_errors.inc()

@@ -152,3 +152,26 @@ def test_latest_keeps_the_newest_payload_of_each_demanded_route() -> None:
 def test_malformed_bytes_raise_render_error(data: bytes) -> None:
     with pytest.raises(RenderError):
         TickProcessor().process(data)
+
+
+def test_a_large_frame_comes_out_in_parts() -> None:
+    keys = [f"NSE_EQ|K{i}" for i in range(5)]
+    frame = frame_of({key: (ltpc_only, 10.0 + i) for i, key in enumerate(keys)})
+    processor = TickProcessor()
+    processor.set_render({key: frozenset({Mode.LTPC}) for key in keys})
+    parts = list(processor.process_parts(frame.SerializeToString(), part_size=2))
+    assert [len(part.ticks) for part in parts] == [2, 2, 1]
+    assert [part.more for part in parts] == [True, True, False]
+    assert [part.feeds for part in parts] == [5, 0, 0]  # counted once per frame
+    assert {part.ts for part in parts} == {TS}
+    channels = [channel for part in parts for channel, _, _ in part.ticks]
+    assert sorted(channels) == sorted(rc.tick_channel(Mode.LTPC, key).encode() for key in keys)
+    whole = TickProcessor()
+    whole.set_render({key: frozenset({Mode.LTPC}) for key in keys})
+    (single,) = whole.process_parts(frame.SerializeToString(), part_size=0)
+    assert not single.more and len(single.ticks) == 5
+
+
+def test_a_malformed_frame_fails_before_any_part() -> None:
+    with pytest.raises(RenderError):
+        next(TickProcessor().process_parts(b"\xff\xff", part_size=2))
