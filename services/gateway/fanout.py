@@ -7,7 +7,10 @@ channel -> item, flushed as one `live_feed` frame per coalescing window.
 
 Delivery rules:
 - a subscriber whose socket keeps up gets every update: a second update of a key that is still
-  pending flushes the pending frame first, so nothing is superseded;
+  pending flushes the pending frame first, so nothing is superseded -- unless the fan-out is not
+  `eager` (the hub clears it while its own flushes run late, i.e. the replica is overloaded):
+  then the newer value supersedes the pending one, which sheds work instead of multiplying
+  frames when there is no time for them;
 - a subscriber that is *behind* (its sink refuses more: the write buffer is over its bound) is
   not written to; its pending map keeps only the latest item per key (conflation), which is
   flushed as soon as the sink drains; it never receives a value older than one it already has;
@@ -97,7 +100,7 @@ class FanOutStats:
     frames: int = 0  # live/initial feed frames written
     bytes: int = 0
     delivered: int = 0  # instrument updates written to clients
-    conflated: int = 0  # updates superseded while their subscriber was behind
+    conflated: int = 0  # updates superseded (subscriber behind, or the replica overloaded)
     early_flushes: int = 0  # frames flushed early so a keeping-up client misses nothing
 
 
@@ -118,6 +121,7 @@ class FanOut:
         self.by_name: dict[bytes, Channel] = {}
         self.dirty: dict[Subscriber, None] = {}
         self.stats = FanOutStats()
+        self.eager = True  # flush early rather than supersede (see the module docstring)
         self._clock_ms = clock_ms
 
     # ---- membership ------------------------------------------------------------------------
@@ -228,7 +232,7 @@ class FanOut:
         for sub in channel.subscribers:
             pending = sub.pending
             if channel in pending:
-                if sub.behind:
+                if sub.behind or not self.eager:
                     stats.conflated += 1
                 else:
                     # The client keeps up: deliver the earlier update now instead of dropping it.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections import Counter
@@ -60,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 SUBSCRIBE_CHUNK = 1000  # channels per SUBSCRIBE / keys per MGET
 BARRIER_TIMEOUT = 10.0
+OVERDUE = 0.025  # a flush this late (s) means overload: conflate instead of flushing early
 LAG_SAMPLE_EVERY = 16  # tick messages per lag sample
 REDIS_POOL_SIZE = 16  # command connections (snapshots, demand, status); pub/sub has its own
 UNKNOWN = "unknown"
@@ -143,6 +145,7 @@ class Hub:
         self.tick_lag = Buckets(LAG_BUCKETS)  # upstream frame time -> received here (sampled)
         self.flush_time = Buckets(FLUSH_BUCKETS)  # one flush pass, writing every due frame
         self._sample_countdown = 0
+        self._flush_due = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -367,6 +370,7 @@ class Hub:
         if self._flush_handle is not None or self._loop is None:
             return
         interval = self.settings.flush_interval
+        self._flush_due = self._loop.time() + interval
         if interval > 0:
             self._flush_handle = self._loop.call_later(interval, self._flush)
         else:
@@ -374,6 +378,7 @@ class Hub:
 
     def _flush(self) -> None:
         self._flush_handle = None
+        self._flush_due = math.inf
         started = time.perf_counter()
         if self.fanout.flush():
             self.flush_time.observe(time.perf_counter() - started)
@@ -391,7 +396,11 @@ class Hub:
                 ts = tick_ts_ms(data)
                 if ts is not None:
                     self.tick_lag.observe(max(0.0, time.time() - ts / 1000))
-            if self.fanout.publish(name, data):
+            # A flush running late means the replica cannot keep up with its input: stop
+            # multiplying frames for keys that tick again before their pending flush.
+            fanout = self.fanout
+            fanout.eager = self._loop is None or self._loop.time() < self._flush_due + OVERDUE
+            if fanout.publish(name, data):
                 self._schedule_flush()
 
     def _on_ingestor_status(self, data: bytes | None) -> None:

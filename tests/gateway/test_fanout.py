@@ -124,6 +124,18 @@ def test_a_client_that_keeps_up_gets_every_update_in_order() -> None:
     assert fan.stats.conflated == 0 and fan.stats.early_flushes == 4
 
 
+def test_an_overloaded_fanout_supersedes_instead_of_multiplying_frames() -> None:
+    fan = FanOut(lambda: 1)
+    _, sink = subscribed(fan, NIFTY)
+    sink.frames.clear()
+    fan.eager = False  # what the hub sets while its flushes run late
+    for seq in range(1, 6):
+        fan.publish(name(NIFTY), tick(seq))
+    fan.flush()
+    assert sink.seqs(NIFTY) == [5]
+    assert fan.stats.conflated == 4 and fan.stats.early_flushes == 0
+
+
 def test_a_client_behind_gets_the_latest_value_only_once_it_drains() -> None:
     fan = FanOut(lambda: 1)
     slow, slow_sink = subscribed(fan, NIFTY, BANK)
