@@ -136,13 +136,13 @@ async def _demand_is(redis: aioredis.Redis, replica: str, expected: dict[str, st
 async def test_the_lease_is_kept_alive_by_the_heartbeat(
     start_gateway: StartGateway, redis_client: aioredis.Redis
 ) -> None:
-    gateway = await start_gateway(gateway_demand_lease_seconds=1.0)
+    gateway = await start_gateway(gateway_demand_lease_seconds=1.5)
     async with client(gateway.ws_url) as c:
         await greeted(c)
         await c.subscribe([NIFTY])
         key = rc.demand_key(gateway.hub.replica_id)
         writes = gateway.hub.stats.demand_writes
-        # Several lease periods later the hash is still there (kept by PEXPIRE, not rewritten).
+        # Two lease periods later the hash is still there (kept by PEXPIRE, not rewritten).
         for _ in range(3):
             await asyncio.sleep(1.0)
             assert await demand_of(redis_client, gateway.hub.replica_id) == {NIFTY: "ltpc"}
