@@ -226,7 +226,7 @@ class GatewayConnection(asyncio.Protocol):
         ws.send_response(response)
         if response.status_code != 101 or hub is None:
             if hub is not None:
-                _count(hub.stats.rejected, "handshake" if path == WS_PATH else "path")
+                hub.stats.rejected["handshake" if path == WS_PATH else "path"] += 1
             return
         settings = hub.settings
         headers = request.headers
@@ -235,13 +235,13 @@ class GatewayConnection(asyncio.Protocol):
             (headers.get("Host"), headers.get("X-Forwarded-Host")),
             settings.gateway_allowed_origins,
         ):
-            _count(hub.stats.rejected, "origin")
+            hub.stats.rejected["origin"] += 1
             self._refuse("origin not allowed", None)
             return
         if not key_accepted(
             presented_key(query, headers.get("Authorization")), settings.gateway_api_keys
         ):
-            _count(hub.stats.rejected, "unauthorized")
+            hub.stats.rejected["unauthorized"] += 1
             self._refuse("unauthorized", b"a valid API key is required")
             return
         self._open = True
@@ -402,7 +402,3 @@ class GatewayConnection(asyncio.Protocol):
                 transport.write(data)
             elif not transport.is_closing():
                 transport.close()  # end of stream: close once the buffer is flushed
-
-
-def _count(counter: Any, reason: str) -> None:
-    counter[reason] += 1

@@ -23,7 +23,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -92,8 +92,8 @@ def connect_redis(url: str) -> aioredis.Redis:
 @dataclass(slots=True)
 class HubStats:
     connections: int = 0  # accepted WebSocket connections, ever
-    rejected: Counter[str] | None = None  # handshakes refused, by reason
-    errors: Counter[str] | None = None  # error frames sent, by code
+    rejected: Counter[str] = field(default_factory=Counter)  # handshakes refused, by reason
+    errors: Counter[str] = field(default_factory=Counter)  # error frames sent, by code
     control_frames: int = 0
     control_bytes: int = 0
     slow_dropped: int = 0
@@ -101,10 +101,6 @@ class HubStats:
     oversize_closed: int = 0
     redis_reconnects: int = 0
     demand_writes: int = 0
-
-    def __post_init__(self) -> None:
-        self.rejected = Counter()
-        self.errors = Counter()
 
 
 @dataclass(slots=True)
@@ -224,7 +220,6 @@ class Hub:
         self.send(sub, error.frame())
 
     def count_error(self, code: ErrorCode) -> None:
-        assert self.stats.errors is not None
         self.stats.errors[code] += 1
 
     def broadcast(self, payload: bytes) -> None:

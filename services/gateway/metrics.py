@@ -72,7 +72,6 @@ class HubCollector(Collector):
         errors = CounterMetricFamily(
             PREFIX + "client_errors", "Error frames sent to clients, by code", labels=["code"]
         )
-        assert stats.errors is not None and stats.rejected is not None
         for code in ERROR_CODES:
             errors.add_metric([code], stats.errors.get(code, 0))
         yield errors
