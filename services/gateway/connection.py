@@ -274,26 +274,26 @@ class GatewayConnection(asyncio.Protocol):
                 if not self._fragmented_binary:
                     self._fragments.append(bytes(frame.data))
                 return
-            if self._fragmented_binary:
-                self._reply_error(
-                    ProtocolError("bad_request", "binary frames are not supported: send JSON text")
-                )
-                return
             data = bytes(frame.data)
             if self._fragments:
                 data = b"".join([*self._fragments, data])
                 self._fragments = []
-            self._on_text(data)
+            self._on_message(data, binary=self._fragmented_binary)
         elif opcode is Opcode.CLOSE:
             self._open = False
         # PING is answered by `websockets`; PONG only needs to count as activity.
 
-    def _on_text(self, data: bytes) -> None:
+    def _on_message(self, data: bytes, *, binary: bool) -> None:
         if not self._open or self._sub is None or self._hub is None or self._bucket is None:
             return
         now = self._loop.time()
         if not self._bucket.take(now):
             self._refuse_over_rate(data, now)
+            return
+        if binary:
+            self._reply_error(
+                ProtocolError("bad_request", "binary frames are not supported: send JSON text")
+            )
             return
         try:
             command = parse_command(data, self._hub.settings.gateway_max_keys_per_client)
