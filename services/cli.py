@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
-    command: Command = importlib.import_module(module_name)  # type: ignore[assignment]
+    command: Command = importlib.import_module(module_name)
     sub_parser = argparse.ArgumentParser(prog=f"tickstream {name}", description=help_text)
     command.add_arguments(sub_parser)
     return command.run(sub_parser.parse_args(rest))
