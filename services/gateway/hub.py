@@ -28,8 +28,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from services.gateway.fanout import Channel, FanOut, Sink, Subscriber
@@ -55,6 +53,7 @@ from services.gateway.timing import FLUSH_BUCKETS, LAG_BUCKETS, Buckets, tick_ts
 from services.gateway.wsframe import text_frame
 from shared import redis_contract as rc
 from shared.instruments import Mode
+from shared.redis_client import connect_redis
 from shared.upstox.backoff import Backoff
 
 logger = logging.getLogger(__name__)
@@ -69,24 +68,6 @@ UNKNOWN = "unknown"
 
 class RedisLost(Exception):
     """The pub/sub connection failed or a barrier could not be confirmed."""
-
-
-def connect_redis(url: str) -> aioredis.Redis:
-    """A client that fails fast (one immediate retry, for a pooled connection that died with a
-    restarted server) so the hub, not redis-py, decides what an outage means. The pool is
-    bounded and blocking: a burst of subscribes queues for a connection instead of opening
-    thousands (redis-py's default pool raises once it runs out)."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=REDIS_POOL_SIZE,
-        timeout=10,
-        retry=Retry(NoBackoff(), 1),
-        socket_timeout=5,
-        socket_connect_timeout=3,
-        health_check_interval=0,
-    )
-    client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool on aclose()
-    return client
 
 
 @dataclass(slots=True)
@@ -148,7 +129,7 @@ class Hub:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._redis = connect_redis(self.settings.redis_url)
+        self._redis = connect_redis(self.settings.redis_url, max_connections=REDIS_POOL_SIZE)
         for name, coroutine in (
             ("link", self._link_loop()),
             ("demand", self._demand_loop()),

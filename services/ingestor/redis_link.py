@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from services.ingestor.metrics import IngestorMetrics
+from shared.redis_client import connect_redis
 from shared.upstox.backoff import Backoff
+
+__all__ = ["RedisLink", "connect_redis", "guarded"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,20 +35,6 @@ async def guarded(call: Awaitable[T]) -> T:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise asyncio.CancelledError
-
-
-def connect_redis(url: str) -> aioredis.Redis:
-    """A client that fails fast: one immediate retry (a pooled connection that died with a
-    restarted server), then the error, so that the ingestor decides what to do while Redis is
-    away instead of blocking inside redis-py's own retry loop."""
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        url,
-        retry=Retry(NoBackoff(), 1),
-        socket_timeout=5,
-        socket_connect_timeout=3,
-        health_check_interval=0,
-    )
-    return client
 
 
 class RedisLink:
