@@ -259,6 +259,133 @@ async def measure(
     )
 
 
+# ---- the same frames, replayed in this process ---------------------------------------------------
+
+
+async def capture_frames(sim_url: str, keys: list[str], count: int) -> list[bytes]:
+    """`count` feed frames of the simulator (full mode, every key), as raw bytes."""
+    from websockets.asyncio.client import connect
+
+    from shared.proto import pb
+
+    async with httpx.AsyncClient(base_url=sim_url) as http:
+        answer = await http.get(
+            "/v3/feed/market-data-feed/authorize", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    url = answer.json()["data"]["authorized_redirect_uri"]
+    frames: list[bytes] = []
+    async with connect(url, compression=None, max_size=None) as ws:
+        request = {"guid": "cap", "method": "sub", "data": {"mode": "full", "instrumentKeys": keys}}
+        await ws.send(orjson.dumps(request))
+        async for message in ws:
+            assert isinstance(message, bytes)
+            if pb.FeedResponse.FromString(message).feeds:
+                frames.append(message)
+            if len(frames) >= count:
+                break
+    return frames
+
+
+@dataclass
+class ReplayResult:
+    name: str
+    feeds: int
+    cpu: float
+    wall: float
+
+
+async def replay_tickstream(redis_url: str, keys: list[str], frames: list[bytes]) -> ReplayResult:
+    """The ingestor's own path: processor (decode, render, stamp) and publisher, real Redis."""
+    from services.ingestor.metrics import IngestorMetrics
+    from services.ingestor.processor import PART_FEEDS, TickProcessor
+    from services.ingestor.publisher import Publisher
+    from services.ingestor.redis_link import RedisLink, connect_redis
+    from shared.upstox.backoff import Backoff
+
+    metrics = IngestorMetrics()
+    link = RedisLink(connect_redis(redis_url), metrics, Backoff())
+    processor = TickProcessor()
+    processor.set_render({key: frozenset({Mode.FULL}) for key in keys})
+    publisher = Publisher(
+        link,
+        metrics,
+        last_value_ttl=7 * 24 * 3600,
+        max_pending=1_000_000,
+        latest=processor.latest,
+        latest_market_info=lambda: processor.market_info,
+    )
+    task = asyncio.create_task(publisher.run())
+    feeds = 0
+    cpu, wall = time.process_time(), time.perf_counter()
+    for frame in frames:
+        for part in processor.process_parts(frame, PART_FEEDS):
+            feeds += part.feeds
+            publisher.submit(part)
+            await asyncio.sleep(0)
+    await publisher.idle()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await link.client.aclose()
+    return ReplayResult("tickstream (processor + publisher)", feeds, cpu, wall)
+
+
+def replay_render_only(frames: list[bytes]) -> ReplayResult:
+    """For scale: decode and `shared.render.project` alone, the floor under the ingestor."""
+    from shared.render import decode_frame, project
+
+    feeds = 0
+    cpu, wall = time.process_time(), time.perf_counter()
+    for message in frames:
+        for feed in decode_frame(message).feeds.values():
+            project(feed, Mode.FULL)
+            feeds += 1
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return ReplayResult("of which decode + render alone (shared.render)", feeds, cpu, wall)
+
+
+async def replay_sdk(redis_url: str, frames: list[bytes]) -> ReplayResult:
+    """MessageToDict of the frame, json.dumps per feed, one awaited PUBLISH each (redis-py)."""
+    from google.protobuf.json_format import MessageToDict
+
+    from shared.proto import pb
+
+    client: aioredis.Redis = aioredis.Redis.from_url(redis_url)
+    feeds = 0
+    cpu, wall = time.process_time(), time.perf_counter()
+    for message in frames:
+        frame = MessageToDict(pb.FeedResponse.FromString(message))
+        for key, feed in frame.get("feeds", {}).items():
+            await client.publish(rc.tick_channel(Mode.FULL, key), json.dumps(feed))
+            feeds += 1
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    await client.aclose()
+    return ReplayResult("Upstox SDK way", feeds, cpu, wall)
+
+
+def replay_report(results: list[ReplayResult], frames: list[bytes]) -> str:
+    feeds = results[0].feeds if results else 0
+    rows = [
+        f"The same {len(frames)} captured frames ({feeds:,} full-mode feeds, "
+        f"{sum(map(len, frames)) / max(1, len(frames)) / 1024:,.0f} KiB a frame) replayed in "
+        "this process to the same Redis; CPU time of this process (Redis server excluded):",
+        "",
+        "| path | feeds per CPU-second | CPU us per feed | feeds/s (wall) |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        rows.append(
+            f"| {r.name} | {r.feeds / r.cpu:,.0f} | {r.cpu / r.feeds * 1e6:.1f} | "
+            f"{r.feeds / r.wall:,.0f} |"
+        )
+    if len(results) >= 2:
+        ratio = (results[0].feeds / results[0].cpu) / (results[1].feeds / results[1].cpu)
+        rows.append("")
+        rows.append(f"feeds per CPU-second, tickstream / SDK way: {ratio:.1f}x")
+    return "\n".join(rows)
+
+
 async def seed(redis_url: str, keys: list[str]) -> None:
     client: aioredis.Redis = aioredis.Redis.from_url(redis_url)
     try:
@@ -371,18 +498,29 @@ async def bench(args: argparse.Namespace) -> int:
         "LOG_LEVEL": "WARNING",
     }
     results: list[Result] = []
+    replay_text = ""
     try:
         with process(tickstream("simulator", "--port", str(sim_port)), sim_env, "simulator"):
             sim_url = f"http://127.0.0.1:{sim_port}"
             await asyncio.to_thread(wait_http, f"{sim_url}/healthz", 120)
             await seed(redis.url, keys)
+            if args.replay_frames:
+                frames = await capture_frames(sim_url, keys, args.replay_frames)
+                replayed = [
+                    await replay_tickstream(redis.url, keys, frames),
+                    await replay_sdk(redis.url, frames),
+                    replay_render_only(frames),
+                ]
+                replay_text = replay_report(replayed, frames)
             if args.consumer in ("both", "tickstream"):
                 results.append(await run_tickstream(sim_url, redis.url, keys, args))
             if args.consumer in ("both", "sdk"):
                 results.append(await run_sdk(sim_url, redis.url, keys, args))
     finally:
         redis.cleanup()
-    text = report(results, args, os.cpu_count() or 1)
+    text = report(results, args, os.cpu_count() or 1) if results else ""
+    if replay_text:
+        text = f"{replay_text}\n\nEnd to end:\n\n{text}" if text else replay_text
     sys.stdout.write(text + "\n")
     if args.json:
         args.json.write_bytes(
@@ -397,7 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-tick-ms", type=float, default=50.0, help="per-key tick period")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--consumer", choices=("both", "tickstream", "sdk"), default="both")
+    parser.add_argument("--consumer", choices=("both", "tickstream", "sdk", "none"), default="both")
+    parser.add_argument(
+        "--replay-frames", type=int, default=100, help="frames captured and replayed (0: skip)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     # The SDK-style consumer's own process.
     parser.add_argument("--sdk-consumer", action="store_true", help=argparse.SUPPRESS)

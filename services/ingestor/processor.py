@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from shared import redis_contract as rc
 from shared.instruments import Mode
 from shared.proto import pb
-from shared.render import decode_frame, feed_mode, project, render_frame_envelope
+from shared.render import ProjectionError, decode_frame, project, render_frame_envelope
 
-__all__ = ["FrameResult", "Tick", "TickProcessor", "new_epoch"]
+__all__ = ["PART_FEEDS", "FrameResult", "Tick", "TickProcessor", "new_epoch"]
 
 Tick = tuple[bytes, bytes, bytes]
 """(channel, last-value key, payload)."""
 
 _MARKET_INFO = pb.Type.Value("market_info")
+
+PART_FEEDS = 250
+"""A frame with more instruments than this is rendered and published in parts of this size."""
 
 
 def new_epoch() -> str:
@@ -32,11 +35,10 @@ def new_epoch() -> str:
 class _Route:
     """Where one (key, mode) goes, with its sequence counter and newest payload."""
 
-    __slots__ = ("channel", "last_key", "latest", "mode", "richness", "seq")
+    __slots__ = ("channel", "last_key", "latest", "mode", "seq")
 
     def __init__(self, key: str, mode: Mode) -> None:
         self.mode = mode
-        self.richness = mode.richness
         self.channel = rc.tick_channel(mode, key).encode()
         self.last_key = rc.last_value_key(mode, key).encode()
         self.seq = 0
@@ -119,15 +121,15 @@ class TickProcessor:
             routes = active.get(key)
             if routes is None:
                 continue  # in flight while being unsubscribed, or never asked for
-            arrived = feed_mode(feed)
-            if arrived is None:
-                continue
-            have = arrived.richness
             for route in routes:
-                if route.richness > have:
-                    continue  # not in this feed yet (e.g. just after an upgrade)
+                try:
+                    value = project(feed, route.mode)
+                except ProjectionError:
+                    # Not in this feed (yet): an ltpc feed just after an upgrade to full, or a
+                    # feed with no data branch. Rare, so cheaper than checking every feed first.
+                    continue
                 route.seq += 1
-                payload = encode_tick(project(feed, route.mode), route.seq, epoch, ts)
+                payload = encode_tick(value, route.seq, epoch, ts)
                 route.latest = payload
                 ticks.append((route.channel, route.last_key, payload))
         return result

@@ -37,7 +37,7 @@ from websockets.exceptions import (
 from services.ingestor.demand import read_demand
 from services.ingestor.lease import Lease
 from services.ingestor.metrics import IngestorMetrics
-from services.ingestor.processor import TickProcessor
+from services.ingestor.processor import PART_FEEDS, TickProcessor
 from services.ingestor.publisher import Publisher
 from services.ingestor.redis_link import RedisLink, connect_redis, guarded
 from services.ingestor.settings import IngestorSettings
@@ -68,8 +68,6 @@ _ws_logger.setLevel(logging.INFO)
 
 # Let the publisher run once this many ticks wait, even while frames keep arriving.
 _YIELD_BACKLOG = 4000
-# A frame with more instruments than this is rendered and published in parts of this size.
-_PART_FEEDS = 250
 
 
 class Ingestor:
@@ -538,7 +536,7 @@ class Ingestor:
             try:
                 if isinstance(message, str):
                     raise RenderError("a text frame (the feed sends binary protobuf)")
-                for result in process_parts(message, _PART_FEEDS):
+                for result in process_parts(message, PART_FEEDS):
                     result.received = received
                     if result.feeds:
                         feeds.inc(result.feeds)
