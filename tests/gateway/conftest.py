@@ -21,6 +21,7 @@ from services.gateway.settings import GatewaySettings
 from shared import redis_contract as rc
 from shared.instruments import Mode
 from tests.support.servers import RunningServer, running_server
+from tests.support.waiting import eventually as wait_until
 
 NIFTY = "NSE_INDEX|Nifty 50"
 BANK = "NSE_INDEX|Nifty Bank"
@@ -39,18 +40,7 @@ WAIT = 15.0  # upper bound for anything a test waits for
 
 async def eventually(probe: Callable[[], object], what: str, within: float = WAIT) -> Any:
     """Poll `probe` until it returns something truthy; fail naming `what` after `within` s."""
-    deadline = time.monotonic() + within
-    last: object = None
-    while True:
-        result = probe()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        last = result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} (last: {last!r})")
-        await asyncio.sleep(0.02)
+    return await wait_until(probe, what, within=within, interval=0.02)
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -17,6 +16,7 @@ from shared.instruments import Mode
 from shared.sessions import SessionStore
 from shared.upstox.models import Profile
 from tests.support.simulator import SimulatorHandle, simulator  # noqa: F401
+from tests.support.waiting import eventually
 
 USER = "TS0001"
 
@@ -31,27 +31,6 @@ FAST: dict[str, Any] = {
     "ingestor_stable_after_seconds": 1.0,
     "ingestor_demand_grace_seconds": 2.0,
 }
-
-
-async def eventually(
-    probe: Callable[[], Any],
-    what: str,
-    within: float = 30.0,
-    interval: float = 0.05,
-) -> Any:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `within` s."""
-    deadline = time.monotonic() + within
-    last: object = None
-    while True:
-        result = probe()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        last = result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} (last: {last!r})")
-        await asyncio.sleep(interval)
 
 
 async def put_demand(

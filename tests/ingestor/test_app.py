@@ -14,9 +14,10 @@ from services.ingestor.app import create_app
 from services.ingestor.settings import IngestorSettings
 from shared.sessions import SessionStore
 from shared.upstox.models import Profile
-from tests.ingestor.conftest import FAST, USER, eventually
+from tests.ingestor.conftest import FAST, USER
 from tests.support.servers import running_server
 from tests.support.simulator import SimulatorHandle
+from tests.support.waiting import eventually
 
 
 async def test_health_readiness_and_metrics(

@@ -28,11 +28,11 @@ from tests.ingestor.conftest import (
     Listener,
     StartIngestor,
     connection_ids,
-    eventually,
     put_demand,
     upstream,
 )
 from tests.support.simulator import SimulatorHandle
+from tests.support.waiting import eventually
 
 EQ, IDX, EQ2 = "NSE_EQ|INE002A01018", "NSE_INDEX|Nifty 50", "NSE_EQ|INE009A01021"
 LTPC, GREEKS, FULL = Mode.LTPC, Mode.OPTION_GREEKS, Mode.FULL

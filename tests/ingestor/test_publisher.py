@@ -15,8 +15,9 @@ from services.ingestor.redis_link import RedisLink, connect_redis
 from shared import redis_contract as rc
 from shared.instruments import Mode
 from shared.upstox.backoff import Backoff
-from tests.ingestor.conftest import Listener, eventually
+from tests.ingestor.conftest import Listener
 from tests.support.redis_server import ContainerRedisServer, LocalRedisServer
+from tests.support.waiting import eventually
 
 
 def tick(key: str, n: int, mode: Mode = Mode.LTPC) -> Tick:

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from shared import redis_contract as rc
 from tests.support.stack import Stack
+from tests.support.waiting import eventually as wait_until
 from tests.system.feed import FeedClient
 
 pytestmark = pytest.mark.timeout(300)
@@ -57,11 +58,7 @@ async def new_epoch_updates(client: FeedClient, old_epochs: set[str], what: str)
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 60) -> None:
     """Poll an async check; `within` (s) is only an upper bound for waiting."""
-    for _ in range(int(within / 0.1)):
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    await wait_until(check, what, within=within, interval=0.1)
 
 
 async def ingestor_in_state(stack: Stack, state: str) -> bool:
