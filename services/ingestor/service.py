@@ -140,13 +140,8 @@ class Ingestor:
 
     async def _shutdown(self, *, release: bool) -> None:
         was_active = self.active
-        for task in (self._main_task, self._active_task, *self._closers):
-            if task is not None:
-                task.cancel()
-        for task in (self._main_task, self._active_task, *self._closers):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        tasks = [t for t in (self._main_task, self._active_task, *self._closers) if t is not None]
+        await _cancel(*tasks)
         self._set_inactive()
         if release and was_active:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
@@ -228,9 +223,7 @@ class Ingestor:
     async def _deactivate(self) -> None:
         task, self._active_task = self._active_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await _cancel(task)
         self._set_inactive()
         self._set_state("standby")
 
@@ -607,6 +600,19 @@ class Ingestor:
 
     def _backoff(self) -> Backoff:
         return Backoff(self.settings.ingestor_backoff_initial, self.settings.ingestor_backoff_max)
+
+
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    """Cancel and wait for `tasks`, cancelling again any that swallowed the request (a
+    library that catches CancelledError mid-call must not keep a stopping ingestor alive)."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def _counts(subscribed: Mapping[str, Mode]) -> dict[str, int]:
