@@ -122,7 +122,7 @@ TICK_SEPARATOR: Final = b"\n"
 
 
 def encode_tick(value: bytes, seq: int, epoch: str, ts: int) -> bytes:
-    return b"%b\n{\"seq\":%d,\"epoch\":\"%b\",\"ts\":%d}" % (value, seq, epoch.encode(), ts)
+    return b'%b\n{"seq":%d,"epoch":"%b","ts":%d}' % (value, seq, epoch.encode(), ts)
 
 
 def split_tick(payload: bytes) -> tuple[bytes, bytes]:
