@@ -41,24 +41,15 @@ class Profile(UpstoxModel):
     is_active: bool = True
 
 
-class TokenResponse(UpstoxModel):
-    """The token exchange's flat answer: the profile plus the tokens (SecretStr: never printed).
+class TokenResponse(Profile):
+    """The token exchange's flat answer: the profile's fields plus the tokens (SecretStr: never
+    printed).
 
     Upstox gives no `expires_in`: the token lasts until the next 03:30 IST (`shared.ist`).
     """
 
     access_token: SecretStr
     extended_token: SecretStr | None = None
-    user_id: str
-    user_name: str = ""
-    email: str = ""
-    broker: str = ""
-    user_type: str = ""
-    exchanges: list[str] = []
-    products: list[str] = []
-    order_types: list[str] = []
-    poa: bool = False
-    is_active: bool = True
 
 
 def _ist_from_ms(epoch_ms: int) -> dt.datetime:
