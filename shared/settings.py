@@ -100,11 +100,11 @@ def load_settings_or_exit(cls: type[SettingsT]) -> SettingsT:
 
 
 def comma_list(value: Any) -> Any:
-    """`mode="before"` validator for list settings: a JSON list, or a comma-separated string of
-    non-empty, stripped items (how a list is written in an environment variable)."""
+    """`mode="before"` validator for list settings: a JSON list, or a comma-separated string, as
+    a list of non-empty, stripped items (how a list is written in an environment variable)."""
     if isinstance(value, str):
         text = value.strip()
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    if isinstance(value, list | tuple):
+        return [str(item).strip() for item in value if str(item).strip()]
     return value

@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from shared.settings import CommonSettings
-
-
-def _split_list(value: Any) -> Any:
-    """A comma-separated string (or a JSON list) as a list of non-empty, stripped items."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            import json
-
-            value = json.loads(text)
-        else:
-            value = text.split(",")
-    if isinstance(value, list | tuple):
-        return [str(item).strip() for item in value if str(item).strip()]
-    return value
+from shared.settings import CommonSettings, comma_list
 
 
 class GatewaySettings(CommonSettings):
@@ -90,8 +75,8 @@ class GatewaySettings(CommonSettings):
         default=5.0, gt=0, description="How long a closing connection may take to drain."
     )
 
-    _split_origins = field_validator("gateway_allowed_origins", mode="before")(_split_list)
-    _split_keys = field_validator("gateway_api_keys", mode="before")(_split_list)
+    _split_origins = field_validator("gateway_allowed_origins", mode="before")(comma_list)
+    _split_keys = field_validator("gateway_api_keys", mode="before")(comma_list)
 
     @model_validator(mode="after")
     def _check_timings(self) -> GatewaySettings:

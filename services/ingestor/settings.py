@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from shared.instruments import Mode, is_instrument_key
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, comma_list
 
 # Upstox's per-user key limits (api-facts section 4). full_d30 has no published combined figure;
 # its single-mode limit (50) is already far below every combined one.
@@ -44,16 +44,6 @@ def parse_static_key(entry: str) -> tuple[str, Mode]:
         modes = ", ".join(m.value for m in Mode)
         raise ValueError(f"{entry!r}: unknown mode {mode_name!r} (one of {modes})") from None
     return key, mode
-
-
-def _list_from_env(value: Any) -> Any:
-    """A JSON list, or a comma-separated string (keys never contain commas)."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            return orjson.loads(text)
-        return [part for part in (p.strip() for p in text.split(",")) if part]
-    return value
 
 
 def _limits_from_env(value: Any, defaults: dict[Mode, int]) -> dict[Mode, int]:
@@ -124,7 +114,7 @@ class IngestorSettings(CommonSettings):
     @field_validator("ingestor_static_keys", mode="before")
     @classmethod
     def _split_static_keys(cls, value: Any) -> Any:
-        return _list_from_env(value)
+        return comma_list(value)
 
     @field_validator("ingestor_static_keys")
     @classmethod
