@@ -3,7 +3,7 @@ frames out as bytes.
 
 No I/O here. Live frames are spliced together from bytes the ingestor already rendered: a tick's
 value and metadata are never parsed, only placed after their (cached, JSON-encoded) key. The
-protocol itself is documented in the README and in `/work/client-protocol.md`.
+protocol itself is documented in the README ("Client protocol").
 """
 
 from __future__ import annotations

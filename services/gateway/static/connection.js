@@ -1,4 +1,4 @@
-// The page's WebSocket to the gateway (`/ws`, protocol in docs: client-protocol). Keeps the
+// The page's WebSocket to the gateway (`/ws`, protocol in the README: "Client protocol"). Keeps the
 // wanted subscriptions and re-sends them after every reconnect, reconnects with jittered
 // exponential backoff that resets once a connection has worked, notices a dead connection by an
 // application ping, and asks for a snapshot when an instrument's epoch changes.
