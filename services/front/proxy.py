@@ -22,6 +22,7 @@ from websockets.typing import Origin, Subprotocol
 
 from services.front.routes import (
     HEALTH_PATH,
+    INTERNAL_PATHS,
     ClientInfo,
     Target,
     Upstream,
@@ -213,6 +214,9 @@ class FrontApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] == HEALTH_PATH:
             await _plain_response(send, 200, "ok")
+            return
+        if scope["path"] in INTERNAL_PATHS:
+            await _plain_response(send, 404, "not found")
             return
         target = route(scope["path"], has_simulator=self.simulator_url is not None)
         info = _client_info(scope)

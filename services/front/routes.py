@@ -6,6 +6,7 @@
 | `/token/...`, `/user-profile/...` | auth | same |
 | `/auth`, `/auth/...` | auth | prefix `/auth` removed (`/auth/` is auth's own page `/`) |
 | `/v2/login/...` | simulator (when configured) | same: the simulated Upstox login dialog |
+| `/metrics` | none: 404 (scrape each service directly) | |
 | everything else: `/`, `/static/...`, `/api/...`, `/ws`, `/healthz`, ... | gateways | same |
 
 Compose's nginx serves the same table, so a browser sees one origin either way.
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 
 # The front's own liveness path (everything else is proxied); `tickstream dev` polls it.
 HEALTH_PATH = "/_front/healthz"
+# Served by each service to scrapers inside the topology, never to the outside through the edge.
+INTERNAL_PATHS = frozenset({"/metrics"})
 
 AUTH_PATHS = frozenset({"/authorize", "/exchange-token", "/session", "/logout"})
 AUTH_PATH_PREFIXES = ("/token/", "/user-profile/")

@@ -115,6 +115,7 @@ def test_dashboard_and_auth_are_served_through_the_proxy(http: httpx.Client) -> 
 
     assert http.get("/_front/healthz").text == "ok\n"
     assert http.get("/healthz").status_code == 200  # a gateway's own
+    assert http.get("/metrics").status_code == 404  # scraped inside the network, not via the edge
 
     # The demo token in compose.yaml logs the simulator's demo user in at auth's start.
     deadline = time.monotonic() + 60

@@ -207,6 +207,13 @@ async def test_http_routes_reach_their_upstream(http: httpx.AsyncClient) -> None
     assert seen == ROUTES
 
 
+async def test_metrics_stay_inside_the_topology(http: httpx.AsyncClient) -> None:
+    async with topology(gateway_count=1) as top:
+        # the upstream answers every path, so a 404 can only come from the front itself
+        assert (await http.get(top.url + "/metrics")).status_code == 404
+        assert (await http.get(top.url + "/healthz")).status_code == 200
+
+
 async def test_raw_path_encoding_survives_prefix_removal(http: httpx.AsyncClient) -> None:
     async with topology(gateway_count=1) as top:
         auth_seen = (await http.get(top.url + "/auth/a%20b%2Fc")).json()
