@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 import orjson
 
@@ -27,17 +27,7 @@ ErrorCode = Literal[
     "refused_by_upstream",
     "unauthorized",
 ]
-ERROR_CODES: Final[tuple[ErrorCode, ...]] = (
-    "bad_json",
-    "bad_request",
-    "bad_key",
-    "bad_mode",
-    "too_many_keys",
-    "rate_limited",
-    "not_subscribed",
-    "refused_by_upstream",
-    "unauthorized",
-)
+ERROR_CODES: Final[tuple[ErrorCode, ...]] = get_args(ErrorCode)
 
 RequestId = str | int | float | None
 

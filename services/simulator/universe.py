@@ -23,7 +23,7 @@ InstrumentType = Literal["EQ", "INDEX", "FUT", "CE", "PE"]
 IST_TODAY_FALLBACK: Final = dt.timezone(dt.timedelta(hours=5, minutes=30))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Instrument:
     """One instrument, in the vocabulary of Upstox's instrument master.
 
@@ -38,13 +38,13 @@ class Instrument:
     trading_symbol: str
     name: str
     exchange_token: str
-    isin: str | None
-    expiry: dt.date | None
-    strike_price: float | None
+    isin: str | None = None
+    expiry: dt.date | None = None
+    strike_price: float | None = None
     lot_size: int
     tick_size: float
-    underlying_key: str | None
-    underlying_symbol: str | None
+    underlying_key: str | None = None
+    underlying_symbol: str | None = None
     base_price: float
     annual_volatility: float
     annual_drift: float
@@ -243,12 +243,8 @@ def _equities() -> list[Instrument]:
             name=name,
             exchange_token=str(1000 + stable_hash(isin) % 90_000),
             isin=isin,
-            expiry=None,
-            strike_price=None,
             lot_size=1,
             tick_size=0.05 if price >= 250 else 0.01,
-            underlying_key=None,
-            underlying_symbol=None,
             base_price=price,
             annual_volatility=volatility,
             annual_drift=drift,
@@ -268,13 +264,8 @@ def _indices() -> list[Instrument]:
             trading_symbol=symbol,
             name=key.split("|", 1)[1],
             exchange_token=str(26_000 + stable_hash(key) % 1000),
-            isin=None,
-            expiry=None,
-            strike_price=None,
             lot_size=0,
             tick_size=0.01,
-            underlying_key=None,
-            underlying_symbol=None,
             base_price=price,
             annual_volatility=volatility,
             annual_drift=drift,
@@ -296,9 +287,7 @@ def _future(
         trading_symbol=f"{symbol} FUT {_expiry_text(expiry)}",
         name=symbol,
         exchange_token=token,
-        isin=None,
         expiry=expiry,
-        strike_price=None,
         lot_size=lot,
         tick_size=0.1 if underlying.is_index else 0.05,
         underlying_key=underlying.instrument_key,
@@ -329,7 +318,6 @@ def _option(
         trading_symbol=f"{symbol} {strike:g} {kind} {_expiry_text(expiry)}",
         name=symbol,
         exchange_token=token,
-        isin=None,
         expiry=expiry,
         strike_price=strike,
         lot_size=lot,
@@ -426,13 +414,8 @@ def _synthetic(key: str, today: dt.date) -> Instrument:
             instrument_type="INDEX",
             trading_symbol=identifier.upper(),
             name=identifier,
-            isin=None,
-            expiry=None,
-            strike_price=None,
             lot_size=0,
             tick_size=0.01,
-            underlying_key=None,
-            underlying_symbol=None,
             base_price=round(1000 + 49_000 * unit, 2),
             annual_volatility=0.15,
             annual_drift=0.08,
@@ -451,7 +434,6 @@ def _synthetic(key: str, today: dt.date) -> Instrument:
             instrument_type=kind,
             trading_symbol=f"SYN{digest % 100_000:05d} {strike:g} {kind} {_expiry_text(expiry)}",
             name=f"SYN{digest % 100_000:05d}",
-            isin=None,
             expiry=expiry,
             strike_price=strike,
             lot_size=lot,
@@ -469,12 +451,8 @@ def _synthetic(key: str, today: dt.date) -> Instrument:
         trading_symbol=identifier.upper()[:20],
         name=f"SYNTHETIC {identifier.upper()}",
         isin=identifier if len(identifier) == 12 and identifier[:2].isalpha() else None,
-        expiry=None,
-        strike_price=None,
         lot_size=1,
         tick_size=0.05,
-        underlying_key=None,
-        underlying_symbol=None,
         base_price=round(50 + 4950 * unit * unit, 2),
         annual_volatility=0.2 + 0.2 * ((digest >> 20) % 100) / 100.0,
         annual_drift=0.02 + 0.15 * ((digest >> 30) % 100) / 100.0,
