@@ -42,9 +42,10 @@ import redis.asyncio as aioredis
 from bench.fanout import process, tickstream, usage, wait_http
 from shared import redis_contract as rc
 from shared.instruments import Mode
+from shared.ports import free_port
 from shared.sessions import SessionStore
 from shared.upstox.models import Profile
-from tests.support.redis_server import LocalRedisServer, free_port
+from tests.support.redis_server import LocalRedisServer
 
 TOKEN = "bench-ingest-demo-token"
 ADMIN_KEY = "bench-ingest-admin"
@@ -299,11 +300,12 @@ async def replay_tickstream(redis_url: str, keys: list[str], frames: list[bytes]
     from services.ingestor.metrics import IngestorMetrics
     from services.ingestor.processor import PART_FEEDS, TickProcessor
     from services.ingestor.publisher import Publisher
-    from services.ingestor.redis_link import RedisLink, connect_redis
+    from shared.redis_client import connect_redis
+    from shared.redis_link import RedisLink
     from shared.upstox.backoff import Backoff
 
     metrics = IngestorMetrics()
-    link = RedisLink(connect_redis(redis_url), metrics, Backoff())
+    link = RedisLink(connect_redis(redis_url), Backoff())
     processor = TickProcessor()
     processor.set_render({key: frozenset({Mode.FULL}) for key in keys})
     publisher = Publisher(

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from shared.instruments import Mode
+from shared.metrics import counter
 from shared.redis_contract import IngestorState
+from shared.redis_link import RedisLink
 
 STATES: tuple[IngestorState, ...] = (
     "starting",
@@ -103,9 +109,6 @@ class IngestorMetrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
-        self.redis_errors = Counter(
-            "tickstream_ingestor_redis_errors", "Failed Redis operations.", registry=r
-        )
         self.shed = Counter(
             "tickstream_ingestor_ticks_shed",
             "Ticks not published because Redis was down or too slow (their latest values are "
@@ -121,6 +124,20 @@ class IngestorMetrics:
         for outcome in ("ok", "auth", "error"):
             self.authorize_calls.labels(outcome=outcome)
 
+    def watch_redis(self, link: RedisLink) -> None:
+        """Expose the link's own count of failed Redis operations."""
+        self.registry.register(_RedisErrors(link))
+
     def set_state(self, state: IngestorState) -> None:
         for name in STATES:
             self.state.labels(state=name).set(1 if name == state else 0)
+
+
+class _RedisErrors(Collector):
+    def __init__(self, link: RedisLink) -> None:
+        self._link = link
+
+    def collect(self) -> Iterator[Metric]:
+        yield counter(
+            "tickstream_ingestor_redis_errors", "Failed Redis operations.", self._link.errors
+        )

@@ -18,8 +18,9 @@ from redis.exceptions import RedisError
 
 from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.processor import FrameResult, Tick
-from services.ingestor.redis_link import RedisLink, guarded
 from shared import redis_contract as rc
+from shared.redis_link import RedisLink, guarded
+from shared.resp import bulk
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,8 @@ class Publisher:
         self._latest_market_info = latest_market_info
         script = PUBLISH_SCRIPT.encode()
         # EVAL rather than EVALSHA: a restarted Redis has no script cache to miss.
-        self._eval = b"$4\r\nEVAL\r\n$%d\r\n%b\r\n" % (len(script), script)
-        ttl = str(last_value_ttl).encode()
-        self._ttl_bulk = b"$%d\r\n%b\r\n" % (len(ttl), ttl)
+        self._eval = bulk(b"EVAL") + bulk(script)
+        self._ttl_bulk = bulk(str(last_value_ttl).encode())
         self._bulks: dict[bytes, bytes] = {}
         self._pending: list[Tick] = []
         self._frames: list[tuple[int, float]] = []  # (currentTs, received) of queued frames
@@ -189,18 +189,13 @@ class Publisher:
         redis-py's generic argument packing was the publisher's largest cost per tick; channel
         and key names repeat from frame to frame, so their encodings are cached.
         """
-        bulk = self._bulk
-        count = b"%d" % len(ticks)
-        parts = [
-            b"*%d\r\n" % (4 + 3 * len(ticks)),
-            self._eval,
-            b"$%d\r\n%b\r\n" % (len(count), count),
-        ]
-        parts.extend([bulk(tick[1]) for tick in ticks])
+        cached = self._bulk
+        parts = [b"*%d\r\n" % (4 + 3 * len(ticks)), self._eval, bulk(b"%d" % len(ticks))]
+        parts.extend([cached(tick[1]) for tick in ticks])
         parts.append(self._ttl_bulk)
         for channel, _, payload in ticks:
-            parts.append(bulk(channel))
-            parts.append(b"$%d\r\n%b\r\n" % (len(payload), payload))
+            parts.append(cached(channel))
+            parts.append(bulk(payload))
         return b"".join(parts)
 
     def _bulk(self, name: bytes) -> bytes:
@@ -208,5 +203,5 @@ class Publisher:
         if encoded is None:
             if len(self._bulks) > _MAX_CACHED_NAMES:
                 self._bulks.clear()
-            encoded = self._bulks[name] = b"$%d\r\n%b\r\n" % (len(name), name)
+            encoded = self._bulks[name] = bulk(name)
         return encoded

@@ -39,7 +39,6 @@ from services.ingestor.lease import Lease
 from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.processor import PART_FEEDS, TickProcessor
 from services.ingestor.publisher import Publisher
-from services.ingestor.redis_link import RedisLink, connect_redis, guarded
 from services.ingestor.settings import IngestorSettings
 from services.ingestor.subscriptions import (
     ModeLimits,
@@ -50,7 +49,9 @@ from services.ingestor.subscriptions import (
     plan,
 )
 from shared import redis_contract as rc
-from shared.instruments import Mode
+from shared.instruments import Mode, count_modes
+from shared.redis_client import connect_redis
+from shared.redis_link import RedisLink, guarded
 from shared.render import RenderError
 from shared.sessions import SessionDecryptError, SessionStore
 from shared.upstox.backoff import Backoff
@@ -90,7 +91,8 @@ class Ingestor:
         self._static = settings.static_demand()
         self._ttl_ms = settings.ingestor_lease_ttl_ms
         self._redis = connect_redis(settings.redis_url)
-        self._link = RedisLink(self._redis, self.metrics, self._backoff())
+        self._link = RedisLink(self._redis, self._backoff())
+        self.metrics.watch_redis(self._link)
         self._lease = Lease(self._redis, self.instance, self._ttl_ms)
         self._sessions = SessionStore(self._redis, settings.token_encryption_key)
         self._upstox = UpstoxClient(settings.upstox_base_url, settings.upstox_timeout_seconds)
@@ -347,14 +349,16 @@ class Ingestor:
             if requests:
                 logger.info(
                     "upstream subscriptions: %s (%d requests)",
-                    ", ".join(f"{mode} {n}" for mode, n in _counts(target).items() if n),
+                    ", ".join(
+                        f"{mode} {n}" for mode, n in count_modes(target.values()).items() if n
+                    ),
                     len(requests),
                 )
             self._set_subscribed(target)
 
     def _set_subscribed(self, subscribed: dict[str, Mode]) -> None:
         self._subscribed = subscribed
-        for mode, count in _counts(subscribed).items():
+        for mode, count in count_modes(subscribed.values()).items():
             self.metrics.subscribed.labels(mode=mode).set(count)
         self._status_dirty.set()
 
@@ -568,7 +572,7 @@ class Ingestor:
             instance=self.instance,
             state=state,
             epoch=self.processor.epoch,
-            subscribed=_counts(self._subscribed),
+            subscribed=count_modes(self._subscribed.values()),
             refused=len(self.plan.refused) if refused is None else refused,
             updated_at=int(time.time() * 1000),
         )
@@ -615,8 +619,5 @@ async def _cancel(*tasks: asyncio.Task[None]) -> None:
             task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
-def _counts(subscribed: Mapping[str, Mode]) -> dict[str, int]:
-    counts = {mode.value: 0 for mode in Mode}
-    for mode in subscribed.values():
-        counts[mode.value] += 1
-    return counts
+def _describe(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{mode} {n}" for mode, n in counts.items() if n)

@@ -7,15 +7,8 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from services.gateway.pubsub import (
-    ErrorReply,
-    PubSubClosed,
-    PubSubLink,
-    RedisAddress,
-    RespError,
-    encode_command,
-    parse_replies,
-)
+from services.gateway.pubsub import PubSubClosed, PubSubLink, RedisAddress
+from shared.resp import ErrorReply, RespError, encode_command, parse_replies
 from tests.gateway.conftest import eventually
 
 STREAM = (
@@ -110,7 +103,7 @@ async def test_a_refused_password_and_a_dead_server_raise(redis_url: str) -> Non
             on_message=lambda c, d: None,
             on_pong=lambda t: None,
         )
-    from tests.support.redis_server import free_port
+    from shared.ports import free_port
 
     with pytest.raises(OSError):
         await PubSubLink.open(

@@ -1,4 +1,10 @@
-"""The ingestor's Redis connection and its health: fail fast, notice outages, come back alone."""
+"""The Redis-resilience vocabulary every service uses: notice an outage, come back alone, and
+never lose a cancellation inside redis-py.
+
+`RedisLink` owns one question, "is Redis reachable?", for the users of one client: they report
+failures, wait for it to be up, and register hooks run on recovery. It owns no data and no
+Redis names, and it never retries a caller's command (the caller decides what to do again).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +16,16 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from services.ingestor.metrics import IngestorMetrics
-from shared.redis_client import connect_redis
 from shared.upstox.backoff import Backoff
 
-__all__ = ["RedisLink", "connect_redis", "guarded"]
+__all__ = ["REDIS_ERRORS", "RedisLink", "guarded"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+REDIS_ERRORS = (RedisError, OSError)
+"""What a failed Redis call raises: redis-py's own errors, or the socket's."""
 
 
 async def guarded(call: Awaitable[T]) -> T:
@@ -38,32 +45,26 @@ async def guarded(call: Awaitable[T]) -> T:
 
 
 class RedisLink:
-    """Tracks whether Redis is reachable. Any user that sees a `RedisError` calls `failed()`;
-    `run()` then probes with backoff and, once Redis answers, calls every `on_recover` hook."""
+    """Tracks whether Redis is reachable. Any user that sees a Redis error calls `failed()`;
+    `run()` then probes with backoff and, once Redis answers, calls every `on_recover` hook.
+    `errors` counts failed operations (reported and probed) for the metrics."""
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        metrics: IngestorMetrics,
-        backoff: Backoff,
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, backoff: Backoff) -> None:
         self.client = client
-        self._metrics = metrics
         self._backoff = backoff
         self._up = asyncio.Event()
         self._up.set()
         self._down = asyncio.Event()
         self.on_recover: list[Callable[[], None]] = []
-        self.outages = 0
+        self.errors = 0
 
     @property
     def ok(self) -> bool:
         return self._up.is_set()
 
     def failed(self, error: BaseException) -> None:
-        self._metrics.redis_errors.inc()
+        self.errors += 1
         if self._up.is_set():
-            self.outages += 1
             logger.warning("Redis is unreachable (%s); retrying with backoff", error)
             self._up.clear()
             self._down.set()
@@ -78,8 +79,8 @@ class RedisLink:
                 await asyncio.sleep(self._backoff.next_delay())
                 try:
                     await guarded(self.client.ping())
-                except (RedisError, OSError) as error:
-                    self._metrics.redis_errors.inc()
+                except REDIS_ERRORS as error:
+                    self.errors += 1
                     logger.debug("Redis still unreachable: %s", error)
                     continue
                 break
