@@ -1,37 +1,16 @@
-"""Cheap histograms for the hot path: plain counters per bucket, read by the metrics collector."""
+"""Timing on the hot path: the histogram bounds of the gateway's lag and flush metrics, and a
+tick's own timestamp read without parsing its JSON."""
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Sequence
 from typing import Final
+
+from shared.metrics import Buckets
+
+__all__ = ["FLUSH_BUCKETS", "LAG_BUCKETS", "Buckets", "tick_ts_ms"]
 
 LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FLUSH_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
-
-class Buckets:
-    """A Prometheus-style histogram (upper bounds in seconds) without locks or labels."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        """(upper bound, cumulative count) pairs, ending with +Inf."""
-        running = 0
-        found: list[tuple[str, float]] = []
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
-            running += count
-            found.append((bound, float(running)))
-        return found
 
 
 def tick_ts_ms(payload: bytes) -> int | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.gateway.timing import Buckets, tick_ts_ms
+from services.gateway.timing import tick_ts_ms
+from shared.metrics import Buckets
 from shared.redis_contract import encode_tick
 
 
