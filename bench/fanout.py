@@ -48,6 +48,8 @@ from typing import Any
 import httpx
 import orjson
 
+from shared.ports import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_LATENCY_MS = 10_000
@@ -69,13 +71,6 @@ FULL_VALUE = (
 
 
 # ---- processes --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def raise_nofile() -> int:

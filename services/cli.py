@@ -1,6 +1,6 @@
 """`tickstream`: one console script, a subcommand per service or tool.
 
-Each subcommand lives in its own module exposing `HELP`, `add_arguments(parser)` and
+Each subcommand lives in its own module exposing `add_arguments(parser)` and
 `run(args) -> int`; modules are imported only when their subcommand runs, so a tool never pays
 for a service's imports.
 """
@@ -14,8 +14,6 @@ from typing import Protocol
 
 
 class Command(Protocol):
-    HELP: str
-
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
     def run(self, args: argparse.Namespace) -> int: ...

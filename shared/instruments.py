@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from typing import Final
 
 
@@ -25,6 +26,14 @@ class Mode(enum.StrEnum):
 
 
 _RICHNESS: Final = {Mode.LTPC: 0, Mode.OPTION_GREEKS: 1, Mode.FULL: 2, Mode.FULL_D30: 3}
+
+
+def count_modes(modes: Iterable[Mode]) -> dict[str, int]:
+    """How many of `modes` are of each mode, every mode present (zeros included)."""
+    counts = {mode.value: 0 for mode in Mode}
+    for mode in modes:
+        counts[mode.value] += 1
+    return counts
 
 
 def richest(modes: set[Mode] | list[Mode]) -> Mode:

@@ -28,6 +28,7 @@ from typing import Final, Literal
 from pydantic import BaseModel
 
 from shared.instruments import Mode
+from shared.resp import as_text
 
 PREFIX: Final = "tickstream"
 
@@ -91,7 +92,7 @@ def encode_modes(modes: set[Mode]) -> str:
 
 def decode_modes(value: str | bytes) -> set[Mode]:
     """Modes from a demand hash value; unknown names (a newer gateway) are ignored."""
-    text = value.decode() if isinstance(value, bytes) else value
+    text = as_text(value)
     known = {mode.value for mode in Mode}
     return {Mode(name) for name in text.split(",") if name in known}
 
@@ -107,7 +108,7 @@ def encode_refusal(modes: set[Mode] | frozenset[Mode], reason: str) -> str:
 
 def decode_refusal(value: str | bytes) -> tuple[set[Mode], str]:
     """(refused modes, reason) of an `ingestor:refused` hash value."""
-    text = value.decode() if isinstance(value, bytes) else value
+    text = as_text(value)
     modes, _, reason = text.partition(": ")
     return decode_modes(modes), reason
 

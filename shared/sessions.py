@@ -30,6 +30,7 @@ from shared.redis_contract import (
     TokenEventKind,
     session_key,
 )
+from shared.resp import as_text
 from shared.upstox.models import Profile, TokenResponse
 
 __all__ = ["SessionDecryptError", "SessionStore"]
@@ -39,10 +40,6 @@ logger = logging.getLogger(__name__)
 
 class SessionDecryptError(Exception):
     """A stored token cannot be read: encrypted but no key configured, or the wrong key."""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _event(kind: TokenEventKind, user_id: str) -> str:
@@ -137,7 +134,7 @@ class SessionStore:
                     await pipe.watch(key, ACTIVE_SESSION)
                     existed = bool(await pipe.exists(key))
                     active = await pipe.get(ACTIVE_SESSION)
-                    is_active = active is not None and _text(active) == user_id
+                    is_active = active is not None and as_text(active) == user_id
                     if not existed and not is_active:
                         return False  # leaving the block unwatches
                     pipe.multi()  # type: ignore[no-untyped-call]
@@ -158,7 +155,7 @@ class SessionStore:
 
     async def active_user(self) -> str | None:
         value = await self._redis.get(ACTIVE_SESSION)
-        return None if value is None else _text(value)
+        return None if value is None else as_text(value)
 
     async def active(self) -> StoredSession | None:
         user_id = await self.active_user()

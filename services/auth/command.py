@@ -7,8 +7,6 @@ import argparse
 from shared.serve import add_server_arguments, serve
 from shared.settings import load_settings_or_exit
 
-HELP = "run the auth service (Upstox OAuth login, stored session)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_server_arguments(parser, default_port=8001)

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from services.dev.stack import DevStack
 
-HELP = "run the whole system locally without Docker (Redis, simulator, auth, ingestors, gateways)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="the front's port (default 8080)")

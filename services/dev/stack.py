@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import random
 import shutil
 import signal
 import socket
@@ -42,6 +41,7 @@ from services.dev.topology import (
     internal_names,
     plan,
 )
+from shared.ports import free_port
 
 __all__ = ["DevStack", "LogSink", "StartError"]
 
@@ -57,42 +57,6 @@ ERROR_TAIL_LINES = 25
 
 class StartError(RuntimeError):
     """A service could not be started; the message says which, why, and its last log lines."""
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
-
-
-def free_port(host: str = "127.0.0.1", taken: set[int] | None = None) -> int:
-    """A port nothing listens on, chosen below the ephemeral range.
-
-    The services start seconds after their ports are chosen; a port from the ephemeral range
-    (what binding port 0 gives) may meanwhile become the local end of some outgoing connection,
-    and the service then fails to bind. Ports below the range are only ever taken by listeners.
-    """
-    taken = taken if taken is not None else set()
-    low, _ = _ephemeral_range()
-    if low > 11000:
-        for _ in range(200):
-            port = random.randrange(10000, low)
-            if port in taken:
-                continue
-            with socket.socket() as sock:
-                try:
-                    sock.bind((host, port))
-                except OSError:
-                    continue
-            taken.add(port)
-            return port
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        chosen: int = sock.getsockname()[1]
-    taken.add(chosen)
-    return chosen
 
 
 def check_port_free(host: str, port: int) -> None:

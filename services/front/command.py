@@ -9,7 +9,6 @@ from shared.logs import configure_logging
 from shared.serve import add_server_arguments
 from shared.settings import CommonSettings, load_settings_or_exit
 
-HELP = "reverse proxy: one port for the dashboard, /ws, the auth routes and the login dialog"
 DEFAULT_PORT = 8080
 
 logger = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from services.gateway.hub import Hub
 from services.gateway.instruments import CatalogueError, CatalogueSource
 from shared import redis_contract as rc
 from shared.instruments import is_instrument_key
+from shared.ist import now_ist
 from shared.sessions import SessionDecryptError, SessionStore
 from shared.upstox.client import CANDLE_UNITS, UpstoxClient
 from shared.upstox.errors import (
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 MAX_HISTORY_DAYS = 365
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 
 
 @dataclass
@@ -133,7 +133,7 @@ async def history(
     candles: list[Candle] = []
     try:
         if days:
-            today = dt.datetime.now(IST).date()
+            today = now_ist().date()
             candles += await context.upstox.historical_candles(
                 token,
                 key,

@@ -8,8 +8,6 @@ import resource
 from shared.serve import add_server_arguments, serve
 from shared.settings import load_settings_or_exit
 
-HELP = "run a gateway replica (browser WebSocket fan-out, HTTP API, dashboard)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_server_arguments(parser, default_port=8000)

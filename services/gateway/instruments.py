@@ -21,6 +21,7 @@ import httpx
 import orjson
 
 from shared.instruments import is_instrument_key
+from shared.ist import IST
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,7 @@ def _expiry(value: object) -> str | None:
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, int | float):
-        ist = dt.timezone(dt.timedelta(hours=5, minutes=30))
-        return dt.datetime.fromtimestamp(value / 1000, ist).date().isoformat()
+        return dt.datetime.fromtimestamp(value / 1000, IST).date().isoformat()
     return str(value)[:10]
 
 

@@ -9,8 +9,6 @@ from services.ingestor.settings import IngestorSettings
 from shared.serve import add_server_arguments, serve
 from shared.settings import load_settings_or_exit
 
-HELP = "run the ingestor: the one upstream feed connection, publishing ticks to Redis"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_server_arguments(parser, default_port=8002)

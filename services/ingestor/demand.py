@@ -12,17 +12,14 @@ import redis.asyncio as aioredis
 
 from shared import redis_contract as rc
 from shared.instruments import Mode
+from shared.resp import as_text
 
 logger = logging.getLogger(__name__)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def read_demand(client: aioredis.Redis) -> dict[str, dict[str, set[Mode]]]:
     """replica id -> (instrument key -> modes) for every demand hash present now."""
-    names = [_text(name) async for name in client.scan_iter(match=rc.DEMAND_PATTERN, count=500)]
+    names = [as_text(name) async for name in client.scan_iter(match=rc.DEMAND_PATTERN, count=500)]
     if not names:
         return {}
     async with client.pipeline(transaction=False) as pipe:
@@ -34,5 +31,5 @@ async def read_demand(client: aioredis.Redis) -> dict[str, dict[str, set[Mode]]]
         if not isinstance(table, dict):
             continue  # a key of another type under our prefix: not demand
         replica = rc.replica_of_demand_key(name)
-        demand[replica] = {_text(key): rc.decode_modes(value) for key, value in table.items()}
+        demand[replica] = {as_text(key): rc.decode_modes(value) for key, value in table.items()}
     return demand

@@ -16,7 +16,7 @@ from typing import Literal
 
 import orjson
 
-from shared.instruments import Mode, is_instrument_key
+from shared.instruments import Mode, count_modes, is_instrument_key
 
 Method = Literal["sub", "unsub", "change_mode"]
 
@@ -73,10 +73,7 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         """Keys subscribed upstream per mode (every mode present, zeros included)."""
-        counts = {mode.value: 0 for mode in Mode}
-        for mode in self.upstream.values():
-            counts[mode.value] += 1
-        return counts
+        return count_modes(self.upstream.values())
 
 
 def aggregate_demand(demands: Iterable[Mapping[str, Iterable[Mode]]]) -> dict[str, set[Mode]]:

@@ -12,10 +12,11 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from services.simulator.clock import IST, MS_PER_MINUTE, ist_date, ist_ms
+from services.simulator.clock import MS_PER_MINUTE, ist_date, ist_ms
 from services.simulator.errors import INVALID_DATE_RANGE, INVALID_INPUT, UpstoxError
 from services.simulator.market import Candle, MarketModel
 from services.simulator.universe import Instrument
+from shared.ist import IST
 
 Unit = Literal["minutes", "hours", "days", "weeks", "months"]
 UNITS: Final = ("minutes", "hours", "days", "weeks", "months")

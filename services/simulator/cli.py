@@ -7,7 +7,6 @@ import argparse
 from shared.serve import add_server_arguments, serve
 from shared.settings import load_settings_or_exit
 
-HELP = "run the Upstox simulator (login, REST, V3 feed)"
 DEFAULT_PORT = 8765
 
 

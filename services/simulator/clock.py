@@ -12,8 +12,8 @@ from typing import Final, Literal
 
 from services.simulator.holidays import is_trading_holiday
 from shared.instruments import SEGMENTS
+from shared.ist import IST
 
-IST: Final = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
 ClockKind = Literal["open", "ist"]
 
 MS_PER_MINUTE: Final = 60_000

@@ -17,10 +17,9 @@ from typing import Final, Literal
 
 from services.simulator.holidays import is_trading_holiday
 from shared.instruments import is_instrument_key, segment_of
+from shared.ist import now_ist
 
 InstrumentType = Literal["EQ", "INDEX", "FUT", "CE", "PE"]
-
-IST_TODAY_FALLBACK: Final = dt.timezone(dt.timedelta(hours=5, minutes=30))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +179,7 @@ def exchange_of(segment: str) -> str:
 
 
 def _ist_today() -> dt.date:
-    return dt.datetime.now(IST_TODAY_FALLBACK).date()
+    return now_ist().date()
 
 
 def _on_or_before_trading_day(day: dt.date) -> dt.date:

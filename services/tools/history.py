@@ -20,8 +20,6 @@ from shared.ist import IST
 from shared.upstox.client import CANDLE_UNITS
 from shared.upstox.models import Candle
 
-HELP = "print historical or intraday candles of an instrument (Upstox V3)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("key", help='instrument key, e.g. "NSE_INDEX|Nifty 50"')

@@ -18,8 +18,6 @@ from services.tools.settings import ToolSettings
 from shared.upstox.errors import UpstoxAuthError
 from shared.upstox.models import Holiday
 
-HELP = "list market holidays (this year, or one date with --date)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

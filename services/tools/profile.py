@@ -8,8 +8,6 @@ import sys
 from services.tools.common import open_client, print_json, resolve_token, run_tool
 from services.tools.settings import ToolSettings
 
-HELP = "show the Upstox profile of the logged-in user"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

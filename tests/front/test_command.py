@@ -12,8 +12,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from services.dev.stack import free_port
 from services.front.routes import HEALTH_PATH
+from shared.ports import free_port
 from tests.front.test_proxy import Upstream, dead_url, upstream_app
 from tests.support.servers import running_server
 

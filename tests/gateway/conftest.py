@@ -20,6 +20,7 @@ from services.gateway.hub import Hub
 from services.gateway.settings import GatewaySettings
 from shared import redis_contract as rc
 from shared.instruments import Mode
+from shared.resp import as_text
 from tests.support.servers import RunningServer, running_server
 from tests.support.waiting import eventually as wait_until
 
@@ -176,8 +177,4 @@ async def publish_tick(
 
 async def demand_of(redis: aioredis.Redis, replica: str) -> dict[str, str]:
     raw = await redis.hgetall(rc.demand_key(replica))
-    return {_text(k): _text(v) for k, v in raw.items()}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return {as_text(k): as_text(v) for k, v in raw.items()}

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from services.ingestor.service import Ingestor
 from services.ingestor.settings import IngestorSettings
 from shared import redis_contract as rc
+from shared.ports import free_port
 from shared.sessions import SessionStore
 from shared.upstox.models import Profile
 from tests.gateway.conftest import (
@@ -35,7 +36,6 @@ from tests.gateway.conftest import (
     demand_of,
     eventually,
 )
-from tests.support.redis_server import free_port
 from tests.support.simulator import SimulatorHandle, simulator  # noqa: F401
 
 INGESTOR_FAST: dict[str, Any] = {

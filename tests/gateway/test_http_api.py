@@ -142,7 +142,7 @@ async def test_upstox_unreachable_is_a_clear_error(
     start_gateway: StartGateway,
     redis_client: aioredis.Redis,
 ) -> None:
-    from tests.support.redis_server import free_port
+    from shared.ports import free_port
 
     gateway = await start_gateway(
         upstox_base_url=f"http://127.0.0.1:{free_port()}", upstox_timeout_seconds=2

@@ -6,12 +6,13 @@ import datetime as dt
 
 import pytest
 
-from services.simulator.clock import IST, MarketClock, ist_ms, token_expiry_ms
+from services.simulator.clock import MarketClock, ist_ms, token_expiry_ms
 from services.simulator.greeks import black_scholes
 from services.simulator.market import DETAIL_FULL, MarketModel
 from services.simulator.noise import MultiScaleNoise
 from services.simulator.universe import lookup, universe
 from shared.instruments import KEY_SEGMENTS, SEGMENTS, is_instrument_key
+from shared.ist import IST
 
 DAY = dt.date(2026, 11, 18)  # a Wednesday, not a holiday
 ANCHOR = dt.date(2026, 11, 20)

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import httpx
 
-from services.simulator.clock import IST
+from shared.ist import IST
 from tests.simulator.helpers import assert_error, get
 from tests.support.simulator import SimulatorHandle, running_simulator
 

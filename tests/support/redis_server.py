@@ -15,16 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from shared.ports import free_port
+
 
 class RedisUnavailable(RuntimeError):
     """Neither a `redis-server` binary nor a Docker engine is available."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from services.dev.stack import DevStack, StartError
 from services.dev.topology import DEMO_SETTINGS, Options, Secrets, internal_names, plan
+from shared.ports import free_port
 
 SECRETS = Secrets("internal", "fernet", "admin", "demo-token")
 
@@ -188,7 +189,7 @@ def alive(pid: int) -> bool:
 def test_command_runs_the_whole_system_and_stops_it_on_sigterm(tmp_path: Path) -> None:
     """The README's `tickstream dev`: banner with the URL, prefixed logs, dashboard and login
     through the front, and on SIGTERM every child gone and exit status 0."""
-    port = _free_port()
+    port = free_port()
     out = (tmp_path / "out.txt").open("w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "dev", "--port", str(port), "--gateways", "2"],
@@ -231,10 +232,3 @@ def test_command_runs_the_whole_system_and_stops_it_on_sigterm(tmp_path: Path) -
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         out.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
