@@ -12,9 +12,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from starlette.responses import Response
 
 __all__ = [
     "Buckets",
@@ -23,6 +24,7 @@ __all__ = [
     "histogram",
     "labelled_counter",
     "labelled_gauge",
+    "metrics_response",
     "registry_for",
 ]
 
@@ -88,6 +90,11 @@ def registry_for(collector: Collector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return registry
+
+
+def metrics_response(registry: CollectorRegistry) -> Response:
+    """The body of a service's `/metrics`: the registry in Prometheus' text format."""
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _samples(values: Mapping[str, float], known: Iterable[str]) -> list[tuple[str, float]]:

@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from services.auth import login, session
@@ -20,6 +19,7 @@ from services.auth.context import AuthContext, Ctx
 from services.auth.metrics import AuthMetrics
 from services.auth.respond import problem
 from services.auth.settings import DEMO_CLIENT_ID, AuthSettings
+from shared.metrics import metrics_response
 from shared.redis_client import connect_redis
 from shared.sessions import SessionDecryptError, SessionStore
 from shared.upstox.backoff import Backoff
@@ -105,7 +105,7 @@ def _add_operations(app: FastAPI, metrics: AuthMetrics) -> None:
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(metrics.registry)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from services.gateway.hub import Hub
@@ -18,6 +18,7 @@ from services.gateway.instruments import CatalogueError, CatalogueSource
 from shared import redis_contract as rc
 from shared.instruments import is_instrument_key
 from shared.ist import now_ist
+from shared.metrics import metrics_response
 from shared.sessions import SessionDecryptError, SessionStore
 from shared.upstox.client import CANDLE_UNITS, UpstoxClient
 from shared.upstox.errors import (
@@ -218,4 +219,4 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(_context(request).registry), media_type=CONTENT_TYPE_LATEST)
+    return metrics_response(_context(request).registry)

@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.ingestor.service import Ingestor
 from services.ingestor.settings import IngestorSettings
+from shared.metrics import metrics_response
 
 
 def create_app(settings: IngestorSettings) -> FastAPI:
@@ -55,6 +55,6 @@ def create_app(settings: IngestorSettings) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(ingestor.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(ingestor.metrics.registry)
 
     return app
