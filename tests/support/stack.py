@@ -42,6 +42,7 @@ import redis.asyncio as aioredis
 from services.dev.stack import DevStack
 from services.dev.topology import Options, gateway_name, ingestor_name
 from shared import redis_contract as rc
+from shared.resp import as_text
 
 __all__ = ["FAST_SETTINGS", "Stack", "running_stack", "whole_stack"]
 
@@ -216,7 +217,7 @@ class Stack:
             await client.aclose()
         if holder is None:
             return None
-        return holder.decode() if isinstance(holder, bytes) else str(holder)
+        return as_text(holder)
 
     # ---- the browser's login -------------------------------------------------------------
 
