@@ -26,15 +26,10 @@ import orjson
 from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import (
-    ConnectionClosed,
-    InvalidHandshake,
-    InvalidStatus,
-    InvalidURI,
-    WebSocketException,
-)
+from websockets.exceptions import ConnectionClosed
 
 from services.ingestor.demand import read_demand
+from services.ingestor.failures import UPSTREAM_ERRORS, UpstreamError, UpstreamFailure, classify
 from services.ingestor.lease import Lease
 from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.processor import PART_FEEDS, TickProcessor
@@ -121,6 +116,7 @@ class Ingestor:
         self._refusals_written: dict[str, str] | None = None
         self._ever_connected = False
         self._malformed_burst = 0
+        self._opened_at: float | None = None
         self._closers: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -409,14 +405,12 @@ class Ingestor:
                 async with asyncio.timeout(self.settings.ingestor_token_recheck_seconds):
                     await self._token_changed.wait()
 
-    async def _token_rejected(self, user: str, token: str, status: int | None) -> None:
+    async def _token_rejected(self, user: str, token: str, failure: UpstreamFailure) -> None:
         logger.warning(
-            "Upstox refused the access token of %s (HTTP %s): marking the session invalid and "
-            "waiting for a new login",
+            "%s: marking the session of %s invalid and waiting for a new login",
+            failure.message,
             user,
-            status,
         )
-        self.metrics.upstream_failures.labels(reason="auth").inc()
         self._rejected_token = token
         try:
             await guarded(self._sessions.mark_invalid(user, rejected_token=token))
@@ -427,58 +421,44 @@ class Ingestor:
 
     async def _upstream_loop(self) -> None:
         backoff = self._backoff()
+        stable = self.settings.ingestor_stable_after_seconds
         while True:
             user, token = await self._wait_token()
             self._set_state("connecting")
+            self._opened_at = None
             try:
-                url = await self._upstox.authorize_feed(token)
-            except UpstoxAuthError as error:
-                self.metrics.authorize_calls.labels(outcome="auth").inc()
-                await self._token_rejected(user, token, error.status)
+                url = await self._authorize(token)
+                ended: UpstreamError = await self._connection(url, user)
+            except UPSTREAM_ERRORS as error:
+                ended = error
+            failure = classify(ended)
+            self.metrics.upstream_failures.labels(reason=failure.reason).inc()
+            if failure.is_auth:
+                await self._token_rejected(user, token, failure)
                 backoff.reset()  # a new token deserves an immediate attempt
                 continue
-            except UpstoxError as error:
-                self.metrics.authorize_calls.labels(outcome="error").inc()
-                self.metrics.upstream_failures.labels(reason="unavailable").inc()
-                logger.warning("feed authorize failed: %s", error)
-                await self._pause(backoff)
-                continue
-            self.metrics.authorize_calls.labels(outcome="ok").inc()
-            opened_at: float | None = None
-            reason = "closed"
-            try:
-                async with self._connect(url) as ws:
-                    opened_at = time.monotonic()
-                    await self._serve(ws, user)
-                logger.warning("the feed connection closed (code %s)", ws.close_code)
-            except InvalidStatus as error:
-                status = error.response.status_code
-                if status in (401, 403):
-                    await self._token_rejected(user, token, status)
-                    backoff.reset()
-                    continue
-                reason = "handshake"
-                logger.warning("the feed refused the connection: HTTP %d", status)
-            except ConnectionClosed as error:
-                logger.warning(
-                    "the feed connection was lost (code %s %s)",
-                    error.rcvd.code if error.rcvd else None,
-                    error.rcvd.reason if error.rcvd else "",
-                )
-            except InvalidURI:
-                reason = "handshake"
-                logger.warning("feed authorize returned an unusable URL")  # never log the URL
-            except (InvalidHandshake, WebSocketException) as error:
-                reason = "handshake"
-                logger.warning("the feed handshake failed: %s", type(error).__name__)
-            except (OSError, TimeoutError) as error:
-                reason = "unavailable"
-                logger.warning("cannot reach the feed: %s", error.strerror or type(error).__name__)
-            self.metrics.upstream_failures.labels(reason=reason).inc()
-            stable = self.settings.ingestor_stable_after_seconds
-            if opened_at is not None and time.monotonic() - opened_at >= stable:
+            logger.warning("%s", failure.message)
+            if self._opened_at is not None and time.monotonic() - self._opened_at >= stable:
                 backoff.reset()
             await self._pause(backoff)
+
+    async def _authorize(self, token: str) -> str:
+        try:
+            url = await self._upstox.authorize_feed(token)
+        except UpstoxError as error:
+            outcome = "auth" if isinstance(error, UpstoxAuthError) else "error"
+            self.metrics.authorize_calls.labels(outcome=outcome).inc()
+            raise
+        self.metrics.authorize_calls.labels(outcome="ok").inc()
+        return url
+
+    async def _connection(self, url: str, user: str) -> ConnectionClosed:
+        """Connect and serve until the connection closes; how it closed, when it did cleanly
+        (a failure raises)."""
+        async with self._connect(url) as ws:
+            self._opened_at = time.monotonic()
+            await self._serve(ws, user)
+        return ws.protocol.close_exc
 
     def _connect(self, url: str) -> ws_connect:
         s = self.settings
