@@ -22,7 +22,6 @@ import logging
 import time
 from collections.abc import Mapping
 
-import orjson
 from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -35,6 +34,7 @@ from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.processor import PART_FEEDS, TickProcessor
 from services.ingestor.publisher import Publisher
 from services.ingestor.settings import IngestorSettings
+from services.ingestor.status import StatusReporter
 from services.ingestor.subscriptions import (
     ModeLimits,
     Plan,
@@ -77,7 +77,6 @@ class Ingestor:
         self.instance = settings.ingestor_instance_id
         self.metrics = metrics or IngestorMetrics()
         self.processor = TickProcessor()
-        self.state: rc.IngestorState = "starting"
         self.active = False
         self.plan = Plan()
         self._limits = ModeLimits(
@@ -99,6 +98,9 @@ class Ingestor:
             latest=self.processor.latest,
             latest_market_info=lambda: self.processor.market_info,
         )
+        self._reporter = StatusReporter(
+            self._link, self, self.metrics, instance=self.instance, ttl_ms=self._ttl_ms
+        )
         self._link.on_recover.append(self._publisher.republish_all)
         self._link.on_recover.append(self._redis_recovered)
         self._main_task: asyncio.Task[None] | None = None
@@ -109,7 +111,6 @@ class Ingestor:
         self._send_lock = asyncio.Lock()
         self._demand_changed = asyncio.Event()
         self._token_changed = asyncio.Event()
-        self._status_dirty = asyncio.Event()
         self._rejected_token: str | None = None
         self._standby_grace_until = 0.0
         self._demand_grace_until = 0.0
@@ -125,7 +126,7 @@ class Ingestor:
         if self._main_task is not None:
             raise RuntimeError("this ingestor was already started")
         logger.info("ingestor %s starting", self.instance)
-        self._set_state("standby")
+        self._reporter.set_state("standby")
         self._main_task = asyncio.create_task(self._main(), name=f"ingestor {self.instance}")
 
     async def stop(self) -> None:
@@ -144,14 +145,18 @@ class Ingestor:
         if release and was_active:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(2):
-                    await guarded(self._write_status(self._status("stopped"), announce=True))
+                    await self._reporter.write_stopped()
                     await guarded(self._lease.release())
-        self._set_state("stopped")
+        self._reporter.set_state("stopped")
         await self._upstox.aclose()
         await self._redis.aclose()
         logger.info("ingestor %s stopped", self.instance)
 
     # ---- what others look at -----------------------------------------------------------------
+
+    @property
+    def state(self) -> rc.IngestorState:
+        return self._reporter.state
 
     @property
     def upstream_connected(self) -> bool:
@@ -214,7 +219,7 @@ class Ingestor:
         self.active = True
         self.metrics.active.set(1)
         self._demand_changed.set()
-        self._status_dirty.set()
+        self._reporter.changed()
         self._refusals_written = None
         self._active_task = asyncio.create_task(self._run_active(), name="ingestor active")
 
@@ -223,7 +228,7 @@ class Ingestor:
         if task is not None:
             await _cancel(task)
         self._set_inactive()
-        self._set_state("standby")
+        self._reporter.set_state("standby")
 
     def _set_inactive(self) -> None:
         self.active = False
@@ -244,7 +249,7 @@ class Ingestor:
                 group.create_task(self._events_loop())
                 group.create_task(self._demand_loop())
                 group.create_task(self._upstream_loop())
-                group.create_task(self._status_loop())
+                group.create_task(self._reporter.run())
         except* Exception:
             # Reported by the lease loop, which restarts the session after a pause.
             await asyncio.sleep(1)
@@ -257,7 +262,7 @@ class Ingestor:
         self._refusals_written = None
         self._demand_changed.set()
         self._token_changed.set()
-        self._status_dirty.set()
+        self._reporter.changed()
 
     async def _events_loop(self) -> None:
         while True:
@@ -356,7 +361,7 @@ class Ingestor:
         self._subscribed = subscribed
         for mode, count in count_modes(subscribed.values()).items():
             self.metrics.subscribed.labels(mode=mode).set(count)
-        self._status_dirty.set()
+        self._reporter.changed()
 
     async def _write_refusals(self, refused: Mapping[str, Refusal]) -> None:
         values = {key: rc.encode_refusal(r.modes, r.reason) for key, r in refused.items()}
@@ -364,7 +369,7 @@ class Ingestor:
             return
         if values and len(values) != len(self._refusals_written or {}):
             logger.warning("%d demanded keys refused (over Upstox's per-mode limits)", len(values))
-        status = self._status(self.state, refused=len(values))
+        status = self._reporter.current()
         try:
             await guarded(self._replace_refusals(values, status))
         except (RedisError, OSError) as error:
@@ -400,7 +405,7 @@ class Ingestor:
             if not told:
                 logger.info("no usable Upstox token: waiting for a login")
                 told = True
-            self._set_state("waiting_token")
+            self._reporter.set_state("waiting_token")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.ingestor_token_recheck_seconds):
                     await self._token_changed.wait()
@@ -424,7 +429,7 @@ class Ingestor:
         stable = self.settings.ingestor_stable_after_seconds
         while True:
             user, token = await self._wait_token()
-            self._set_state("connecting")
+            self._reporter.set_state("connecting")
             self._opened_at = None
             try:
                 url = await self._authorize(token)
@@ -477,7 +482,7 @@ class Ingestor:
         )
 
     async def _pause(self, backoff: Backoff) -> None:
-        self._set_state("backoff")
+        self._reporter.set_state("backoff")
         await asyncio.sleep(backoff.next_delay())
 
     async def _serve(self, ws: ClientConnection, user: str) -> None:
@@ -491,7 +496,7 @@ class Ingestor:
         self._set_subscribed({})
         self._ws = ws
         self.metrics.upstream_connected.set(1)
-        self._set_state("connected")
+        self._reporter.set_state("connected")
         logger.info("connected to the feed as %s (epoch %s)", user, epoch)
         try:
             await self._apply_plan()
@@ -537,50 +542,6 @@ class Ingestor:
             else:
                 logger.error("skipping a frame that could not be processed", exc_info=error)
         self._malformed_burst += 1
-
-    # ---- status ------------------------------------------------------------------------------
-
-    def _set_state(self, state: rc.IngestorState) -> None:
-        if state != self.state:
-            logger.debug("state %s -> %s", self.state, state)
-            self.state = state
-            self.metrics.set_state(state)
-            self._status_dirty.set()
-
-    def _status(self, state: rc.IngestorState, refused: int | None = None) -> rc.IngestorStatus:
-        return rc.IngestorStatus(
-            instance=self.instance,
-            state=state,
-            epoch=self.processor.epoch,
-            subscribed=count_modes(self._subscribed.values()),
-            refused=len(self.plan.refused) if refused is None else refused,
-            updated_at=int(time.time() * 1000),
-        )
-
-    async def _write_status(self, status: rc.IngestorStatus, *, announce: bool) -> None:
-        payload = status.model_dump_json()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(rc.INGESTOR_STATUS, payload, px=self._ttl_ms * 3)
-            if announce:
-                pipe.publish(rc.INGESTOR_EVENTS, payload)
-            await pipe.execute()
-
-    async def _status_loop(self) -> None:
-        last: bytes | None = None
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._ttl_ms / 3000):
-                    await self._status_dirty.wait()
-            self._status_dirty.clear()
-            await self._link.wait_up()
-            status = self._status(self.state)
-            summary = orjson.dumps(status.model_dump(exclude={"updated_at"}))
-            try:
-                await guarded(self._write_status(status, announce=summary != last))
-            except (RedisError, OSError) as error:
-                self._link.failed(error)
-                continue
-            last = summary
 
     def _backoff(self) -> Backoff:
         return Backoff(self.settings.ingestor_backoff_initial, self.settings.ingestor_backoff_max)
