@@ -23,15 +23,11 @@ import time
 from collections.abc import Mapping
 
 from redis.exceptions import RedisError
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
 
 from services.ingestor.demand import read_demand
-from services.ingestor.failures import UPSTREAM_ERRORS, UpstreamError, UpstreamFailure, classify
 from services.ingestor.lease import Lease
 from services.ingestor.metrics import IngestorMetrics
-from services.ingestor.processor import PART_FEEDS, TickProcessor
+from services.ingestor.processor import TickProcessor
 from services.ingestor.publisher import Publisher
 from services.ingestor.settings import IngestorSettings
 from services.ingestor.status import StatusReporter
@@ -40,30 +36,17 @@ from services.ingestor.subscriptions import (
     Plan,
     Refusal,
     aggregate_demand,
-    diff_requests,
     plan,
 )
+from services.ingestor.upstream import UpstreamSession
 from shared import redis_contract as rc
-from shared.instruments import Mode, count_modes
+from shared.instruments import Mode
 from shared.redis_client import connect_redis
 from shared.redis_link import RedisLink, guarded
-from shared.render import RenderError
-from shared.sessions import SessionDecryptError, SessionStore
-from shared.upstox.backoff import Backoff
-from shared.upstox.client import UpstoxClient
-from shared.upstox.errors import UpstoxAuthError, UpstoxError
 
 __all__ = ["Ingestor"]
 
 logger = logging.getLogger(__name__)
-
-# websockets logs handshake request lines at DEBUG, and the one-time feed URL's query holds a
-# code: its logger for our connection never goes below INFO, whatever LOG_LEVEL says.
-_ws_logger = logging.getLogger("tickstream.ingestor.feed")
-_ws_logger.setLevel(logging.INFO)
-
-# Let the publisher run once this many ticks wait, even while frames keep arriving.
-_YIELD_BACKLOG = 4000
 
 
 class Ingestor:
@@ -85,11 +68,9 @@ class Ingestor:
         self._static = settings.static_demand()
         self._ttl_ms = settings.ingestor_lease_ttl_ms
         self._redis = connect_redis(settings.redis_url)
-        self._link = RedisLink(self._redis, self._backoff())
+        self._link = RedisLink(self._redis, settings.backoff())
         self.metrics.watch_redis(self._link)
         self._lease = Lease(self._redis, self.instance, self._ttl_ms)
-        self._sessions = SessionStore(self._redis, settings.token_encryption_key)
-        self._upstox = UpstoxClient(settings.upstox_base_url, settings.upstox_timeout_seconds)
         self._publisher = Publisher(
             self._link,
             self.metrics,
@@ -101,24 +82,17 @@ class Ingestor:
         self._reporter = StatusReporter(
             self._link, self, self.metrics, instance=self.instance, ttl_ms=self._ttl_ms
         )
+        self.upstream = UpstreamSession(
+            settings, self._link, self.processor, self._publisher, self._reporter, self.metrics
+        )
         self._link.on_recover.append(self._publisher.republish_all)
         self._link.on_recover.append(self._redis_recovered)
         self._main_task: asyncio.Task[None] | None = None
         self._active_task: asyncio.Task[None] | None = None
-        self._ws: ClientConnection | None = None
-        self._user: str | None = None
-        self._subscribed: dict[str, Mode] = {}
-        self._send_lock = asyncio.Lock()
         self._demand_changed = asyncio.Event()
-        self._token_changed = asyncio.Event()
-        self._rejected_token: str | None = None
         self._standby_grace_until = 0.0
         self._demand_grace_until = 0.0
         self._refusals_written: dict[str, str] | None = None
-        self._ever_connected = False
-        self._malformed_burst = 0
-        self._opened_at: float | None = None
-        self._closers: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -139,7 +113,8 @@ class Ingestor:
 
     async def _shutdown(self, *, release: bool) -> None:
         was_active = self.active
-        tasks = [t for t in (self._main_task, self._active_task, *self._closers) if t is not None]
+        closers = self.upstream.closers
+        tasks = [t for t in (self._main_task, self._active_task, *closers) if t is not None]
         await _cancel(*tasks)
         self._set_inactive()
         if release and was_active:
@@ -148,7 +123,7 @@ class Ingestor:
                     await self._reporter.write_stopped()
                     await guarded(self._lease.release())
         self._reporter.set_state("stopped")
-        await self._upstox.aclose()
+        await self.upstream.aclose()
         await self._redis.aclose()
         logger.info("ingestor %s stopped", self.instance)
 
@@ -160,7 +135,7 @@ class Ingestor:
 
     @property
     def upstream_connected(self) -> bool:
-        return self._ws is not None
+        return self.upstream.connected
 
     @property
     def redis_ok(self) -> bool:
@@ -173,14 +148,14 @@ class Ingestor:
     @property
     def subscribed(self) -> Mapping[str, Mode]:
         """What is subscribed upstream right now (empty while disconnected)."""
-        return self._subscribed
+        return self.upstream.subscribed
 
     def readiness(self) -> tuple[bool, str]:
         if not self._link.ok:
             return False, "redis unreachable"
         if not self.active:
             return self.state == "standby", self.state
-        if self._ws is not None:
+        if self.upstream.connected:
             return True, "connected"
         return False, self.state
 
@@ -235,7 +210,7 @@ class Ingestor:
         self.metrics.active.set(0)
         self.plan = Plan()
         self.processor.forget()
-        self._set_subscribed({})
+        self.upstream.forget()
 
     @staticmethod
     def _log_crash(task: asyncio.Task[None]) -> None:
@@ -248,7 +223,7 @@ class Ingestor:
                 group.create_task(self._publisher.run())
                 group.create_task(self._events_loop())
                 group.create_task(self._demand_loop())
-                group.create_task(self._upstream_loop())
+                group.create_task(self.upstream.run())
                 group.create_task(self._reporter.run())
         except* Exception:
             # Reported by the lease loop, which restarts the session after a pause.
@@ -261,7 +236,7 @@ class Ingestor:
         self._demand_grace_until = time.monotonic() + self.settings.ingestor_demand_grace_seconds
         self._refusals_written = None
         self._demand_changed.set()
-        self._token_changed.set()
+        self.upstream.recheck_token()
         self._reporter.changed()
 
     async def _events_loop(self) -> None:
@@ -272,7 +247,7 @@ class Ingestor:
                 await guarded(pubsub.subscribe(rc.DEMAND_EVENTS, rc.TOKEN_EVENTS))
                 # Events may have been missed while we were not listening: look again.
                 self._demand_changed.set()
-                self._token_changed.set()
+                self.upstream.recheck_token()
                 while True:
                     message = await guarded(pubsub.get_message(timeout=5.0))
                     if message is None:
@@ -283,26 +258,12 @@ class Ingestor:
                     if channel == rc.DEMAND_EVENTS:
                         self._demand_changed.set()
                     elif channel == rc.TOKEN_EVENTS:
-                        self._token_event(message["data"])
+                        self.upstream.token_event(message["data"])
             except (RedisError, OSError) as error:
                 self._link.failed(error)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await guarded(pubsub.aclose())  # type: ignore[no-untyped-call]
-
-    def _token_event(self, data: object) -> None:
-        try:
-            event = rc.TokenEvent.model_validate_json(data)  # type: ignore[arg-type]
-        except ValueError:
-            logger.warning("ignoring an unreadable token event")
-            return
-        self._token_changed.set()
-        ws = self._ws
-        if event.event == "logout" and event.user_id == self._user and ws is not None:
-            logger.info("%s logged out: closing the feed connection", event.user_id)
-            closer = asyncio.create_task(ws.close(reason="logged out"))
-            self._closers.add(closer)
-            closer.add_done_callback(self._closers.discard)
 
     # ---- demand ------------------------------------------------------------------------------
 
@@ -325,43 +286,15 @@ class Ingestor:
         if time.monotonic() < self._demand_grace_until:
             # Redis came back empty-handed moments ago: gateways are still rewriting their
             # demand, so keep what is subscribed rather than drop it and subscribe it again.
-            for key, mode in self._subscribed.items():
+            for key, mode in self.upstream.subscribed.items():
                 demand.setdefault(key, set(self.plan.render.get(key, {mode})))
-        current = self._subscribed or self.plan.upstream
+        current = self.upstream.subscribed or self.plan.upstream
         new = plan(demand, self._limits, current=current, priority=self._static)
         self.plan = new
         self.processor.set_render(new.render)
-        await self._apply_plan()
+        await self.upstream.subscribe(new.upstream)
         await self._write_refusals(new.refused)
         self.metrics.refused.set(len(new.refused))
-
-    async def _apply_plan(self) -> None:
-        async with self._send_lock:
-            ws = self._ws
-            if ws is None:
-                return
-            target = dict(self.plan.upstream)
-            requests = diff_requests(self._subscribed, target, self.settings.ingestor_batch_size)
-            try:
-                for request in requests:
-                    await ws.send(request.encode())  # bytes: a binary frame, as Upstox wants
-            except ConnectionClosed:
-                return  # the reader sees it too; everything is subscribed again on reconnect
-            if requests:
-                logger.info(
-                    "upstream subscriptions: %s (%d requests)",
-                    ", ".join(
-                        f"{mode} {n}" for mode, n in count_modes(target.values()).items() if n
-                    ),
-                    len(requests),
-                )
-            self._set_subscribed(target)
-
-    def _set_subscribed(self, subscribed: dict[str, Mode]) -> None:
-        self._subscribed = subscribed
-        for mode, count in count_modes(subscribed.values()).items():
-            self.metrics.subscribed.labels(mode=mode).set(count)
-        self._reporter.changed()
 
     async def _write_refusals(self, refused: Mapping[str, Refusal]) -> None:
         values = {key: rc.encode_refusal(r.modes, r.reason) for key, r in refused.items()}
@@ -384,167 +317,6 @@ class Ingestor:
                 pipe.hset(rc.INGESTOR_REFUSED, mapping=values)  # type: ignore[arg-type]
             pipe.publish(rc.INGESTOR_EVENTS, status.model_dump_json())
             await pipe.execute()
-
-    # ---- tokens ------------------------------------------------------------------------------
-
-    async def _wait_token(self) -> tuple[str, str]:
-        told = False
-        while True:
-            self._token_changed.clear()
-            await self._link.wait_up()
-            found: tuple[str, str] | None = None
-            try:
-                found = await guarded(self._sessions.active_token())
-            except (RedisError, OSError) as error:
-                self._link.failed(error)
-                continue
-            except SessionDecryptError as error:
-                logger.error("%s", error)
-            if found is not None and found[1] != self._rejected_token:
-                return found
-            if not told:
-                logger.info("no usable Upstox token: waiting for a login")
-                told = True
-            self._reporter.set_state("waiting_token")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.ingestor_token_recheck_seconds):
-                    await self._token_changed.wait()
-
-    async def _token_rejected(self, user: str, token: str, failure: UpstreamFailure) -> None:
-        logger.warning(
-            "%s: marking the session of %s invalid and waiting for a new login",
-            failure.message,
-            user,
-        )
-        self._rejected_token = token
-        try:
-            await guarded(self._sessions.mark_invalid(user, rejected_token=token))
-        except (RedisError, OSError) as error:
-            self._link.failed(error)
-
-    # ---- upstream ----------------------------------------------------------------------------
-
-    async def _upstream_loop(self) -> None:
-        backoff = self._backoff()
-        stable = self.settings.ingestor_stable_after_seconds
-        while True:
-            user, token = await self._wait_token()
-            self._reporter.set_state("connecting")
-            self._opened_at = None
-            try:
-                url = await self._authorize(token)
-                ended: UpstreamError = await self._connection(url, user)
-            except UPSTREAM_ERRORS as error:
-                ended = error
-            failure = classify(ended)
-            self.metrics.upstream_failures.labels(reason=failure.reason).inc()
-            if failure.is_auth:
-                await self._token_rejected(user, token, failure)
-                backoff.reset()  # a new token deserves an immediate attempt
-                continue
-            logger.warning("%s", failure.message)
-            if self._opened_at is not None and time.monotonic() - self._opened_at >= stable:
-                backoff.reset()
-            await self._pause(backoff)
-
-    async def _authorize(self, token: str) -> str:
-        try:
-            url = await self._upstox.authorize_feed(token)
-        except UpstoxError as error:
-            outcome = "auth" if isinstance(error, UpstoxAuthError) else "error"
-            self.metrics.authorize_calls.labels(outcome=outcome).inc()
-            raise
-        self.metrics.authorize_calls.labels(outcome="ok").inc()
-        return url
-
-    async def _connection(self, url: str, user: str) -> ConnectionClosed:
-        """Connect and serve until the connection closes; how it closed, when it did cleanly
-        (a failure raises)."""
-        async with self._connect(url) as ws:
-            self._opened_at = time.monotonic()
-            await self._serve(ws, user)
-        return ws.protocol.close_exc
-
-    def _connect(self, url: str) -> ws_connect:
-        s = self.settings
-        # No `ssl` argument: wss:// URLs get the default context, certificates verified.
-        return ws_connect(
-            url,
-            ping_interval=s.ingestor_ping_interval,
-            ping_timeout=s.ingestor_ping_timeout,
-            open_timeout=s.ingestor_open_timeout,
-            close_timeout=2,
-            max_size=s.ingestor_max_frame_bytes,
-            max_queue=64,
-            compression=None,  # like Upstox's SDK: frames are protobuf, deflate would cost CPU
-            user_agent_header="tickstream-ingestor",
-            logger=_ws_logger,
-        )
-
-    async def _pause(self, backoff: Backoff) -> None:
-        self._reporter.set_state("backoff")
-        await asyncio.sleep(backoff.next_delay())
-
-    async def _serve(self, ws: ClientConnection, user: str) -> None:
-        epoch = self.processor.new_epoch()
-        self._user = user
-        self._rejected_token = None
-        self.metrics.connections.inc()
-        if self._ever_connected:
-            self.metrics.reconnects.inc()
-        self._ever_connected = True
-        self._set_subscribed({})
-        self._ws = ws
-        self.metrics.upstream_connected.set(1)
-        self._reporter.set_state("connected")
-        logger.info("connected to the feed as %s (epoch %s)", user, epoch)
-        try:
-            await self._apply_plan()
-            await self._read(ws)
-        finally:
-            self._ws = None
-            self.metrics.upstream_connected.set(0)
-            self._set_subscribed({})
-
-    async def _read(self, ws: ClientConnection) -> None:
-        process_parts = self.processor.process_parts
-        submit = self._publisher.submit
-        publisher = self._publisher
-        frames = self.metrics.frames
-        feeds = self.metrics.feeds
-        clock = time.monotonic
-        async for message in ws:
-            received = clock()
-            try:
-                if isinstance(message, str):
-                    raise RenderError("a text frame (the feed sends binary protobuf)")
-                for result in process_parts(message, PART_FEEDS):
-                    result.received = received
-                    if result.feeds:
-                        feeds.inc(result.feeds)
-                    submit(result)
-                    if result.more or publisher.backlog >= _YIELD_BACKLOG:
-                        # Let the publisher send this much while the rest is rendered.
-                        await asyncio.sleep(0)
-            except Exception as error:  # a bad frame must never end the session
-                self._malformed(error)
-                continue
-            frames.inc()
-            if self._malformed_burst:
-                logger.warning("%d malformed frames skipped in that burst", self._malformed_burst)
-                self._malformed_burst = 0
-
-    def _malformed(self, error: Exception) -> None:
-        self.metrics.decode_errors.inc()
-        if self._malformed_burst == 0:
-            if isinstance(error, RenderError):
-                logger.warning("skipping a malformed frame from the feed: %s", error)
-            else:
-                logger.error("skipping a frame that could not be processed", exc_info=error)
-        self._malformed_burst += 1
-
-    def _backoff(self) -> Backoff:
-        return Backoff(self.settings.ingestor_backoff_initial, self.settings.ingestor_backoff_max)
 
 
 async def _cancel(*tasks: asyncio.Task[None]) -> None:

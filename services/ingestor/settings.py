@@ -11,6 +11,7 @@ from pydantic_settings import NoDecode
 
 from shared.instruments import Mode, is_instrument_key
 from shared.settings import CommonSettings, comma_list
+from shared.upstox.backoff import Backoff
 
 # Upstox's per-user key limits (api-facts section 4). full_d30 has no published combined figure;
 # its single-mode limit (50) is already far below every combined one.
@@ -138,6 +139,10 @@ class IngestorSettings(CommonSettings):
         if self.ingestor_backoff_max < self.ingestor_backoff_initial:
             raise ValueError("INGESTOR_BACKOFF_MAX must be >= INGESTOR_BACKOFF_INITIAL")
         return self
+
+    def backoff(self) -> Backoff:
+        """A fresh backoff between the configured bounds (Redis probes, feed reconnects)."""
+        return Backoff(self.ingestor_backoff_initial, self.ingestor_backoff_max)
 
     def static_demand(self) -> dict[str, set[Mode]]:
         demand: dict[str, set[Mode]] = {}

@@ -1,0 +1,315 @@
+"""The upstream session: token, one-time URL, connection, read loop, subscription requests.
+
+`UpstreamSession.run` is the active instance's connection loop: wait for a usable token (a
+token Upstox refused is not tried again until the session store holds another), authorize a
+fresh one-time feed URL, connect, subscribe what is wanted, and hand every frame to the
+processor and the publisher until the connection ends; then classify how it ended
+(`failures.classify`) and count, log and back off in one place. It owns the connection and the
+state only it uses: the rejected token, the connected user, what is subscribed upstream, the
+send lock, the malformed-frame burst, and its counters.
+
+It must NOT decide what to subscribe (the demand sync hands it a target), touch the lease, or
+write anything to Redis but the session store's "this token was refused". The one-time URL and
+the token never reach a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from services.ingestor.failures import (
+    UPSTREAM_ERRORS,
+    UpstreamError,
+    UpstreamFailure,
+    classify,
+)
+from services.ingestor.metrics import IngestorMetrics
+from services.ingestor.processor import PART_FEEDS, TickProcessor
+from services.ingestor.publisher import Publisher
+from services.ingestor.settings import IngestorSettings
+from services.ingestor.status import StatusReporter
+from services.ingestor.subscriptions import diff_requests
+from shared import redis_contract as rc
+from shared.instruments import Mode, count_modes
+from shared.redis_link import REDIS_ERRORS, RedisLink, guarded
+from shared.render import RenderError
+from shared.sessions import SessionDecryptError, SessionStore
+from shared.upstox.client import UpstoxClient
+from shared.upstox.errors import UpstoxAuthError, UpstoxError
+
+__all__ = ["UpstreamSession"]
+
+logger = logging.getLogger(__name__)
+
+# websockets logs handshake request lines at DEBUG, and the one-time feed URL's query holds a
+# code: its logger for our connection never goes below INFO, whatever LOG_LEVEL says.
+_ws_logger = logging.getLogger("tickstream.ingestor.feed")
+_ws_logger.setLevel(logging.INFO)
+
+# Let the publisher run once this many ticks wait, even while frames keep arriving.
+_YIELD_BACKLOG = 4000
+
+
+class UpstreamSession:
+    def __init__(
+        self,
+        settings: IngestorSettings,
+        link: RedisLink,
+        processor: TickProcessor,
+        publisher: Publisher,
+        reporter: StatusReporter,
+        metrics: IngestorMetrics,
+    ) -> None:
+        self._settings = settings
+        self._link = link
+        self._processor = processor
+        self._publisher = publisher
+        self._reporter = reporter
+        self._metrics = metrics
+        self._sessions = SessionStore(link.client, settings.token_encryption_key)
+        self._upstox = UpstoxClient(settings.upstox_base_url, settings.upstox_timeout_seconds)
+        self._ws: ClientConnection | None = None
+        self._user: str | None = None
+        self._wanted: Mapping[str, Mode] = {}
+        self._subscribed: Mapping[str, Mode] = {}
+        self._send_lock = asyncio.Lock()
+        self._token_changed = asyncio.Event()
+        self._rejected_token: str | None = None
+        self._opened_at: float | None = None
+        self._ever_connected = False
+        self._malformed_burst = 0
+        self.closers: set[asyncio.Task[None]] = set()
+        """Connections being closed on a logout (cancelled by a stopping ingestor)."""
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    @property
+    def subscribed(self) -> Mapping[str, Mode]:
+        """What is subscribed upstream right now (empty while disconnected)."""
+        return self._subscribed
+
+    async def subscribe(self, target: Mapping[str, Mode]) -> None:
+        """Make `target` what is subscribed upstream: now if connected, else on connecting."""
+        self._wanted = dict(target)
+        await self._send_requests()
+
+    def forget(self) -> None:
+        """Nothing is wanted any more (the instance became a standby)."""
+        self._wanted = {}
+        self._set_subscribed({})
+
+    def recheck_token(self) -> None:
+        """The session store may have changed unseen: read it again."""
+        self._token_changed.set()
+
+    def token_event(self, data: object) -> None:
+        """An event on `TOKEN_EVENTS`: look at the token again; drop the feed on a logout of
+        the user it is connected as."""
+        try:
+            event = rc.TokenEvent.model_validate_json(data)  # type: ignore[arg-type]
+        except ValueError:
+            logger.warning("ignoring an unreadable token event")
+            return
+        self._token_changed.set()
+        ws = self._ws
+        if event.event == "logout" and event.user_id == self._user and ws is not None:
+            logger.info("%s logged out: closing the feed connection", event.user_id)
+            closer = asyncio.create_task(ws.close(reason="logged out"))
+            self.closers.add(closer)
+            closer.add_done_callback(self.closers.discard)
+
+    async def aclose(self) -> None:
+        await self._upstox.aclose()
+
+    # ---- the connection loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = self._settings.backoff()
+        stable = self._settings.ingestor_stable_after_seconds
+        while True:
+            user, token = await self._wait_token()
+            self._reporter.set_state("connecting")
+            self._opened_at = None
+            try:
+                url = await self._authorize(token)
+                ended: UpstreamError = await self._connection(url, user)
+            except UPSTREAM_ERRORS as error:
+                ended = error
+            failure = classify(ended)
+            self._metrics.upstream_failures.labels(reason=failure.reason).inc()
+            if failure.is_auth:
+                await self._token_rejected(user, token, failure)
+                backoff.reset()  # a new token deserves an immediate attempt
+                continue
+            logger.warning("%s", failure.message)
+            if self._opened_at is not None and time.monotonic() - self._opened_at >= stable:
+                backoff.reset()
+            self._reporter.set_state("backoff")
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _wait_token(self) -> tuple[str, str]:
+        told = False
+        while True:
+            self._token_changed.clear()
+            await self._link.wait_up()
+            found: tuple[str, str] | None = None
+            try:
+                found = await guarded(self._sessions.active_token())
+            except REDIS_ERRORS as error:
+                self._link.failed(error)
+                continue
+            except SessionDecryptError as error:
+                logger.error("%s", error)
+            if found is not None and found[1] != self._rejected_token:
+                return found
+            if not told:
+                logger.info("no usable Upstox token: waiting for a login")
+                told = True
+            self._reporter.set_state("waiting_token")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.ingestor_token_recheck_seconds):
+                    await self._token_changed.wait()
+
+    async def _token_rejected(self, user: str, token: str, failure: UpstreamFailure) -> None:
+        logger.warning(
+            "%s: marking the session of %s invalid and waiting for a new login",
+            failure.message,
+            user,
+        )
+        self._rejected_token = token
+        try:
+            await guarded(self._sessions.mark_invalid(user, rejected_token=token))
+        except REDIS_ERRORS as error:
+            self._link.failed(error)
+
+    async def _authorize(self, token: str) -> str:
+        try:
+            url = await self._upstox.authorize_feed(token)
+        except UpstoxError as error:
+            outcome = "auth" if isinstance(error, UpstoxAuthError) else "error"
+            self._metrics.authorize_calls.labels(outcome=outcome).inc()
+            raise
+        self._metrics.authorize_calls.labels(outcome="ok").inc()
+        return url
+
+    async def _connection(self, url: str, user: str) -> ConnectionClosed:
+        """Connect and serve until the connection closes; how it closed, when it did cleanly
+        (a failure raises)."""
+        async with self._connect(url) as ws:
+            self._opened_at = time.monotonic()
+            await self._serve(ws, user)
+        return ws.protocol.close_exc
+
+    def _connect(self, url: str) -> ws_connect:
+        s = self._settings
+        # No `ssl` argument: wss:// URLs get the default context, certificates verified.
+        return ws_connect(
+            url,
+            ping_interval=s.ingestor_ping_interval,
+            ping_timeout=s.ingestor_ping_timeout,
+            open_timeout=s.ingestor_open_timeout,
+            close_timeout=2,
+            max_size=s.ingestor_max_frame_bytes,
+            max_queue=64,
+            compression=None,  # like Upstox's SDK: frames are protobuf, deflate would cost CPU
+            user_agent_header="tickstream-ingestor",
+            logger=_ws_logger,
+        )
+
+    async def _serve(self, ws: ClientConnection, user: str) -> None:
+        epoch = self._processor.new_epoch()
+        self._user = user
+        self._rejected_token = None
+        self._metrics.connections.inc()
+        if self._ever_connected:
+            self._metrics.reconnects.inc()
+        self._ever_connected = True
+        self._set_subscribed({})
+        self._ws = ws
+        self._metrics.upstream_connected.set(1)
+        self._reporter.set_state("connected")
+        logger.info("connected to the feed as %s (epoch %s)", user, epoch)
+        try:
+            await self._send_requests()
+            await self._read(ws)
+        finally:
+            self._ws = None
+            self._metrics.upstream_connected.set(0)
+            self._set_subscribed({})
+
+    async def _read(self, ws: ClientConnection) -> None:
+        process_parts = self._processor.process_parts
+        submit = self._publisher.submit
+        publisher = self._publisher
+        frames = self._metrics.frames
+        feeds = self._metrics.feeds
+        clock = time.monotonic
+        async for message in ws:
+            received = clock()
+            try:
+                if isinstance(message, str):
+                    raise RenderError("a text frame (the feed sends binary protobuf)")
+                for result in process_parts(message, PART_FEEDS):
+                    result.received = received
+                    if result.feeds:
+                        feeds.inc(result.feeds)
+                    submit(result)
+                    if result.more or publisher.backlog >= _YIELD_BACKLOG:
+                        # Let the publisher send this much while the rest is rendered.
+                        await asyncio.sleep(0)
+            except Exception as error:  # a bad frame must never end the session
+                self._malformed(error)
+                continue
+            frames.inc()
+            if self._malformed_burst:
+                logger.warning("%d malformed frames skipped in that burst", self._malformed_burst)
+                self._malformed_burst = 0
+
+    def _malformed(self, error: Exception) -> None:
+        self._metrics.decode_errors.inc()
+        if self._malformed_burst == 0:
+            if isinstance(error, RenderError):
+                logger.warning("skipping a malformed frame from the feed: %s", error)
+            else:
+                logger.error("skipping a frame that could not be processed", exc_info=error)
+        self._malformed_burst += 1
+
+    # ---- subscriptions -----------------------------------------------------------------------
+
+    async def _send_requests(self) -> None:
+        async with self._send_lock:
+            ws = self._ws
+            if ws is None:
+                return
+            target = self._wanted
+            requests = diff_requests(self._subscribed, target, self._settings.ingestor_batch_size)
+            try:
+                for request in requests:
+                    await ws.send(request.encode())  # bytes: a binary frame, as Upstox wants
+            except ConnectionClosed:
+                return  # the reader sees it too; everything is subscribed again on reconnect
+            if requests:
+                logger.info(
+                    "upstream subscriptions: %s (%d requests)",
+                    ", ".join(
+                        f"{mode} {n}" for mode, n in count_modes(target.values()).items() if n
+                    ),
+                    len(requests),
+                )
+            self._set_subscribed(target)
+
+    def _set_subscribed(self, subscribed: Mapping[str, Mode]) -> None:
+        self._subscribed = subscribed
+        for mode, count in count_modes(subscribed.values()).items():
+            self._metrics.subscribed.labels(mode=mode).set(count)
+        self._reporter.changed()
