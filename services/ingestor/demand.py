@@ -1,18 +1,39 @@
-"""Reading the gateways' demand from Redis: every live replica's hash, found with SCAN.
+"""The gateways' demand, from Redis to the upstream session: read, plan, apply, refuse.
 
-A replica's hash has a TTL lease that the replica renews; when a replica dies its hash lapses,
-and the next scan no longer sees it. Events on `DEMAND_EVENTS` only make the scan happen sooner.
+Every live gateway replica keeps a demand hash with a TTL lease that it renews; when a replica
+dies its hash lapses, and the next scan no longer sees it. `read_demand` finds them all with
+SCAN. `DemandSync` runs while the instance is active: it reads the demand when
+`DEMAND_EVENTS` says it changed (and every rescan period, since nothing announces a lapse),
+plans it with the pure planner (`subscriptions`), tells the processor what to render and the
+upstream session what to subscribe, and writes the refusals to `INGESTOR_REFUSED`. It owns the
+plan, the grace period after a Redis recovery and the memory of the refusals written.
+
+It must NOT send anything to the feed itself (the upstream session does), nor touch the lease
+or the status record beyond announcing refusals with it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Mapping
 
 import redis.asyncio as aioredis
 
+from services.ingestor.metrics import IngestorMetrics
+from services.ingestor.processor import TickProcessor
+from services.ingestor.settings import IngestorSettings
+from services.ingestor.status import StatusReporter
+from services.ingestor.subscriptions import ModeLimits, Plan, Refusal, aggregate_demand, plan
+from services.ingestor.upstream import UpstreamSession
 from shared import redis_contract as rc
 from shared.instruments import Mode
+from shared.redis_link import REDIS_ERRORS, RedisLink, guarded
 from shared.resp import as_text
+
+__all__ = ["DemandSync", "read_demand"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,3 +54,98 @@ async def read_demand(client: aioredis.Redis) -> dict[str, dict[str, set[Mode]]]
         replica = rc.replica_of_demand_key(name)
         demand[replica] = {as_text(key): rc.decode_modes(value) for key, value in table.items()}
     return demand
+
+
+class DemandSync:
+    def __init__(
+        self,
+        settings: IngestorSettings,
+        link: RedisLink,
+        processor: TickProcessor,
+        upstream: UpstreamSession,
+        reporter: StatusReporter,
+        metrics: IngestorMetrics,
+    ) -> None:
+        self.plan = Plan()
+        self._settings = settings
+        self._link = link
+        self._processor = processor
+        self._upstream = upstream
+        self._reporter = reporter
+        self._metrics = metrics
+        self._limits = ModeLimits(
+            settings.ingestor_mode_limits, settings.ingestor_combined_mode_limits
+        )
+        self._static = settings.static_demand()
+        self._changed = asyncio.Event()
+        self._grace_until = 0.0
+        self._refusals_written: dict[str, str] | None = None
+
+    def changed(self) -> None:
+        """Demand may have changed: read it now rather than at the next rescan."""
+        self._changed.set()
+
+    def reread(self) -> None:
+        """Read demand now and write the refusals even if unchanged (an instance that just
+        became active, or a Redis that may have lost them)."""
+        self._refusals_written = None
+        self._changed.set()
+
+    def redis_recovered(self) -> None:
+        self._grace_until = time.monotonic() + self._settings.ingestor_demand_grace_seconds
+        self.reread()
+
+    def forget(self) -> None:
+        """No plan any more (the instance became a standby)."""
+        self.plan = Plan()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.ingestor_demand_rescan_seconds):
+                    await self._changed.wait()
+            self._changed.clear()
+            await self._link.wait_up()
+            try:
+                tables = await guarded(read_demand(self._link.client))
+            except REDIS_ERRORS as error:
+                self._link.failed(error)
+                continue
+            await self._replan(tables)
+
+    async def _replan(self, tables: Mapping[str, Mapping[str, set[Mode]]]) -> None:
+        demand = aggregate_demand([self._static, *tables.values()])
+        subscribed = self._upstream.subscribed
+        if time.monotonic() < self._grace_until:
+            # Redis came back empty-handed moments ago: gateways are still rewriting their
+            # demand, so keep what is subscribed rather than drop it and subscribe it again.
+            for key, mode in subscribed.items():
+                demand.setdefault(key, set(self.plan.render.get(key, {mode})))
+        current = subscribed or self.plan.upstream
+        new = plan(demand, self._limits, current=current, priority=self._static)
+        self.plan = new
+        self._processor.set_render(new.render)
+        await self._upstream.subscribe(new.upstream)
+        await self._write_refusals(new.refused)
+        self._metrics.refused.set(len(new.refused))
+
+    async def _write_refusals(self, refused: Mapping[str, Refusal]) -> None:
+        values = {key: rc.encode_refusal(r.modes, r.reason) for key, r in refused.items()}
+        if values == self._refusals_written:
+            return
+        if values and len(values) != len(self._refusals_written or {}):
+            logger.warning("%d demanded keys refused (over Upstox's per-mode limits)", len(values))
+        try:
+            await guarded(self._replace_refusals(values, self._reporter.current()))
+        except REDIS_ERRORS as error:
+            self._link.failed(error)
+            return
+        self._refusals_written = values
+
+    async def _replace_refusals(self, values: dict[str, str], status: rc.IngestorStatus) -> None:
+        async with self._link.client.pipeline(transaction=True) as pipe:
+            pipe.delete(rc.INGESTOR_REFUSED)
+            if values:
+                pipe.hset(rc.INGESTOR_REFUSED, mapping=values)  # type: ignore[arg-type]
+            pipe.publish(rc.INGESTOR_EVENTS, status.model_dump_json())
+            await pipe.execute()

@@ -24,20 +24,14 @@ from collections.abc import Mapping
 
 from redis.exceptions import RedisError
 
-from services.ingestor.demand import read_demand
+from services.ingestor.demand import DemandSync
 from services.ingestor.lease import Lease
 from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.processor import TickProcessor
 from services.ingestor.publisher import Publisher
 from services.ingestor.settings import IngestorSettings
 from services.ingestor.status import StatusReporter
-from services.ingestor.subscriptions import (
-    ModeLimits,
-    Plan,
-    Refusal,
-    aggregate_demand,
-    plan,
-)
+from services.ingestor.subscriptions import Plan
 from services.ingestor.upstream import UpstreamSession
 from shared import redis_contract as rc
 from shared.instruments import Mode
@@ -61,11 +55,6 @@ class Ingestor:
         self.metrics = metrics or IngestorMetrics()
         self.processor = TickProcessor()
         self.active = False
-        self.plan = Plan()
-        self._limits = ModeLimits(
-            settings.ingestor_mode_limits, settings.ingestor_combined_mode_limits
-        )
-        self._static = settings.static_demand()
         self._ttl_ms = settings.ingestor_lease_ttl_ms
         self._redis = connect_redis(settings.redis_url)
         self._link = RedisLink(self._redis, settings.backoff())
@@ -85,14 +74,14 @@ class Ingestor:
         self.upstream = UpstreamSession(
             settings, self._link, self.processor, self._publisher, self._reporter, self.metrics
         )
+        self.demand = DemandSync(
+            settings, self._link, self.processor, self.upstream, self._reporter, self.metrics
+        )
         self._link.on_recover.append(self._publisher.republish_all)
         self._link.on_recover.append(self._redis_recovered)
         self._main_task: asyncio.Task[None] | None = None
         self._active_task: asyncio.Task[None] | None = None
-        self._demand_changed = asyncio.Event()
         self._standby_grace_until = 0.0
-        self._demand_grace_until = 0.0
-        self._refusals_written: dict[str, str] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -146,6 +135,10 @@ class Ingestor:
         return self.processor.epoch
 
     @property
+    def plan(self) -> Plan:
+        return self.demand.plan
+
+    @property
     def subscribed(self) -> Mapping[str, Mode]:
         """What is subscribed upstream right now (empty while disconnected)."""
         return self.upstream.subscribed
@@ -193,9 +186,8 @@ class Ingestor:
     def _activate(self) -> None:
         self.active = True
         self.metrics.active.set(1)
-        self._demand_changed.set()
+        self.demand.reread()
         self._reporter.changed()
-        self._refusals_written = None
         self._active_task = asyncio.create_task(self._run_active(), name="ingestor active")
 
     async def _deactivate(self) -> None:
@@ -208,7 +200,7 @@ class Ingestor:
     def _set_inactive(self) -> None:
         self.active = False
         self.metrics.active.set(0)
-        self.plan = Plan()
+        self.demand.forget()
         self.processor.forget()
         self.upstream.forget()
 
@@ -222,7 +214,7 @@ class Ingestor:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._publisher.run())
                 group.create_task(self._events_loop())
-                group.create_task(self._demand_loop())
+                group.create_task(self.demand.run())
                 group.create_task(self.upstream.run())
                 group.create_task(self._reporter.run())
         except* Exception:
@@ -233,9 +225,7 @@ class Ingestor:
     # ---- Redis events ------------------------------------------------------------------------
 
     def _redis_recovered(self) -> None:
-        self._demand_grace_until = time.monotonic() + self.settings.ingestor_demand_grace_seconds
-        self._refusals_written = None
-        self._demand_changed.set()
+        self.demand.redis_recovered()
         self.upstream.recheck_token()
         self._reporter.changed()
 
@@ -246,7 +236,7 @@ class Ingestor:
             try:
                 await guarded(pubsub.subscribe(rc.DEMAND_EVENTS, rc.TOKEN_EVENTS))
                 # Events may have been missed while we were not listening: look again.
-                self._demand_changed.set()
+                self.demand.changed()
                 self.upstream.recheck_token()
                 while True:
                     message = await guarded(pubsub.get_message(timeout=5.0))
@@ -256,7 +246,7 @@ class Ingestor:
                     if isinstance(channel, bytes):
                         channel = channel.decode()
                     if channel == rc.DEMAND_EVENTS:
-                        self._demand_changed.set()
+                        self.demand.changed()
                     elif channel == rc.TOKEN_EVENTS:
                         self.upstream.token_event(message["data"])
             except (RedisError, OSError) as error:
@@ -264,59 +254,6 @@ class Ingestor:
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await guarded(pubsub.aclose())  # type: ignore[no-untyped-call]
-
-    # ---- demand ------------------------------------------------------------------------------
-
-    async def _demand_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.ingestor_demand_rescan_seconds):
-                    await self._demand_changed.wait()
-            self._demand_changed.clear()
-            await self._link.wait_up()
-            try:
-                tables = await guarded(read_demand(self._redis))
-            except (RedisError, OSError) as error:
-                self._link.failed(error)
-                continue
-            await self._replan(tables)
-
-    async def _replan(self, tables: Mapping[str, Mapping[str, set[Mode]]]) -> None:
-        demand = aggregate_demand([self._static, *tables.values()])
-        if time.monotonic() < self._demand_grace_until:
-            # Redis came back empty-handed moments ago: gateways are still rewriting their
-            # demand, so keep what is subscribed rather than drop it and subscribe it again.
-            for key, mode in self.upstream.subscribed.items():
-                demand.setdefault(key, set(self.plan.render.get(key, {mode})))
-        current = self.upstream.subscribed or self.plan.upstream
-        new = plan(demand, self._limits, current=current, priority=self._static)
-        self.plan = new
-        self.processor.set_render(new.render)
-        await self.upstream.subscribe(new.upstream)
-        await self._write_refusals(new.refused)
-        self.metrics.refused.set(len(new.refused))
-
-    async def _write_refusals(self, refused: Mapping[str, Refusal]) -> None:
-        values = {key: rc.encode_refusal(r.modes, r.reason) for key, r in refused.items()}
-        if values == self._refusals_written:
-            return
-        if values and len(values) != len(self._refusals_written or {}):
-            logger.warning("%d demanded keys refused (over Upstox's per-mode limits)", len(values))
-        status = self._reporter.current()
-        try:
-            await guarded(self._replace_refusals(values, status))
-        except (RedisError, OSError) as error:
-            self._link.failed(error)
-            return
-        self._refusals_written = values
-
-    async def _replace_refusals(self, values: dict[str, str], status: rc.IngestorStatus) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(rc.INGESTOR_REFUSED)
-            if values:
-                pipe.hset(rc.INGESTOR_REFUSED, mapping=values)  # type: ignore[arg-type]
-            pipe.publish(rc.INGESTOR_EVENTS, status.model_dump_json())
-            await pipe.execute()
 
 
 async def _cancel(*tasks: asyncio.Task[None]) -> None:
@@ -330,7 +267,3 @@ async def _cancel(*tasks: asyncio.Task[None]) -> None:
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved, so asyncio does not log it as never retrieved
-
-
-def _describe(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{mode} {n}" for mode, n in counts.items() if n)
