@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
@@ -376,6 +376,25 @@ async def test_no_replica_reachable_refuses_the_handshake() -> None:
     assert refused.value.response.status_code == 502
 
 
+@contextlib.asynccontextmanager
+async def front_before(
+    handler: Callable[[ServerConnection], Awaitable[None]], *, max_size: int | None = None
+) -> AsyncIterator[RunningServer]:
+    """The front before one gateway that is a plain `websockets` server running `handler`."""
+    async with serve(handler, "127.0.0.1", 0, max_size=max_size) as gateway:
+        port = next(iter(gateway.sockets)).getsockname()[1]
+        app = create_front_app([f"http://127.0.0.1:{port}"], dead_url(), None)
+        async with running_server(app) as front:
+            yield front
+
+
+async def closed_by_the_gateway(ws: ClientConnection) -> tuple[int | None, str | None]:
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), WAIT)
+    return ws.close_code, ws.close_reason
+
+
 async def test_a_vanished_gateway_closes_the_client_with_1012() -> None:
     """A gateway killed mid-connection (no close frame) tells the client to reconnect."""
 
@@ -384,12 +403,54 @@ async def test_a_vanished_gateway_closes_the_client_with_1012() -> None:
         await connection.recv()
         connection.transport.abort()  # as SIGKILL would: no close frame
 
-    async with serve(vanish, "127.0.0.1", 0) as gateway:
-        port = gateway.sockets[0].getsockname()[1] if gateway.sockets else 0
-        app = create_front_app([f"http://127.0.0.1:{port}"], dead_url(), None)
-        async with running_server(app) as front, connect(front.ws_url + "/ws", proxy=None) as ws:
-            assert await asyncio.wait_for(ws.recv(), WAIT) == "hello"
-            await ws.send("now")
-            with pytest.raises(ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), WAIT)
-            assert ws.close_code == 1012
+    async with front_before(vanish) as front, connect(front.ws_url + "/ws", proxy=None) as ws:
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "hello"
+        await ws.send("now")
+        assert (await closed_by_the_gateway(ws))[0] == 1012
+
+
+async def test_the_gateways_oversize_close_reaches_the_client_as_sent() -> None:
+    """The gateway's own frame limit (smaller than the front's) fails the connection with 1009;
+    the client gets that code and the gateway's reason, not the front's 1012."""
+    sent: list[tuple[int, str]] = []
+
+    async def limited(connection: ServerConnection) -> None:
+        await connection.send("hello")
+        with contextlib.suppress(ConnectionClosed):
+            await connection.recv()
+        await connection.wait_closed()
+        close = connection.protocol.close_sent
+        if close is not None:
+            sent.append((close.code, close.reason))
+
+    async with (
+        front_before(limited, max_size=1024) as front,
+        connect(front.ws_url + "/ws", proxy=None) as ws,
+    ):
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "hello"
+        await ws.send("x" * 4096)
+        closed = await closed_by_the_gateway(ws)
+    assert len(sent) == 1 and sent[0][0] == 1009 and "1024" in sent[0][1]
+    assert closed == sent[0]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (1009, "frame over GATEWAY_MAX_MESSAGE_BYTES"),
+        (1008, "origin not allowed"),
+        (1013, "try again later"),
+        (4000, "slow consumer"),
+        (4999, ""),
+    ],
+)
+async def test_a_gateway_close_reaches_the_client_with_its_code_and_reason(
+    code: int, reason: str
+) -> None:
+    async def closing(connection: ServerConnection) -> None:
+        await connection.recv()
+        await connection.close(code, reason)
+
+    async with front_before(closing) as front, connect(front.ws_url + "/ws", proxy=None) as ws:
+        await ws.send("close now")
+        assert await closed_by_the_gateway(ws) == (code, reason)
