@@ -30,24 +30,22 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from services.gateway import commands
+from services.gateway.commands import Decision
+from services.gateway.errors import PubSubClosed, RedisLost
 from services.gateway.fanout import Channel, FanOut, Sink, Subscriber
 from services.gateway.protocol import (
     Command,
     ErrorCode,
     FeedItem,
-    Ping,
     ProtocolError,
-    RequestId,
     Snapshot,
     Subscribe,
     Unsubscribe,
-    ack_frame,
-    bad_key_error,
-    error_frame,
     pong_frame,
     status_frame,
 )
-from services.gateway.pubsub import PubSubClosed, PubSubLink
+from services.gateway.pubsub import PubSubLink
 from services.gateway.settings import GatewaySettings
 from services.gateway.timing import FLUSH_BUCKETS, LAG_BUCKETS, Buckets, tick_ts_ms
 from services.gateway.wsframe import text_frame
@@ -64,10 +62,6 @@ OVERDUE = 0.025  # a flush this late (s) means overload: conflate instead of flu
 LAG_SAMPLE_EVERY = 16  # tick messages per lag sample
 REDIS_POOL_SIZE = 16  # command connections (snapshots, demand, status); pub/sub has its own
 UNKNOWN = "unknown"
-
-
-class RedisLost(Exception):
-    """The pub/sub connection failed or a barrier could not be confirmed."""
 
 
 @dataclass(slots=True)
@@ -214,90 +208,32 @@ class Hub:
     async def handle(self, sub: Subscriber, command: Command) -> None:
         """Carry out one client request (a client's requests run one at a time, in order)."""
         if isinstance(command, Subscribe):
-            await self._subscribe(sub, command)
+            limit = self.settings.gateway_max_keys_per_client
+            decision = commands.subscribe(self.fanout, sub, command, limit)
         elif isinstance(command, Unsubscribe):
-            self._unsubscribe(sub, command)
+            decision = commands.unsubscribe(self.fanout, sub, command)
         elif isinstance(command, Snapshot):
-            await self._snapshot_request(sub, command)
-        elif isinstance(command, Ping):
+            decision = commands.snapshot(sub, command)
+        else:
             self.send(sub, pong_frame(command.request_id))
-
-    async def _subscribe(self, sub: Subscriber, command: Subscribe) -> None:
-        if command.bad_keys:
-            self.send_error(sub, bad_key_error(command.bad_keys, command.request_id))
-        keys = command.keys
-        if not keys:
             return
-        limit = self.settings.gateway_max_keys_per_client
-        new = sum(1 for key in keys if key not in sub.subs)
-        if len(sub.subs) + new > limit:
-            self.send_error(
-                sub,
-                ProtocolError(
-                    "too_many_keys",
-                    f"a client may hold at most {limit} keys; it holds {len(sub.subs)} and "
-                    f"this request adds {new}",
-                    request_id=command.request_id,
-                    keys=keys,
-                ),
-            )
+        self._apply(sub, decision)
+        if decision.snapshot is None:
             return
-        channels: list[Channel] = []
-        closed: list[Channel] = []
-        opened: list[Channel] = []
-        for key in keys:
-            join = self.fanout.join(sub, command.mode, key)
-            channels.append(join.channel)
-            if join.opened:
-                opened.append(join.channel)
-            if join.closed is not None:
-                closed.append(join.closed)
-        self._channels_closed(closed)
-        self._channels_opened(opened)
-        self.send(sub, ack_frame("subscribe", command.request_id, keys, command.mode))
-        await self._send_snapshot(sub, channels)
-        self._report_refused(sub, channels, command.request_id)
+        await self._send_snapshot(sub, decision.snapshot)
+        if isinstance(command, Subscribe):
+            # After the snapshot: the refusals known by then are the ones reported.
+            refused = commands.refusals(decision.snapshot, self.refused, command.request_id)
+            self._apply(sub, refused)
 
-    def _unsubscribe(self, sub: Subscriber, command: Unsubscribe) -> None:
-        if command.bad_keys:
-            self.send_error(sub, bad_key_error(command.bad_keys, command.request_id))
-        removed: list[str] = []
-        missing: list[str] = []
-        closed: list[Channel] = []
-        for key in command.keys:
-            held, channel = self.fanout.part(sub, key)
-            (removed if held else missing).append(key)
-            if channel is not None:
-                closed.append(channel)
-        self._channels_closed(closed)
-        if missing:
-            self.send_error(sub, _not_subscribed(missing, command.request_id))
-        if removed or not missing:
-            self.send(sub, ack_frame("unsubscribe", command.request_id, removed))
-
-    async def _snapshot_request(self, sub: Subscriber, command: Snapshot) -> None:
-        if command.bad_keys:
-            self.send_error(sub, bad_key_error(command.bad_keys, command.request_id))
-        keys = list(sub.subs) if command.keys is None else list(command.keys)
-        held = [key for key in keys if key in sub.subs]
-        missing = [key for key in keys if key not in sub.subs]
-        if missing:
-            self.send_error(sub, _not_subscribed(missing, command.request_id))
-        if held or command.keys is None:
-            self.send(sub, ack_frame("snapshot", command.request_id, held))
-            await self._send_snapshot(sub, [sub.subs[key] for key in held])
-
-    def _report_refused(
-        self, sub: Subscriber, channels: Iterable[Channel], request_id: RequestId
-    ) -> None:
-        refused = [
-            channel.key
-            for channel in channels
-            if channel.key in self.refused and channel.mode in self.refused[channel.key][0]
-        ]
-        if refused:
-            reasons = sorted({self.refused[key][1] for key in refused})
-            self.send_error(sub, _refused_error(refused, reasons, request_id))
+    def _apply(self, sub: Subscriber, decision: Decision) -> None:
+        """Carry out a decision's channel changes and send its frames (not its snapshot)."""
+        self._channels_closed(list(decision.closed))
+        self._channels_opened(list(decision.opened))
+        for code in decision.errors:
+            self.count_error(code)
+        for frame in decision.frames:
+            self.send(sub, frame)
 
     # ---- snapshots -------------------------------------------------------------------------
 
@@ -641,7 +577,7 @@ class Hub:
         for sub in self.clients:
             channels = [sub.subs[key] for key in news if key in sub.subs]
             if channels:
-                self._report_refused(sub, channels, None)
+                self._apply(sub, commands.refusals(channels, self.refused, None))
 
     # ---- introspection ---------------------------------------------------------------------
 
@@ -681,20 +617,4 @@ _MARKET_INFO_EVENTS = rc.MARKET_INFO_EVENTS.encode()
 _INGESTOR_EVENTS = rc.INGESTOR_EVENTS.encode()
 
 
-def _not_subscribed(keys: Sequence[str], request_id: RequestId) -> ProtocolError:
-    return ProtocolError(
-        "not_subscribed", "not subscribed to these keys", request_id=request_id, keys=keys
-    )
-
-
-def _refused_error(keys: Sequence[str], reasons: list[str], request_id: RequestId) -> ProtocolError:
-    detail = "; ".join(reason for reason in reasons if reason) or "over Upstox's limits"
-    return ProtocolError(
-        "refused_by_upstream",
-        f"Upstox will not stream these keys in this mode ({detail})",
-        request_id=request_id,
-        keys=keys,
-    )
-
-
-__all__ = ["Hub", "HubStats", "RedisLost", "error_frame"]
+__all__ = ["Hub", "HubStats"]

@@ -14,6 +14,7 @@ from typing import Any, Final, Literal, get_args
 
 import orjson
 
+from services.gateway.errors import GatewayError
 from shared.instruments import Mode, is_instrument_key
 
 ErrorCode = Literal[
@@ -42,7 +43,7 @@ MAX_ID_LENGTH: Final = 128
 MAX_ECHOED_KEY_LENGTH: Final = 100
 
 
-class ProtocolError(Exception):
+class ProtocolError(GatewayError):
     """A client request refused as a whole (or in part: `keys` names the refused keys)."""
 
     def __init__(

@@ -19,11 +19,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
+from services.gateway.errors import PubSubClosed
 from shared.resp import ErrorReply, Reply, RespError, encode_command, parse_replies
-
-
-class PubSubClosed(ConnectionError):
-    """The pub/sub connection is gone."""
 
 
 @dataclass(frozen=True, slots=True)

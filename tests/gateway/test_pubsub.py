@@ -7,7 +7,8 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from services.gateway.pubsub import PubSubClosed, PubSubLink, RedisAddress
+from services.gateway.errors import PubSubClosed
+from services.gateway.pubsub import PubSubLink, RedisAddress
 from shared.resp import ErrorReply, RespError, encode_command, parse_replies
 from tests.gateway.conftest import eventually
 

@@ -1,0 +1,165 @@
+"""The rules of the client commands as pure functions: a request and the fan-out in, a `Decision`
+out.
+
+Owns what a request comes to: the per-client key limit, requests with some malformed keys (an
+error for those, then the ack for the rest), unsubscribing keys not held, a snapshot of every
+held key, and how a refusal by the ingestor is reported. Subscribe and unsubscribe change the
+`FanOut` (joining and leaving channels); nothing here sends, touches Redis or counts: the hub
+applies the decision, in the order `Decision` documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from services.gateway.fanout import Channel, FanOut, Subscriber
+from services.gateway.protocol import (
+    ErrorCode,
+    ProtocolError,
+    RequestId,
+    Snapshot,
+    Subscribe,
+    Unsubscribe,
+    ack_frame,
+    bad_key_error,
+)
+from shared.instruments import Mode
+
+__all__ = ["NOTHING", "Decision", "Refusals", "refusals", "snapshot", "subscribe", "unsubscribe"]
+
+Refusals = Mapping[str, tuple[set[Mode], str]]
+"""Keys the ingestor will not stream: key -> (refused modes, reason)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one request comes to, carried out in this order: leave `closed` and open `opened`
+    (pub/sub and demand), send `frames` (error frames first, then the ack), then send the
+    snapshot of `snapshot`: an `initial_feed` even when it is empty; None sends none."""
+
+    frames: tuple[bytes, ...] = ()
+    errors: tuple[ErrorCode, ...] = ()  # the codes of the error frames among `frames`
+    opened: tuple[Channel, ...] = ()
+    closed: tuple[Channel, ...] = ()
+    snapshot: tuple[Channel, ...] | None = None
+
+
+NOTHING: Final = Decision()
+
+
+def subscribe(fanout: FanOut, sub: Subscriber, command: Subscribe, max_keys: int) -> Decision:
+    """Join the good keys in the command's mode (a key held in another mode switches), unless
+    that would take the client over `max_keys`: then the whole request is refused. A key
+    subscribed again, or switching mode, is not a new key."""
+    errors = _bad_keys(command)
+    keys = command.keys
+    if not keys:
+        return _decision(errors)
+    new = sum(1 for key in keys if key not in sub.subs)
+    if len(sub.subs) + new > max_keys:
+        message = (
+            f"a client may hold at most {max_keys} keys; it holds {len(sub.subs)} and "
+            f"this request adds {new}"
+        )
+        errors.append(
+            ProtocolError("too_many_keys", message, request_id=command.request_id, keys=keys)
+        )
+        return _decision(errors)
+    channels: list[Channel] = []
+    opened: list[Channel] = []
+    closed: list[Channel] = []
+    for key in keys:
+        join = fanout.join(sub, command.mode, key)
+        channels.append(join.channel)
+        if join.opened:
+            opened.append(join.channel)
+        if join.closed is not None:
+            closed.append(join.closed)
+    ack = ack_frame("subscribe", command.request_id, keys, command.mode)
+    return _decision(errors, ack, opened=opened, closed=closed, snapshot=channels)
+
+
+def unsubscribe(fanout: FanOut, sub: Subscriber, command: Unsubscribe) -> Decision:
+    """Leave the keys held; keys not held get a `not_subscribed` error. The ack names the keys
+    left, and is sent unless every key named was one not held."""
+    errors = _bad_keys(command)
+    removed: list[str] = []
+    missing: list[str] = []
+    closed: list[Channel] = []
+    for key in command.keys:
+        held, channel = fanout.part(sub, key)
+        (removed if held else missing).append(key)
+        if channel is not None:
+            closed.append(channel)
+    if missing:
+        errors.append(_not_subscribed(missing, command.request_id))
+    ack = ack_frame("unsubscribe", command.request_id, removed) if removed or not missing else None
+    return _decision(errors, ack, closed=closed)
+
+
+def snapshot(sub: Subscriber, command: Snapshot) -> Decision:
+    """A fresh snapshot of the keys named (no keys: every key held, possibly none); keys not
+    held get a `not_subscribed` error."""
+    errors = _bad_keys(command)
+    keys = list(sub.subs) if command.keys is None else list(command.keys)
+    held = [key for key in keys if key in sub.subs]
+    missing = [key for key in keys if key not in sub.subs]
+    if missing:
+        errors.append(_not_subscribed(missing, command.request_id))
+    if not held and command.keys is not None:
+        return _decision(errors)
+    ack = ack_frame("snapshot", command.request_id, held)
+    return _decision(errors, ack, snapshot=[sub.subs[key] for key in held])
+
+
+def refusals(channels: Iterable[Channel], refused: Refusals, request_id: RequestId) -> Decision:
+    """One `refused_by_upstream` error naming the channels whose key the ingestor refuses in
+    their mode, with its reasons; NOTHING when it refuses none of them."""
+    keys = [
+        channel.key
+        for channel in channels
+        if channel.key in refused and channel.mode in refused[channel.key][0]
+    ]
+    if not keys:
+        return NOTHING
+    reasons = sorted({refused[key][1] for key in keys})
+    detail = "; ".join(reason for reason in reasons if reason) or "over Upstox's limits"
+    message = f"Upstox will not stream these keys in this mode ({detail})"
+    return _decision(
+        [ProtocolError("refused_by_upstream", message, request_id=request_id, keys=keys)]
+    )
+
+
+def _bad_keys(command: Subscribe | Unsubscribe | Snapshot) -> list[ProtocolError]:
+    """The error for the malformed keys of a request that goes ahead for the others."""
+    if not command.bad_keys:
+        return []
+    return [bad_key_error(command.bad_keys, command.request_id)]
+
+
+def _not_subscribed(keys: Sequence[str], request_id: RequestId) -> ProtocolError:
+    return ProtocolError(
+        "not_subscribed", "not subscribed to these keys", request_id=request_id, keys=keys
+    )
+
+
+def _decision(
+    errors: Sequence[ProtocolError],
+    ack: bytes | None = None,
+    *,
+    opened: Sequence[Channel] = (),
+    closed: Sequence[Channel] = (),
+    snapshot: Sequence[Channel] | None = None,
+) -> Decision:
+    frames = [error.frame() for error in errors]
+    if ack is not None:
+        frames.append(ack)
+    return Decision(
+        frames=tuple(frames),
+        errors=tuple(error.code for error in errors),
+        opened=tuple(opened),
+        closed=tuple(closed),
+        snapshot=None if snapshot is None else tuple(snapshot),
+    )
