@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.simulator.clock import now_ms
-from services.simulator.errors import ADMIN_FORBIDDEN, INVALID_INPUT, UpstoxError
+from services.simulator.errors import ADMIN_FORBIDDEN, INVALID_INPUT, EnvelopeError
 from services.simulator.state import state_of
 
 # never sent in a close frame (RFC 6455 section 7.4.1), or not allowed for servers
@@ -31,7 +31,7 @@ def require_admin(request: Request) -> None:
     configured = state_of(request).settings.simulator_admin_key
     given = request.headers.get("x-admin-key", "")
     if configured is None or not secrets.compare_digest(given, configured.get_secret_value()):
-        raise UpstoxError(403, ADMIN_FORBIDDEN, "admin API disabled or wrong X-Admin-Key")
+        raise EnvelopeError(403, ADMIN_FORBIDDEN, "admin API disabled or wrong X-Admin-Key")
 
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
@@ -46,7 +46,7 @@ async def drop_connections(
     request: Request, code: Annotated[int, Query(ge=1000, le=4999)] = 1011
 ) -> JSONResponse:
     if code in RESERVED_CLOSE_CODES:
-        raise UpstoxError(400, INVALID_INPUT, "close code reserved by RFC 6455")
+        raise EnvelopeError(400, INVALID_INPUT, "close code reserved by RFC 6455")
     return done(dropped=state_of(request).hub.drop_all(code, "dropped by admin"))
 
 

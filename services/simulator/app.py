@@ -17,7 +17,7 @@ from services.simulator.errors import (
     INTERNAL,
     INVALID_INPUT,
     NOT_SUPPORTED,
-    UpstoxError,
+    EnvelopeError,
     error_response,
 )
 from services.simulator.settings import SimulatorSettings
@@ -59,8 +59,8 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.exception_handler(UpstoxError)
-    async def upstox_error(request: Request, error: UpstoxError) -> JSONResponse:
+    @app.exception_handler(EnvelopeError)
+    async def envelope_error(request: Request, error: EnvelopeError) -> JSONResponse:
         return error_response(error.status, error.code, error.message)
 
     @app.exception_handler(RequestValidationError)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from services.simulator.clock import MS_PER_MINUTE, ist_date, ist_ms
-from services.simulator.errors import INVALID_DATE_RANGE, INVALID_INPUT, UpstoxError
+from services.simulator.errors import INVALID_DATE_RANGE, INVALID_INPUT, EnvelopeError
 from services.simulator.market import Candle, MarketModel
 from services.simulator.universe import Instrument
 from shared.ist import IST
@@ -39,9 +39,9 @@ class CandleQuery:
 def parse_query(unit: str, interval: str, intraday: bool = False) -> CandleQuery:
     allowed = INTRADAY_UNITS if intraday else UNITS
     if unit not in allowed:
-        raise UpstoxError(400, INVALID_INPUT, f"Invalid unit: use one of {', '.join(allowed)}")
+        raise EnvelopeError(400, INVALID_INPUT, f"Invalid unit: use one of {', '.join(allowed)}")
     if not interval.isdigit() or not 1 <= int(interval) <= MAX_INTERVAL[unit]:
-        raise UpstoxError(
+        raise EnvelopeError(
             400, INVALID_INPUT, f"Invalid interval for {unit}: 1 to {MAX_INTERVAL[unit]}"
         )
     return CandleQuery(unit, int(interval))  # type: ignore[arg-type]
@@ -55,7 +55,7 @@ def parse_date(text: str) -> dt.date:
 
 
 def _bad_date(text: str) -> dt.date:
-    raise UpstoxError(400, INVALID_INPUT, "Invalid date: use YYYY-MM-DD")
+    raise EnvelopeError(400, INVALID_INPUT, "Invalid date: use YYYY-MM-DD")
 
 
 def _months_before(day: dt.date, months: int) -> dt.date:
@@ -86,9 +86,9 @@ def check_range(query: CandleQuery, to_date: dt.date, from_date: dt.date | None)
     if from_date is None:
         return earliest or DAILY_FROM
     if from_date > to_date:
-        raise UpstoxError(400, INVALID_DATE_RANGE, "Invalid date range: from_date after to_date")
+        raise EnvelopeError(400, INVALID_DATE_RANGE, "Invalid date range: from_date after to_date")
     if earliest is not None and from_date < earliest:
-        raise UpstoxError(
+        raise EnvelopeError(
             400, INVALID_DATE_RANGE, "Invalid date range: over the limit for this unit and interval"
         )
     return from_date

@@ -40,8 +40,9 @@ CONNECTION_LIMIT: Final = "SIM_CONNECTION_LIMIT"
 ADMIN_FORBIDDEN: Final = "SIM_ADMIN_FORBIDDEN"
 
 
-class UpstoxError(Exception):
-    """An error answered in Upstox's envelope."""
+class EnvelopeError(Exception):
+    """Raised by a simulated endpoint: answered with `status` in Upstox's error envelope (not the
+    client's `shared.upstox.errors.UpstoxError`, which is what a caller of Upstox gets)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -72,5 +73,5 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(envelope(code, message), status_code=status)
 
 
-def invalid_token() -> UpstoxError:
-    return UpstoxError(401, INVALID_TOKEN, "Invalid token used to access API")
+def invalid_token() -> EnvelopeError:
+    return EnvelopeError(401, INVALID_TOKEN, "Invalid token used to access API")

@@ -20,7 +20,7 @@ from services.simulator.errors import (
     CONNECTION_LIMIT,
     EXTENDED_TOKEN_NOT_PERMITTED,
     FEED_URL_USED,
-    UpstoxError,
+    EnvelopeError,
     envelope,
     error_response,
     invalid_token,
@@ -83,7 +83,7 @@ def issue_feed_url(connection: HTTPConnection, token: str, record: TokenRecord) 
     """A fresh single-use feed URL (it carries a one-time code: never log it)."""
     sim = state_of(connection)
     if record.extended:
-        raise UpstoxError(
+        raise EnvelopeError(
             401,
             EXTENDED_TOKEN_NOT_PERMITTED,
             "The API you are trying to access is not permitted with an extended_token",
@@ -123,7 +123,7 @@ async def feed_with_bearer(websocket: WebSocket) -> None:
         return
     try:
         url = issue_feed_url(websocket, *found)
-    except UpstoxError as error:
+    except EnvelopeError as error:
         await _deny(websocket, error_response(error.status, error.code, error.message))
         return
     await _deny(websocket, Response(status_code=302, headers={"location": url}))

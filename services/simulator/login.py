@@ -23,7 +23,7 @@ from services.simulator.errors import (
     INVALID_CREDENTIALS,
     INVALID_INPUT,
     TOKEN_CLIENT_MISMATCH,
-    UpstoxError,
+    EnvelopeError,
 )
 from services.simulator.state import require_user, state_of
 
@@ -38,11 +38,11 @@ async def read_form(request: Request) -> dict[str, str]:
     """An `application/x-www-form-urlencoded` body (first value of each field)."""
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
-        raise UpstoxError(400, INVALID_INPUT, "Invalid Input")
+        raise EnvelopeError(400, INVALID_INPUT, "Invalid Input")
     try:
         fields = parse_qs(body.decode(), keep_blank_values=True)
     except (UnicodeDecodeError, ValueError):
-        raise UpstoxError(400, INVALID_INPUT, "Invalid Input") from None
+        raise EnvelopeError(400, INVALID_INPUT, "Invalid Input") from None
     return {name: values[0] for name, values in fields.items()}
 
 
@@ -54,7 +54,7 @@ def _check_client(request: Request, client_id: str | None, redirect_uri: str | N
         or not secrets.compare_digest(client_id, settings.simulator_client_id)
         or redirect_uri not in settings.simulator_redirect_uris
     ):
-        raise UpstoxError(
+        raise EnvelopeError(
             400,
             BAD_CLIENT_OR_REDIRECT,
             "Check your 'client_id' and 'redirect_uri'; one or both are incorrect.",
@@ -98,7 +98,7 @@ async def dialog(
 ) -> HTMLResponse:
     _check_client(request, client_id, redirect_uri)
     if response_type != "code":
-        raise UpstoxError(400, INVALID_INPUT, "response_type must be code")
+        raise EnvelopeError(400, INVALID_INPUT, "response_type must be code")
     assert client_id is not None and redirect_uri is not None
     return HTMLResponse(_page(client_id, redirect_uri, state))
 
@@ -133,22 +133,22 @@ async def token(request: Request) -> JSONResponse:
     )
     sim = state_of(request)
     if not (code and client_id and client_secret and redirect_uri and grant_type):
-        raise UpstoxError(400, INVALID_INPUT, "Invalid Input")
+        raise EnvelopeError(400, INVALID_INPUT, "Invalid Input")
     # the code is spent by this attempt whatever its outcome, as Upstox documents
     grant = sim.auth_codes.take(code, now_ms())
     if grant_type != "authorization_code":
-        raise UpstoxError(400, INVALID_INPUT, "grant_type must be authorization_code")
+        raise EnvelopeError(400, INVALID_INPUT, "grant_type must be authorization_code")
     if client_id != sim.settings.simulator_client_id or (
         grant is not None and (grant.client_id != client_id or grant.redirect_uri != redirect_uri)
     ):
-        raise UpstoxError(
+        raise EnvelopeError(
             400,
             TOKEN_CLIENT_MISMATCH,
             "Check your 'client_id' and 'redirect_uri'; one or both are incorrect.",
         )
     secret = sim.settings.simulator_client_secret.get_secret_value()
     if grant is None or not secrets.compare_digest(client_secret, secret):
-        raise UpstoxError(400, INVALID_CREDENTIALS, "Invalid Credentials")
+        raise EnvelopeError(400, INVALID_CREDENTIALS, "Invalid Credentials")
     access, extended = sim.tokens.issue(grant.user, now_ms())
     user = grant.user
     logger.info("issued an access token to %s", user.user_id)

@@ -20,7 +20,7 @@ from services.simulator.clock import (
     ist_ms,
     now_ms,
 )
-from services.simulator.errors import INVALID_INPUT, INVALID_INSTRUMENT_KEY, UpstoxError
+from services.simulator.errors import INVALID_INPUT, INVALID_INSTRUMENT_KEY, EnvelopeError
 from services.simulator.holidays import CLOSED_ON_TRADING_HOLIDAY, holidays_of_year
 from services.simulator.state import require_user, state_of
 from services.simulator.universe import Instrument
@@ -102,7 +102,7 @@ async def market_status(request: Request, exchange: str, auth: User) -> JSONResp
     name = exchange.upper()
     if name not in EXCHANGE_SEGMENT:
         choices = ", ".join(EXCHANGES)
-        raise UpstoxError(400, INVALID_INPUT, f"Invalid exchange: use one of {choices}")
+        raise EnvelopeError(400, INVALID_INPUT, f"Invalid exchange: use one of {choices}")
     now = now_ms()
     clock = state_of(request).model.clock
     segment = EXCHANGE_SEGMENT[name]
@@ -131,7 +131,7 @@ async def market_status(request: Request, exchange: str, auth: User) -> JSONResp
 def _instrument(request: Request, key: str) -> Instrument:
     instrument = state_of(request).model.instrument(key)
     if instrument is None:
-        raise UpstoxError(400, INVALID_INSTRUMENT_KEY, "Invalid Instrument key")
+        raise EnvelopeError(400, INVALID_INSTRUMENT_KEY, "Invalid Instrument key")
     return instrument
 
 

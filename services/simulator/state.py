@@ -18,7 +18,7 @@ from services.simulator.accounts import (
 from services.simulator.clock import MarketClock, now_ms
 from services.simulator.errors import (
     TOO_MANY_REQUESTS,
-    UpstoxError,
+    EnvelopeError,
     invalid_token,
 )
 from services.simulator.feed import FeedHub
@@ -114,5 +114,5 @@ def require_user(connection: HTTPConnection) -> tuple[str, TokenRecord]:
     if found is None:
         raise invalid_token()
     if not state_of(connection).limiter.allow(found[1].user.user_id, now_ms()):
-        raise UpstoxError(429, TOO_MANY_REQUESTS, "Too Many Request Sent")
+        raise EnvelopeError(429, TOO_MANY_REQUESTS, "Too Many Request Sent")
     return found
