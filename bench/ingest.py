@@ -297,20 +297,17 @@ class ReplayResult:
 
 async def replay_tickstream(redis_url: str, keys: list[str], frames: list[bytes]) -> ReplayResult:
     """The ingestor's own path: processor (decode, render, stamp) and publisher, real Redis."""
-    from services.ingestor.metrics import IngestorMetrics
     from services.ingestor.processor import PART_FEEDS, TickProcessor
     from services.ingestor.publisher import Publisher
     from shared.redis_client import connect_redis
     from shared.redis_link import RedisLink
     from shared.upstox.backoff import Backoff
 
-    metrics = IngestorMetrics()
     link = RedisLink(connect_redis(redis_url), Backoff())
     processor = TickProcessor()
     processor.set_render({key: frozenset({Mode.FULL}) for key in keys})
     publisher = Publisher(
         link,
-        metrics,
         last_value_ttl=7 * 24 * 3600,
         max_pending=1_000_000,
         latest=processor.latest,

@@ -55,6 +55,6 @@ def create_app(settings: IngestorSettings) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return metrics_response(ingestor.metrics.registry)
+        return metrics_response(ingestor.metrics)
 
     return app

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 
 import redis.asyncio as aioredis
 
-from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.processor import TickProcessor
 from services.ingestor.settings import IngestorSettings
 from services.ingestor.status import StatusReporter
@@ -64,15 +63,15 @@ class DemandSync:
         processor: TickProcessor,
         upstream: UpstreamSession,
         reporter: StatusReporter,
-        metrics: IngestorMetrics,
     ) -> None:
         self.plan = Plan()
+        # Kept until the next plan, a standby's included (the metric has always read so).
+        self.refused_keys = 0
         self._settings = settings
         self._link = link
         self._processor = processor
         self._upstream = upstream
         self._reporter = reporter
-        self._metrics = metrics
         self._limits = ModeLimits(
             settings.ingestor_mode_limits, settings.ingestor_combined_mode_limits
         )
@@ -127,7 +126,7 @@ class DemandSync:
         self._processor.set_render(new.render)
         await self._upstream.subscribe(new.upstream)
         await self._write_refusals(new.refused)
-        self._metrics.refused.set(len(new.refused))
+        self.refused_keys = len(new.refused)
 
     async def _write_refusals(self, refused: Mapping[str, Refusal]) -> None:
         values = {key: rc.encode_refusal(r.modes, r.reason) for key, r in refused.items()}

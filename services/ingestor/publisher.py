@@ -14,12 +14,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from redis.exceptions import RedisError
-
-from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.processor import FrameResult, Tick
 from shared import redis_contract as rc
-from shared.redis_link import RedisLink, guarded
+from shared.metrics import Buckets
+from shared.redis_link import REDIS_ERRORS, RedisLink, guarded
 from shared.resp import bulk
 
 logger = logging.getLogger(__name__)
@@ -44,12 +42,15 @@ return #KEYS
 CHUNK = 2000
 _MAX_CACHED_NAMES = 100_000
 
+# Exchange time -> published: sub-millisecond when idle, seconds when Redis or upstream lag.
+# Floats: a bound's `le` label is its str(), and these series have always read le="1.0".
+LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 
 class Publisher:
     def __init__(
         self,
         link: RedisLink,
-        metrics: IngestorMetrics,
         *,
         last_value_ttl: int,
         max_pending: int,
@@ -57,7 +58,6 @@ class Publisher:
         latest_market_info: Callable[[], bytes | None],
     ) -> None:
         self._link = link
-        self._metrics = metrics
         self._ttl = last_value_ttl
         self._max_pending = max_pending
         self._latest = latest
@@ -74,6 +74,10 @@ class Publisher:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.published = 0  # tick payloads Redis acknowledged
+        self.shed = 0  # ticks dropped because Redis was down or too slow
+        self.lag = Buckets(LAG_BUCKETS)  # frame currentTs -> Redis acknowledged
+        self.processing = Buckets(LAG_BUCKETS)  # frame received -> Redis acknowledged
 
     @property
     def backlog(self) -> int:
@@ -111,7 +115,7 @@ class Publisher:
         await self._idle.wait()
 
     def _shed(self, count: int) -> None:
-        self._metrics.shed.inc(count)
+        self.shed += count
         self._pending = []
         self._frames = []
         self._stale = True
@@ -147,15 +151,15 @@ class Publisher:
                 await guarded(self._send_market_info(market_info))
             for start in range(0, len(batch), CHUNK):
                 await guarded(self._send_chunk(batch[start : start + CHUNK]))
-        except (RedisError, OSError) as error:
+        except REDIS_ERRORS as error:
             self._link.failed(error)
             self._stale = True
-            self._metrics.shed.inc(len(batch))
+            self.shed += len(batch)
             return False
-        self._metrics.published.inc(len(batch))
+        self.published += len(batch)
         if frames:
             now_ms, now = time.time() * 1000.0, time.monotonic()
-            lag, processing = self._metrics.lag.observe, self._metrics.processing.observe
+            lag, processing = self.lag.observe, self.processing.observe
             for ts, received in frames:
                 if ts:
                     lag(max(0.0, now_ms - ts) / 1000.0)

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from services.ingestor.demand import DemandSync
 from services.ingestor.lease import Lease
-from services.ingestor.metrics import IngestorMetrics
+from services.ingestor.metrics import IngestorCollector
 from services.ingestor.processor import TickProcessor
 from services.ingestor.publisher import Publisher
 from services.ingestor.settings import IngestorSettings
@@ -35,6 +35,7 @@ from services.ingestor.subscriptions import Plan
 from services.ingestor.upstream import UpstreamSession
 from shared import redis_contract as rc
 from shared.instruments import Mode
+from shared.metrics import registry_for
 from shared.redis_client import connect_redis
 from shared.redis_link import RedisLink, guarded
 
@@ -49,36 +50,32 @@ class Ingestor:
     Several instances may run against one Redis: exactly one (the lease holder) is active.
     """
 
-    def __init__(self, settings: IngestorSettings, metrics: IngestorMetrics | None = None) -> None:
+    def __init__(self, settings: IngestorSettings) -> None:
         self.settings = settings
         self.instance = settings.ingestor_instance_id
-        self.metrics = metrics or IngestorMetrics()
         self.processor = TickProcessor()
         self.active = False
         self._ttl_ms = settings.ingestor_lease_ttl_ms
         self._redis = connect_redis(settings.redis_url)
-        self._link = RedisLink(self._redis, settings.backoff())
-        self.metrics.watch_redis(self._link)
+        self.link = RedisLink(self._redis, settings.backoff())
         self._lease = Lease(self._redis, self.instance, self._ttl_ms)
-        self._publisher = Publisher(
-            self._link,
-            self.metrics,
+        self.publisher = Publisher(
+            self.link,
             last_value_ttl=settings.ingestor_last_value_ttl_seconds,
             max_pending=settings.ingestor_max_pending_ticks,
             latest=self.processor.latest,
             latest_market_info=lambda: self.processor.market_info,
         )
         self._reporter = StatusReporter(
-            self._link, self, self.metrics, instance=self.instance, ttl_ms=self._ttl_ms
+            self.link, self, instance=self.instance, ttl_ms=self._ttl_ms
         )
         self.upstream = UpstreamSession(
-            settings, self._link, self.processor, self._publisher, self._reporter, self.metrics
+            settings, self.link, self.processor, self.publisher, self._reporter
         )
-        self.demand = DemandSync(
-            settings, self._link, self.processor, self.upstream, self._reporter, self.metrics
-        )
-        self._link.on_recover.append(self._publisher.republish_all)
-        self._link.on_recover.append(self._redis_recovered)
+        self.demand = DemandSync(settings, self.link, self.processor, self.upstream, self._reporter)
+        self.metrics = registry_for(IngestorCollector(self))
+        self.link.on_recover.append(self.publisher.republish_all)
+        self.link.on_recover.append(self._redis_recovered)
         self._main_task: asyncio.Task[None] | None = None
         self._active_task: asyncio.Task[None] | None = None
         self._standby_grace_until = 0.0
@@ -128,7 +125,7 @@ class Ingestor:
 
     @property
     def redis_ok(self) -> bool:
-        return self._link.ok
+        return self.link.ok
 
     @property
     def epoch(self) -> str:
@@ -144,7 +141,7 @@ class Ingestor:
         return self.upstream.subscribed
 
     def readiness(self) -> tuple[bool, str]:
-        if not self._link.ok:
+        if not self.link.ok:
             return False, "redis unreachable"
         if not self.active:
             return self.state == "standby", self.state
@@ -156,7 +153,7 @@ class Ingestor:
 
     async def _main(self) -> None:
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._link.run())
+            group.create_task(self.link.run())
             group.create_task(self._lease_loop())
 
     async def _lease_loop(self) -> None:
@@ -168,8 +165,8 @@ class Ingestor:
             except (RedisError, OSError) as error:
                 # The active instance keeps its upstream through an outage; when Redis is back
                 # it renews (or retakes) the lease at once, and standbys give it a TTL to do so.
-                self._link.failed(error)
-                await self._link.wait_up()
+                self.link.failed(error)
+                await self.link.wait_up()
                 self._standby_grace_until = time.monotonic() + self._ttl_ms / 1000
                 continue
             if held and not self.active:
@@ -185,7 +182,6 @@ class Ingestor:
 
     def _activate(self) -> None:
         self.active = True
-        self.metrics.active.set(1)
         self.demand.reread()
         self._reporter.changed()
         self._active_task = asyncio.create_task(self._run_active(), name="ingestor active")
@@ -199,7 +195,6 @@ class Ingestor:
 
     def _set_inactive(self) -> None:
         self.active = False
-        self.metrics.active.set(0)
         self.demand.forget()
         self.processor.forget()
         self.upstream.forget()
@@ -212,7 +207,7 @@ class Ingestor:
     async def _run_active(self) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._publisher.run())
+                group.create_task(self.publisher.run())
                 group.create_task(self._events_loop())
                 group.create_task(self.demand.run())
                 group.create_task(self.upstream.run())
@@ -231,7 +226,7 @@ class Ingestor:
 
     async def _events_loop(self) -> None:
         while True:
-            await self._link.wait_up()
+            await self.link.wait_up()
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await guarded(pubsub.subscribe(rc.DEMAND_EVENTS, rc.TOKEN_EVENTS))
@@ -250,7 +245,7 @@ class Ingestor:
                     elif channel == rc.TOKEN_EVENTS:
                         self.upstream.token_event(message["data"])
             except (RedisError, OSError) as error:
-                self._link.failed(error)
+                self.link.failed(error)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await guarded(pubsub.aclose())  # type: ignore[no-untyped-call]

@@ -21,7 +21,6 @@ from typing import Protocol
 
 import orjson
 
-from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.subscriptions import Plan
 from shared import redis_contract as rc
 from shared.instruments import Mode, count_modes
@@ -50,7 +49,6 @@ class StatusReporter:
         self,
         link: RedisLink,
         source: StatusSource,
-        metrics: IngestorMetrics,
         *,
         instance: str,
         ttl_ms: int,
@@ -58,7 +56,6 @@ class StatusReporter:
         self.state: rc.IngestorState = "starting"
         self._link = link
         self._source = source
-        self._metrics = metrics
         self._instance = instance
         self._ttl_ms = ttl_ms
         self._dirty = asyncio.Event()
@@ -67,7 +64,6 @@ class StatusReporter:
         if state != self.state:
             logger.debug("state %s -> %s", self.state, state)
             self.state = state
-            self._metrics.set_state(state)
             self._dirty.set()
 
     def changed(self) -> None:

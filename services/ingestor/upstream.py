@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 from websockets.asyncio.client import ClientConnection
@@ -31,7 +32,6 @@ from services.ingestor.failures import (
     UpstreamFailure,
     classify,
 )
-from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.processor import PART_FEEDS, TickProcessor
 from services.ingestor.publisher import Publisher
 from services.ingestor.settings import IngestorSettings
@@ -45,7 +45,7 @@ from shared.sessions import SessionDecryptError, SessionStore
 from shared.upstox.client import UpstoxClient
 from shared.upstox.errors import UpstoxAuthError, UpstoxError
 
-__all__ = ["UpstreamSession"]
+__all__ = ["AUTHORIZE_OUTCOMES", "UpstreamSession"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ _ws_logger.setLevel(logging.INFO)
 # Let the publisher run once this many ticks wait, even while frames keep arriving.
 _YIELD_BACKLOG = 4000
 
+AUTHORIZE_OUTCOMES = ("ok", "auth", "error")
+
 
 class UpstreamSession:
     def __init__(
@@ -66,14 +68,12 @@ class UpstreamSession:
         processor: TickProcessor,
         publisher: Publisher,
         reporter: StatusReporter,
-        metrics: IngestorMetrics,
     ) -> None:
         self._settings = settings
         self._link = link
         self._processor = processor
         self._publisher = publisher
         self._reporter = reporter
-        self._metrics = metrics
         self._sessions = SessionStore(link.client, settings.token_encryption_key)
         self._upstox = UpstoxClient(settings.upstox_base_url, settings.upstox_timeout_seconds)
         self._ws: ClientConnection | None = None
@@ -84,10 +84,15 @@ class UpstreamSession:
         self._token_changed = asyncio.Event()
         self._rejected_token: str | None = None
         self._opened_at: float | None = None
-        self._ever_connected = False
         self._malformed_burst = 0
         self.closers: set[asyncio.Task[None]] = set()
         """Connections being closed on a logout (cancelled by a stopping ingestor)."""
+        self.frames = 0  # frames decoded (malformed ones not included)
+        self.feeds = 0  # instrument updates in those frames
+        self.decode_errors = 0  # frames skipped as malformed
+        self.connections = 0  # connections opened
+        self.failures: Counter[str] = Counter()  # attempts ended, by `failures.REASONS`
+        self.authorize: Counter[str] = Counter()  # feed authorize calls, by AUTHORIZE_OUTCOMES
 
     @property
     def connected(self) -> bool:
@@ -146,7 +151,7 @@ class UpstreamSession:
             except UPSTREAM_ERRORS as error:
                 ended = error
             failure = classify(ended)
-            self._metrics.upstream_failures.labels(reason=failure.reason).inc()
+            self.failures[failure.reason] += 1
             if failure.is_auth:
                 await self._token_rejected(user, token, failure)
                 backoff.reset()  # a new token deserves an immediate attempt
@@ -196,10 +201,9 @@ class UpstreamSession:
         try:
             url = await self._upstox.authorize_feed(token)
         except UpstoxError as error:
-            outcome = "auth" if isinstance(error, UpstoxAuthError) else "error"
-            self._metrics.authorize_calls.labels(outcome=outcome).inc()
+            self.authorize["auth" if isinstance(error, UpstoxAuthError) else "error"] += 1
             raise
-        self._metrics.authorize_calls.labels(outcome="ok").inc()
+        self.authorize["ok"] += 1
         return url
 
     async def _connection(self, url: str, user: str) -> ConnectionClosed:
@@ -230,13 +234,9 @@ class UpstreamSession:
         epoch = self._processor.new_epoch()
         self._user = user
         self._rejected_token = None
-        self._metrics.connections.inc()
-        if self._ever_connected:
-            self._metrics.reconnects.inc()
-        self._ever_connected = True
+        self.connections += 1
         self._set_subscribed({})
         self._ws = ws
-        self._metrics.upstream_connected.set(1)
         self._reporter.set_state("connected")
         logger.info("connected to the feed as %s (epoch %s)", user, epoch)
         try:
@@ -244,15 +244,12 @@ class UpstreamSession:
             await self._read(ws)
         finally:
             self._ws = None
-            self._metrics.upstream_connected.set(0)
             self._set_subscribed({})
 
     async def _read(self, ws: ClientConnection) -> None:
         process_parts = self._processor.process_parts
         submit = self._publisher.submit
         publisher = self._publisher
-        frames = self._metrics.frames
-        feeds = self._metrics.feeds
         clock = time.monotonic
         async for message in ws:
             received = clock()
@@ -262,7 +259,7 @@ class UpstreamSession:
                 for result in process_parts(message, PART_FEEDS):
                     result.received = received
                     if result.feeds:
-                        feeds.inc(result.feeds)
+                        self.feeds += result.feeds
                     submit(result)
                     if result.more or publisher.backlog >= _YIELD_BACKLOG:
                         # Let the publisher send this much while the rest is rendered.
@@ -270,13 +267,13 @@ class UpstreamSession:
             except Exception as error:  # a bad frame must never end the session
                 self._malformed(error)
                 continue
-            frames.inc()
+            self.frames += 1
             if self._malformed_burst:
                 logger.warning("%d malformed frames skipped in that burst", self._malformed_burst)
                 self._malformed_burst = 0
 
     def _malformed(self, error: Exception) -> None:
-        self._metrics.decode_errors.inc()
+        self.decode_errors += 1
         if self._malformed_burst == 0:
             if isinstance(error, RenderError):
                 logger.warning("skipping a malformed frame from the feed: %s", error)
@@ -310,6 +307,4 @@ class UpstreamSession:
 
     def _set_subscribed(self, subscribed: Mapping[str, Mode]) -> None:
         self._subscribed = subscribed
-        for mode, count in count_modes(subscribed.values()).items():
-            self._metrics.subscribed.labels(mode=mode).set(count)
         self._reporter.changed()

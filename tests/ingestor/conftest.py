@@ -33,6 +33,12 @@ FAST: dict[str, Any] = {
 }
 
 
+def sample(ingestor: Ingestor, name: str, **labels: str) -> float:
+    """The value of one of the ingestor's metrics as a scrape would show it (0 if absent)."""
+    found = ingestor.metrics.get_sample_value("tickstream_ingestor_" + name, labels)
+    return found or 0.0
+
+
 async def put_demand(
     client: aioredis.Redis, replica: str, table: dict[str, set[Mode]], ttl_ms: int = 60_000
 ) -> None:

@@ -29,6 +29,7 @@ from tests.ingestor.conftest import (
     StartIngestor,
     connection_ids,
     put_demand,
+    sample,
     upstream,
 )
 from tests.support.simulator import SimulatorHandle
@@ -200,7 +201,7 @@ async def test_sequences_increase_and_a_reconnect_starts_a_new_epoch(
     for seqs in epochs.values():
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # +1 each, nothing lost
     assert epochs[ingestor.epoch][0] == 1  # a new epoch counts from 1
-    assert ingestor.metrics.reconnects._value.get() >= 1
+    assert sample(ingestor, "upstream_reconnects_total") >= 1
 
 
 async def test_two_ingestors_hold_one_connection_and_hand_over(
@@ -219,7 +220,7 @@ async def test_two_ingestors_hold_one_connection_and_hand_over(
         assert len((await simulator.stats())["connections"]) == 1
         await asyncio.sleep(0.3)
     assert first.active and not second.active and second.state == "standby"
-    assert second.metrics.connections._value.get() == 0
+    assert sample(second, "upstream_connections_total") == 0
     assert await redis_client.get(rc.INGESTOR_LEASE) == b"first"
 
     async with Listener(redis_url, [rc.tick_channel(LTPC, IDX)]) as ear:
@@ -272,7 +273,7 @@ async def test_a_quiet_feed_with_pongs_is_healthy(
         seen = len(ear.on(channel))
         await ear.wait(channel, seen + 3)
     assert await connection_ids(simulator) == before
-    assert ingestor.metrics.connections._value.get() == 1
+    assert sample(ingestor, "upstream_connections_total") == 1
 
 
 async def test_malformed_frames_are_counted_and_skipped(
@@ -290,9 +291,7 @@ async def test_malformed_frames_are_counted_and_skipped(
         before = await connection_ids(simulator)
         for _ in range(3):
             assert await simulator.send_malformed() == 1
-        await eventually(
-            lambda: ingestor.metrics.decode_errors._value.get() >= 3, "3 decode errors"
-        )
+        await eventually(lambda: sample(ingestor, "decode_errors_total") >= 3, "3 decode errors")
         seen = len(ear.on(channel))
         await ear.wait(channel, seen + 3)
     assert await connection_ids(simulator) == before  # the connection was kept
@@ -355,12 +354,12 @@ async def test_a_refused_token_is_marked_invalid_and_not_retried(
     store = SessionStore(redis_client)
     await eventually(lambda: _invalid(store), "the session marked invalid")
     await eventually(lambda: ingestor.state == "waiting_token", "waiting for a new token")
-    refused_calls = ingestor.metrics.authorize_calls.labels(outcome="auth")._value.get()
+    refused_calls = sample(ingestor, "authorize_calls_total", outcome="auth")
     connections = (await simulator.stats())["connections_total"]
     assert refused_calls == 1
     # Several recheck and backoff periods pass: no further attempt with the dead token.
     await asyncio.sleep(2.0)
-    assert ingestor.metrics.authorize_calls.labels(outcome="auth")._value.get() == refused_calls
+    assert sample(ingestor, "authorize_calls_total", outcome="auth") == refused_calls
     assert (await simulator.stats())["connections_total"] == connections
     assert ingestor.state == "waiting_token"
 
@@ -385,14 +384,14 @@ async def test_redis_outage_keeps_upstream_and_recovers_by_itself(
     await eventually(lambda: upstream_is(simulator, {EQ: "full", IDX: "ltpc"}), "subscribed")
     await eventually(lambda: redis_client.exists(rc.last_value_key(LTPC, IDX)), "a last value")
     before = await connection_ids(simulator)
-    frames_before = ingestor.metrics.frames._value.get()
+    frames_before = sample(ingestor, "frames_total")
 
     redis_server.stop()  # type: ignore[attr-defined]
     try:
         await eventually(lambda: not ingestor.redis_ok, "the outage noticed")
         # Upstream stays up and frames keep being decoded; nothing reaches Redis meanwhile.
         await eventually(
-            lambda: ingestor.metrics.frames._value.get() > frames_before + 10, "frames flowing"
+            lambda: sample(ingestor, "frames_total") > frames_before + 10, "frames flowing"
         )
         assert ingestor.upstream_connected
     finally:
@@ -410,7 +409,7 @@ async def test_redis_outage_keeps_upstream_and_recovers_by_itself(
     async with Listener(redis_url, [rc.tick_channel(LTPC, IDX)]) as ear:
         await ear.wait(rc.tick_channel(LTPC, IDX), 3)
     assert await connection_ids(simulator) == before  # the same upstream connection throughout
-    assert ingestor._link.errors >= 1
+    assert sample(ingestor, "redis_errors_total") >= 1
     assert await upstream(simulator) == {EQ: "full", IDX: "ltpc"}
 
 

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from services.ingestor.metrics import IngestorMetrics
 from services.ingestor.processor import FrameResult, Tick
 from services.ingestor.publisher import CHUNK, Publisher
 from shared import redis_contract as rc
@@ -28,13 +27,11 @@ def tick(key: str, n: int, mode: Mode = Mode.LTPC) -> Tick:
 
 class Harness:
     def __init__(self, url: str, ttl: int) -> None:
-        self.metrics = IngestorMetrics()
         self.link = RedisLink(connect_redis(url), Backoff(0.05, 0.2))
         self.latest: list[Tick] = []
         self.market_info: bytes | None = None
         self.publisher = Publisher(
             self.link,
-            self.metrics,
             last_value_ttl=ttl,
             max_pending=100_000,
             latest=lambda: self.latest,
@@ -74,8 +71,9 @@ async def test_ticks_are_published_in_order_and_kept_as_last_values(
     last = await redis_client.mget([rc.last_value_key(Mode.LTPC, k) for k in keys])
     assert last == [tick(k, 3)[2] for k in keys]
     assert 0 < await redis_client.ttl(rc.last_value_key(Mode.LTPC, keys[-1])) <= 3600
-    assert harness.metrics.published._value.get() == 3 * len(keys)
-    assert harness.metrics.lag._sum.get() > 0  # one observation per frame
+    assert harness.publisher.published == 3 * len(keys)
+    assert harness.publisher.lag.total > 0
+    assert sum(harness.publisher.lag.counts) == 3  # one observation per frame
 
 
 async def test_without_ttl_last_values_stay(redis_url: str, redis_client: aioredis.Redis) -> None:
@@ -127,5 +125,5 @@ async def test_an_outage_sheds_ticks_then_republishes_the_latest(
         await redis_client.get(rc.last_value_key(Mode.LTPC, "NSE_EQ|B2")) == tick("NSE_EQ|B2", 7)[2]
     )
     assert await redis_client.get(rc.MARKET_INFO) == b'{"type":"market_info"}'
-    assert harness.metrics.shed._value.get() >= 1
+    assert harness.publisher.shed >= 1
     assert harness.link.errors >= 1
