@@ -1,17 +1,24 @@
-"""The ingestor's asyncio shell: lease, token, upstream connection, demand, publishing.
+"""The ingestor: one instance's lifecycle, the active-instance lease, and the roles it runs.
 
 ```
 lease loop (always) ── holds the lease? ──► active session (TaskGroup)
                                             ├─ events: DEMAND_EVENTS + TOKEN_EVENTS (pub/sub)
-                                            ├─ demand: SCAN demand hashes -> plan -> requests
-                                            ├─ upstream: token -> authorize -> connect -> read
-                                            ├─ publisher: batches of ticks -> Redis
-                                            └─ status: INGESTOR_STATUS (+ INGESTOR_EVENTS)
+                                            ├─ demand (DemandSync): hashes -> plan -> upstream
+                                            ├─ upstream (UpstreamSession): token -> authorize
+                                            │    -> connect -> read -> processor -> publisher
+                                            ├─ publisher (Publisher): batches of ticks -> Redis
+                                            └─ status (StatusReporter): INGESTOR_STATUS
 Redis link (always): probes with backoff after a failure, then republishes and re-reads demand
 ```
 
-Everything that decides (planning, rendering, sequencing) lives in the pure modules
-`subscriptions` and `processor`; this module only moves bytes and waits.
+`Ingestor` owns start / stop / abort, the lease (take, renew, release, hand over), activation
+and deactivation (starting and cancelling the active session, forgetting everything a standby
+must not keep), the routing of Redis events to the roles, and the surface the app and the
+tests read (readiness, state, epoch, subscriptions, plan, metrics).
+
+It must NOT talk to the feed, plan demand or write ticks and status itself: those belong to
+`upstream`, `demand`, `publisher` and `status`; deciding (planning, rendering, sequencing)
+lives in the pure modules `subscriptions`, `processor` and `failures`.
 """
 
 from __future__ import annotations
@@ -21,8 +28,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-
-from redis.exceptions import RedisError
 
 from services.ingestor.demand import DemandSync
 from services.ingestor.lease import Lease
@@ -37,7 +42,8 @@ from shared import redis_contract as rc
 from shared.instruments import Mode
 from shared.metrics import registry_for
 from shared.redis_client import connect_redis
-from shared.redis_link import RedisLink, guarded
+from shared.redis_link import REDIS_ERRORS, RedisLink, guarded
+from shared.resp import as_text
 
 __all__ = ["Ingestor"]
 
@@ -56,9 +62,8 @@ class Ingestor:
         self.processor = TickProcessor()
         self.active = False
         self._ttl_ms = settings.ingestor_lease_ttl_ms
-        self._redis = connect_redis(settings.redis_url)
-        self.link = RedisLink(self._redis, settings.backoff())
-        self._lease = Lease(self._redis, self.instance, self._ttl_ms)
+        self.link = RedisLink(connect_redis(settings.redis_url), settings.backoff())
+        self._lease = Lease(self.link.client, self.instance, self._ttl_ms)
         self.publisher = Publisher(
             self.link,
             last_value_ttl=settings.ingestor_last_value_ttl_seconds,
@@ -104,13 +109,13 @@ class Ingestor:
         await _cancel(*tasks)
         self._set_inactive()
         if release and was_active:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
                 async with asyncio.timeout(2):
                     await self._reporter.write_stopped()
                     await guarded(self._lease.release())
         self._reporter.set_state("stopped")
         await self.upstream.aclose()
-        await self._redis.aclose()
+        await self.link.client.aclose()
         logger.info("ingestor %s stopped", self.instance)
 
     # ---- what others look at -----------------------------------------------------------------
@@ -162,7 +167,7 @@ class Ingestor:
             may_take = self.active or time.monotonic() >= self._standby_grace_until
             try:
                 held = await guarded(self._lease.acquire()) if may_take else False
-            except (RedisError, OSError) as error:
+            except REDIS_ERRORS as error:
                 # The active instance keeps its upstream through an outage; when Redis is back
                 # it renews (or retakes) the lease at once, and standbys give it a TTL to do so.
                 self.link.failed(error)
@@ -176,7 +181,7 @@ class Ingestor:
                 logger.warning("ingestor %s lost the lease: dropping upstream", self.instance)
                 await self._deactivate()
             elif held and self._active_task is not None and self._active_task.done():
-                self._log_crash(self._active_task)
+                _log_crash(self._active_task)
                 self._activate()
             await asyncio.sleep(interval)
 
@@ -198,11 +203,6 @@ class Ingestor:
         self.demand.forget()
         self.processor.forget()
         self.upstream.forget()
-
-    @staticmethod
-    def _log_crash(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("the active session failed; restarting it", exc_info=task.exception())
 
     async def _run_active(self) -> None:
         try:
@@ -227,7 +227,7 @@ class Ingestor:
     async def _events_loop(self) -> None:
         while True:
             await self.link.wait_up()
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.link.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await guarded(pubsub.subscribe(rc.DEMAND_EVENTS, rc.TOKEN_EVENTS))
                 # Events may have been missed while we were not listening: look again.
@@ -237,18 +237,21 @@ class Ingestor:
                     message = await guarded(pubsub.get_message(timeout=5.0))
                     if message is None:
                         continue
-                    channel = message["channel"]
-                    if isinstance(channel, bytes):
-                        channel = channel.decode()
+                    channel = as_text(message["channel"])
                     if channel == rc.DEMAND_EVENTS:
                         self.demand.changed()
                     elif channel == rc.TOKEN_EVENTS:
                         self.upstream.token_event(message["data"])
-            except (RedisError, OSError) as error:
+            except REDIS_ERRORS as error:
                 self.link.failed(error)
             finally:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await guarded(pubsub.aclose())  # type: ignore[no-untyped-call]
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the active session failed; restarting it", exc_info=task.exception())
 
 
 async def _cancel(*tasks: asyncio.Task[None]) -> None:

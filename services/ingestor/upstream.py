@@ -26,12 +26,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from services.ingestor.failures import (
-    UPSTREAM_ERRORS,
-    UpstreamError,
-    UpstreamFailure,
-    classify,
-)
+from services.ingestor.failures import UPSTREAM_ERRORS, UpstreamError, UpstreamFailure, classify
 from services.ingestor.processor import PART_FEEDS, TickProcessor
 from services.ingestor.publisher import Publisher
 from services.ingestor.settings import IngestorSettings
@@ -158,7 +153,7 @@ class UpstreamSession:
                 continue
             logger.warning("%s", failure.message)
             if self._opened_at is not None and time.monotonic() - self._opened_at >= stable:
-                backoff.reset()
+                backoff.reset()  # it held for a while: a blip, not a feed that keeps failing
             self._reporter.set_state("backoff")
             await asyncio.sleep(backoff.next_delay())
 
@@ -258,8 +253,7 @@ class UpstreamSession:
                     raise RenderError("a text frame (the feed sends binary protobuf)")
                 for result in process_parts(message, PART_FEEDS):
                     result.received = received
-                    if result.feeds:
-                        self.feeds += result.feeds
+                    self.feeds += result.feeds
                     submit(result)
                     if result.more or publisher.backlog >= _YIELD_BACKLOG:
                         # Let the publisher send this much while the rest is rendered.
