@@ -1,9 +1,12 @@
 """The Redis-resilience vocabulary every service uses: notice an outage, come back alone, and
 never lose a cancellation inside redis-py.
 
-`RedisLink` owns one question, "is Redis reachable?", for the users of one client: they report
-failures, wait for it to be up, and register hooks run on recovery. It owns no data and no
-Redis names, and it never retries a caller's command (the caller decides what to do again).
+`RedisHealth` owns one question, "is Redis reachable?", for the users of one connection: they
+report failures, wait for it to be up, and register hooks run when it goes down and when it is
+back. Whoever re-establishes the connection reports the recovery: `RedisLink` finds it by
+probing with PING (the ingestor); the gateway's broker reports it once its pub/sub connection
+is back and resynced. Neither owns data or Redis names, and neither retries a caller's command
+(the caller decides what to do again).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from redis.exceptions import RedisError
 
 from shared.upstox.backoff import Backoff
 
-__all__ = ["REDIS_ERRORS", "RedisLink", "guarded"]
+__all__ = ["REDIS_ERRORS", "RedisHealth", "RedisLink", "guarded"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +47,17 @@ async def guarded(call: Awaitable[T]) -> T:
             raise asyncio.CancelledError
 
 
-class RedisLink:
-    """Tracks whether Redis is reachable. Any user that sees a Redis error calls `failed()`;
-    `run()` then probes with backoff and, once Redis answers, calls every `on_recover` hook.
-    `errors` counts failed operations (reported and probed) for the metrics."""
+class RedisHealth:
+    """Whether Redis is reachable. Any user that sees a Redis error calls `failed()`; whoever
+    re-establishes the connection calls `recovered()`. `on_fail` hooks run when Redis goes
+    down, `on_recover` hooks when it is back (once per transition). `errors` counts the
+    failures reported, for the metrics."""
 
-    def __init__(self, client: aioredis.Redis, backoff: Backoff) -> None:
-        self.client = client
-        self._backoff = backoff
+    def __init__(self, *, up: bool = True) -> None:
         self._up = asyncio.Event()
-        self._up.set()
-        self._down = asyncio.Event()
+        self._down = asyncio.Event()  # wakes whoever probes for the recovery
+        (self._up if up else self._down).set()
+        self.on_fail: list[Callable[[], None]] = []
         self.on_recover: list[Callable[[], None]] = []
         self.errors = 0
 
@@ -68,9 +71,35 @@ class RedisLink:
             logger.warning("Redis is unreachable (%s); retrying with backoff", error)
             self._up.clear()
             self._down.set()
+            for hook in self.on_fail:
+                hook()
+
+    def recovered(self) -> None:
+        if self._up.is_set():
+            return
+        self._down.clear()
+        self._up.set()
+        for hook in self.on_recover:
+            hook()
+
+    def stopped(self) -> None:
+        """Down because nobody watches any more (a service stopping): no failure is counted or
+        logged and no hook runs; a later recovery starts from here."""
+        self._up.clear()
+        self._down.set()
 
     async def wait_up(self) -> None:
         await self._up.wait()
+
+
+class RedisLink(RedisHealth):
+    """`RedisHealth` that finds the recovery itself: once a failure is reported, `run()` probes
+    with backoff and, when Redis answers, reports it recovered."""
+
+    def __init__(self, client: aioredis.Redis, backoff: Backoff) -> None:
+        super().__init__()
+        self.client = client
+        self._backoff = backoff
 
     async def run(self) -> None:
         while True:
@@ -85,8 +114,5 @@ class RedisLink:
                     continue
                 break
             self._backoff.reset()
-            self._down.clear()
-            self._up.set()
             logger.info("Redis is reachable again")
-            for hook in self.on_recover:
-                hook()
+            self.recovered()

@@ -16,23 +16,19 @@ snapshot (read after the barrier) can never miss an update published in between.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from services.gateway import commands
+from services.gateway.broker import Broker, cancel_and_wait
 from services.gateway.commands import Decision
-from services.gateway.errors import PubSubClosed, RedisLost
 from services.gateway.fanout import Channel, FanOut, Sink, Subscriber
 from services.gateway.protocol import (
     Command,
@@ -45,22 +41,18 @@ from services.gateway.protocol import (
     pong_frame,
     status_frame,
 )
-from services.gateway.pubsub import PubSubLink
 from services.gateway.settings import GatewaySettings
 from services.gateway.timing import FLUSH_BUCKETS, LAG_BUCKETS, Buckets, tick_ts_ms
 from services.gateway.wsframe import text_frame
 from shared import redis_contract as rc
 from shared.instruments import Mode
-from shared.redis_client import connect_redis
-from shared.upstox.backoff import Backoff
+from shared.redis_link import REDIS_ERRORS, guarded
 
 logger = logging.getLogger(__name__)
 
-SUBSCRIBE_CHUNK = 1000  # channels per SUBSCRIBE / keys per MGET
-BARRIER_TIMEOUT = 10.0
+SUBSCRIBE_CHUNK = 1000  # keys per MGET
 OVERDUE = 0.025  # a flush this late (s) means overload: conflate instead of flushing early
 LAG_SAMPLE_EVERY = 16  # tick messages per lag sample
-REDIS_POOL_SIZE = 16  # command connections (snapshots, demand, status); pub/sub has its own
 UNKNOWN = "unknown"
 
 
@@ -78,12 +70,6 @@ class HubStats:
     demand_writes: int = 0
 
 
-@dataclass(slots=True)
-class _Barrier:
-    future: asyncio.Future[bool]
-    names: set[bytes]
-
-
 class Hub:
     """The fan-out engine of one replica. `start()` in the app's lifespan, `stop()` at the end."""
 
@@ -93,22 +79,17 @@ class Hub:
         self.fanout = FanOut()
         self.stats = HubStats()
         self.clients: dict[Subscriber, None] = {}
-        self.redis_up = False  # as announced to clients: set once a resync has finished
-        self._linked = False  # a pub/sub connection is being served (resync included)
         self.ingestor_state = UNKNOWN
         self.ingestor_epoch = ""
         self.market_info: bytes | None = None
         self.refused: dict[str, tuple[set[Mode], str]] = {}
         self._demand_key = rc.demand_key(self.replica_id)
         self._lease = settings.gateway_demand_lease_seconds
-        self._redis: aioredis.Redis | None = None
-        self._link: PubSubLink | None = None
+        self.broker = Broker(settings.redis_url, self, (_MARKET_INFO_EVENTS, _INGESTOR_EVENTS))
+        # Clients hear of every change of the Redis health, down or back up.
+        self.broker.health.on_fail.append(self._announce_status)
+        self.broker.health.on_recover.append(self._announce_status)
         self._tasks: list[asyncio.Task[None]] = []
-        self._broken = asyncio.Event()
-        self._broken_cause: BaseException | None = None
-        self._unconfirmed: set[bytes] = set()  # subscribed since the last barrier
-        self._last_barrier: asyncio.Future[bool] | None = None
-        self._barriers: dict[bytes, _Barrier] = {}
         self._demand_dirty: set[str] = set()
         self._demand_wake = asyncio.Event()
         self._refused_wake = asyncio.Event()
@@ -123,9 +104,9 @@ class Hub:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._redis = connect_redis(self.settings.redis_url, max_connections=REDIS_POOL_SIZE)
+        self.broker.open()
         for name, coroutine in (
-            ("link", self._link_loop()),
+            ("link", self.broker.run()),
             ("demand", self._demand_loop()),
             ("heartbeat", self._heartbeat_loop()),
             ("refused", self._refused_loop()),
@@ -134,32 +115,29 @@ class Hub:
 
     async def stop(self) -> None:
         """Stop the tasks and withdraw this replica's demand at once (a crash lets it lapse)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        linked = self.broker.connected  # cancelling the link task ends the connection
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        if self._redis is not None and self._linked:
+        if linked:
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
+                async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.delete(self._demand_key)
                     pipe.publish(rc.DEMAND_EVENTS, self.replica_id)
-                    await pipe.execute()
-            except (RedisError, OSError) as error:
+                    await guarded(pipe.execute())
+            except REDIS_ERRORS as error:
                 logger.warning("could not withdraw demand at shutdown: %s", error)
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
-        self.redis_up = False
+        await self.broker.close()
 
     @property
     def redis(self) -> aioredis.Redis:
-        if self._redis is None:
-            raise RuntimeError("the hub is not started")
-        return self._redis
+        return self.broker.redis
+
+    @property
+    def redis_up(self) -> bool:
+        """Redis is up as clients are told: from the end of a resync until the link fails."""
+        return self.broker.health.ok
 
     # ---- clients ---------------------------------------------------------------------------
 
@@ -248,18 +226,20 @@ class Hub:
         delivered one, else the last value in Redis (or what is known, if Redis is away)."""
         channels = list(dict.fromkeys(channels))
         resolved: dict[Channel, FeedItem | None] = {ch: ch.latest for ch in channels}
-        if not channels or not self._linked:
+        if not channels or not self.broker.connected:
             return resolved
-        if not all(ch.ready for ch in channels) and not await self._confirm():
+        if not all(ch.ready for ch in channels) and not await self.broker.confirm():
             return resolved
         stale = [ch for ch in channels if not ch.fresh]
         for start in range(0, len(stale), SUBSCRIBE_CHUNK):
             chunk = stale[start : start + SUBSCRIBE_CHUNK]
             versions = [ch.version for ch in chunk]
             try:
-                values = await self.redis.mget([rc.last_value_key(ch.mode, ch.key) for ch in chunk])
-            except (RedisError, OSError) as error:
-                self._link_failed(error)
+                values = await guarded(
+                    self.redis.mget([rc.last_value_key(ch.mode, ch.key) for ch in chunk])
+                )
+            except REDIS_ERRORS as error:
+                self.broker.failed(error)
                 return resolved
             for channel, value, version in zip(chunk, values, versions, strict=True):
                 resolved[channel] = self.fanout.resolve(channel, _bytes(value), version)
@@ -295,7 +275,7 @@ class Hub:
         if self.fanout.flush():
             self.flush_time.observe(time.perf_counter() - started)
 
-    def _on_message(self, name: bytes, data: bytes) -> None:
+    def on_message(self, name: bytes, data: bytes) -> None:
         if name == _MARKET_INFO_EVENTS:
             self.market_info = data
             self.broadcast(data)
@@ -320,7 +300,7 @@ class Hub:
         self._refused_wake.set()
         if state != self.ingestor_state or epoch != self.ingestor_epoch:
             self.ingestor_state, self.ingestor_epoch = state, epoch
-            self.broadcast(self._status_payload())
+            self._announce_status()
 
     def _status_payload(self) -> bytes:
         if not self.redis_up:
@@ -333,163 +313,50 @@ class Hub:
             message = f"the ingestor is {self.ingestor_state.replace('_', ' ')}"
         return status_frame(self.redis_up, self.ingestor_state, message)
 
-    # ---- channels and the pub/sub connection -------------------------------------------------
+    def _announce_status(self) -> None:
+        self.broadcast(self._status_payload())
+
+    # ---- channels and the broker -----------------------------------------------------------
 
     def _channels_opened(self, channels: list[Channel]) -> None:
         if not channels:
             return
-        names = [channel.name for channel in channels]
-        if self._link is not None:
-            try:
-                self._link.subscribe(names)
-            except PubSubClosed as error:
-                self._link_failed(error)
-            else:
-                self._unconfirmed.update(names)
+        self.broker.subscribe([channel.name for channel in channels])
         self._demand_changed(channel.key for channel in channels)
 
     def _channels_closed(self, channels: list[Channel]) -> None:
         if not channels:
             return
-        names = [channel.name for channel in channels]
-        self._unconfirmed.difference_update(names)
-        if self._link is not None:
-            try:
-                self._link.unsubscribe(names)
-            except PubSubClosed as error:
-                self._link_failed(error)
+        self.broker.unsubscribe([channel.name for channel in channels])
         self._demand_changed(channel.key for channel in channels)
 
-    async def _confirm(self) -> bool:
-        """Wait until every SUBSCRIBE sent so far is in effect: Redis answers a PING sent behind
-        them only after it has carried them out."""
-        if self._link is None:
-            return False
-        if self._unconfirmed or self._last_barrier is None or self._last_barrier.done():
-            token = secrets.token_hex(8).encode()
-            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._barriers[token] = _Barrier(future, self._unconfirmed)
-            self._unconfirmed = set()
-            self._last_barrier = future
-            try:
-                self._link.ping(token)
-            except PubSubClosed as error:
-                self._link_failed(error)
-                return False
-        future = self._last_barrier
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), BARRIER_TIMEOUT)
-        except TimeoutError:
-            self._link_failed(RedisLost("a subscription was not confirmed in time"))
-            return False
-
-    def _on_pong(self, token: bytes) -> None:
-        barrier = self._barriers.pop(token, None)
-        if barrier is None:
-            return
+    def on_confirmed(self, names: Iterable[bytes]) -> None:
         by_name = self.fanout.by_name
-        for name in barrier.names:
+        for name in names:
             channel = by_name.get(name)
             if channel is not None:
                 channel.ready = True
-        if not barrier.future.done():
-            barrier.future.set_result(True)
 
-    def _fail_barriers(self) -> None:
-        futures = [barrier.future for barrier in self._barriers.values()]
-        self._barriers.clear()
-        self._last_barrier = None
-        for future in futures:
-            if not future.done():
-                future.set_result(False)
-
-    # ---- the Redis link --------------------------------------------------------------------
-
-    def _link_failed(self, error: BaseException) -> None:
-        """Any user of Redis that saw it fail: drop the pub/sub connection and reconnect."""
-        if not self._broken.is_set():
-            self._broken_cause = error
-        self._broken.set()
-
-    async def _link_loop(self) -> None:
-        backoff = Backoff(0.1, 5.0)
-        while True:
-            try:
-                await self._serve_link(backoff)
-            except (RedisError, OSError, RedisLost, TimeoutError) as error:
-                if self.redis_up:
-                    logger.warning("Redis unreachable (%s); clients stay connected", error)
-                else:
-                    logger.debug("Redis still unreachable: %s", error)
-            self._link_down()
-            await asyncio.sleep(backoff.next_delay())
-
-    async def _serve_link(self, backoff: Backoff) -> None:
-        """One pub/sub connection's life: connect, resync, serve until it fails."""
-        self._broken.clear()
-        link = await PubSubLink.open(
-            self.settings.redis_url, on_message=self._on_message, on_pong=self._on_pong
-        )
-        broken = asyncio.create_task(self._broken.wait(), name="gateway-link-watch")
-        resync: asyncio.Task[None] | None = None
-        try:
-            names = [_MARKET_INFO_EVENTS, _INGESTOR_EVENTS, *self.fanout.by_name]
-            link.subscribe(names)
-            self._link = link
-            self._unconfirmed = set(names)
-            resync = asyncio.create_task(self._resync(backoff), name="gateway-resync")
-            waiting: set[asyncio.Future[Any]] = {link.closed, broken, resync}
-            while True:
-                done, waiting = await asyncio.wait(waiting, return_when="FIRST_COMPLETED")
-                if done == {resync} and resync.exception() is None:
-                    continue  # resynced: serve until the link fails
-                break
-            for future in (link.closed, resync):
-                if future.done() and future.exception() is not None:
-                    raise future.exception()  # type: ignore[misc]
-            raise RedisLost(f"the Redis link was dropped: {self._broken_cause!r}")
-        finally:
-            self._link = None
-            link.close()
-            for task in (broken, resync):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(
-                        asyncio.CancelledError, RedisError, OSError, RedisLost, TimeoutError
-                    ):
-                        await task
-
-    async def _resync(self, backoff: Backoff) -> None:
-        """On (re)connection: confirm subscriptions, rewrite demand, refresh state, resend
-        snapshots; only then report Redis as up."""
-        self._linked = True
-        if not await self._confirm():
-            raise RedisLost("subscriptions were not confirmed")
+    async def on_up(self) -> None:
+        """On (re)connection, subscriptions confirmed: rewrite demand, refresh state, report
+        Redis up, then resend every client's snapshot."""
         await self._write_demand(full=True)
-        info, status = map(_bytes, await self.redis.mget([rc.MARKET_INFO, rc.INGESTOR_STATUS]))
+        values = await guarded(self.redis.mget([rc.MARKET_INFO, rc.INGESTOR_STATUS]))
+        info, status = map(_bytes, values)
         await self._refresh_refused(notify=False)
-        self.redis_up = True
-        backoff.reset()
         self.ingestor_state, self.ingestor_epoch = _ingestor_state(status)
         if info is not None and info != self.market_info:
             self.market_info = info
             self.broadcast(info)
-        self.broadcast(self._status_payload())
+        self.broker.health.recovered()  # clients are told (and the backoff starts over)
         if self.stats.redis_reconnects:
             logger.info("Redis link restored; resending snapshots to %d clients", len(self.clients))
         self.stats.redis_reconnects += 1
         await self._resnapshot_all()
 
-    def _link_down(self) -> None:
-        self._linked = False
-        self._link = None
-        self._unconfirmed.clear()
-        self._fail_barriers()
+    def on_down(self) -> None:
         for channel in self.fanout.channels.values():
             channel.ready = channel.fresh = False
-        if self.redis_up:
-            self.redis_up = False
-            self.broadcast(self._status_payload())
 
     # ---- demand ----------------------------------------------------------------------------
 
@@ -501,12 +368,12 @@ class Hub:
         while True:
             await self._demand_wake.wait()
             self._demand_wake.clear()
-            if not self._linked or not self._demand_dirty:
+            if not self.broker.connected or not self._demand_dirty:
                 continue  # the resync after an outage rewrites all of it
             try:
                 await self._write_demand(full=False)
-            except (RedisError, OSError) as error:
-                self._link_failed(error)
+            except REDIS_ERRORS as error:
+                self.broker.failed(error)
 
     async def _write_demand(self, *, full: bool) -> None:
         keys, self._demand_dirty = self._demand_dirty, set()
@@ -524,7 +391,7 @@ class Hub:
             pipe.pexpire(self._demand_key, int(self._lease * 1000))
             pipe.publish(rc.DEMAND_EVENTS, self.replica_id)
             try:
-                await pipe.execute()
+                await guarded(pipe.execute())
             except BaseException:
                 self._demand_dirty |= keys
                 raise
@@ -535,19 +402,19 @@ class Hub:
         interval = self._lease / 3
         while True:
             await asyncio.sleep(interval)
-            if not self._linked:
+            if not self.broker.connected:
                 continue
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.pexpire(self._demand_key, int(self._lease * 1000))
                     pipe.get(rc.INGESTOR_STATUS)
-                    kept, status = await pipe.execute()
+                    kept, status = await guarded(pipe.execute())
                 if not kept and self.fanout.channels:
                     logger.warning("the demand lease had lapsed; writing it again")
                     await self._write_demand(full=True)
                 self._on_ingestor_status(status)
-            except (RedisError, OSError) as error:
-                self._link_failed(error)
+            except REDIS_ERRORS as error:
+                self.broker.failed(error)
 
     # ---- refused keys ----------------------------------------------------------------------
 
@@ -555,15 +422,15 @@ class Hub:
         while True:
             await self._refused_wake.wait()
             self._refused_wake.clear()
-            if not self._linked:
+            if not self.broker.connected:
                 continue
             try:
                 await self._refresh_refused(notify=True)
-            except (RedisError, OSError) as error:
-                self._link_failed(error)
+            except REDIS_ERRORS as error:
+                self.broker.failed(error)
 
     async def _refresh_refused(self, *, notify: bool) -> None:
-        raw = await self.redis.hgetall(rc.INGESTOR_REFUSED)
+        raw = await guarded(self.redis.hgetall(rc.INGESTOR_REFUSED))
         refused = {
             (k.decode() if isinstance(k, bytes) else k): rc.decode_refusal(v)
             for k, v in raw.items()
