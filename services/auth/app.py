@@ -11,15 +11,16 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from services.auth import login, session
 from services.auth.bootstrap import bootstrap_env_token
 from services.auth.context import AuthContext, Ctx
-from services.auth.metrics import AuthMetrics
+from services.auth.metrics import AuthCollector, AuthCounts
 from services.auth.respond import problem
 from services.auth.settings import DEMO_CLIENT_ID, AuthSettings
-from shared.metrics import metrics_response
+from shared.metrics import metrics_response, registry_for
 from shared.redis_client import connect_redis
 from shared.sessions import SessionDecryptError, SessionStore
 from shared.upstox.backoff import Backoff
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(settings: AuthSettings) -> FastAPI:
-    metrics = AuthMetrics()
+    metrics = AuthCounts()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,7 +58,6 @@ def create_app(settings: AuthSettings) -> FastAPI:
             await context.redis.aclose()
 
     app = FastAPI(title="tickstream auth", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.metrics = metrics
     if settings.auth_cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -68,7 +68,7 @@ def create_app(settings: AuthSettings) -> FastAPI:
         )
     app.include_router(login.router)
     app.include_router(session.router)
-    _add_operations(app, metrics)
+    _add_operations(app, registry_for(AuthCollector(metrics)))
     _add_error_handlers(app)
     return app
 
@@ -78,7 +78,7 @@ def _is_real_upstox(base_url: str) -> bool:
     return host == "upstox.com" or host.endswith(".upstox.com")
 
 
-def _open_context(settings: AuthSettings, metrics: AuthMetrics) -> AuthContext:
+def _open_context(settings: AuthSettings, metrics: AuthCounts) -> AuthContext:
     redis = connect_redis(settings.redis_url)
     return AuthContext(
         settings=settings,
@@ -89,7 +89,7 @@ def _open_context(settings: AuthSettings, metrics: AuthMetrics) -> AuthContext:
     )
 
 
-def _add_operations(app: FastAPI, metrics: AuthMetrics) -> None:
+def _add_operations(app: FastAPI, registry: CollectorRegistry) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -105,7 +105,7 @@ def _add_operations(app: FastAPI, metrics: AuthMetrics) -> None:
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return metrics_response(metrics.registry)
+        return metrics_response(registry)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

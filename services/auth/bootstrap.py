@@ -12,6 +12,7 @@ import logging
 from redis.exceptions import RedisError
 
 from services.auth.context import AuthContext
+from services.auth.metrics import EnvTokenOutcome
 from shared.ist import format_ist
 from shared.sessions import SessionDecryptError
 from shared.upstox.backoff import Backoff
@@ -20,11 +21,13 @@ from shared.upstox.errors import UpstoxAuthError, UpstoxError
 logger = logging.getLogger(__name__)
 
 
-async def bootstrap_env_token(context: AuthContext, token: str, backoff: Backoff) -> str:
+async def bootstrap_env_token(
+    context: AuthContext, token: str, backoff: Backoff
+) -> EnvTokenOutcome:
     """'stored', 'unchanged' (already the active valid session) or 'refused'."""
     while True:
         try:
-            outcome = await _check_and_store(context, token)
+            outcome: EnvTokenOutcome = await _check_and_store(context, token)
         except UpstoxAuthError as error:
             logger.warning(
                 "UPSTOX_ACCESS_TOKEN was refused by Upstox (%s); ignoring it: log in through "
@@ -42,11 +45,11 @@ async def bootstrap_env_token(context: AuthContext, token: str, backoff: Backoff
             )
             await asyncio.sleep(delay)
             continue
-        context.metrics.env_token.labels(outcome).inc()
+        context.metrics.env_token[outcome] += 1
         return outcome
 
 
-async def _check_and_store(context: AuthContext, token: str) -> str:
+async def _check_and_store(context: AuthContext, token: str) -> EnvTokenOutcome:
     try:
         current = await context.store.active_token()
     except SessionDecryptError:

@@ -9,7 +9,7 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
-from services.auth.metrics import AuthMetrics
+from services.auth.metrics import AuthCounts, EnvTokenOutcome
 from services.auth.settings import AuthSettings
 from shared.sessions import SessionStore
 from shared.upstox.client import UpstoxClient
@@ -21,8 +21,8 @@ class AuthContext:
     redis: aioredis.Redis
     store: SessionStore
     upstox: UpstoxClient
-    metrics: AuthMetrics
-    bootstrap: asyncio.Task[str] | None = None  # the UPSTOX_ACCESS_TOKEN check, if any
+    metrics: AuthCounts
+    bootstrap: asyncio.Task[EnvTokenOutcome] | None = None  # the UPSTOX_ACCESS_TOKEN check, if any
 
 
 def get_context(request: Request) -> AuthContext:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from services.auth.context import AuthContext, Ctx
+from services.auth.metrics import LoginFailure
 from services.auth.respond import NO_STORE, prefers_json, problem
 from services.auth.state import consume_state, new_state, safe_next_url
 from shared.ist import format_ist
@@ -24,7 +25,7 @@ router = APIRouter()
 class LoginRefused(Exception):
     """A callback that cannot complete; `detail` is safe to show (no code, no token)."""
 
-    def __init__(self, status: int, reason: str, detail: str) -> None:
+    def __init__(self, status: int, reason: LoginFailure, detail: str) -> None:
         super().__init__(detail)
         self.status = status
         self.reason = reason
@@ -40,7 +41,7 @@ async def authorize(request: Request, context: Ctx, next: str | None = None) -> 
     url = dialog_url(
         settings.dialog_base_url, settings.api_key, settings.upstox_redirect_uri, state
     )
-    context.metrics.login_starts.inc()
+    context.metrics.login_starts += 1
     if prefers_json(request):
         return JSONResponse({"auth_url": url}, headers=NO_STORE)
     return RedirectResponse(url, status_code=302, headers=NO_STORE)
@@ -58,10 +59,10 @@ async def exchange_token(
     try:
         session, next_url = await _complete_login(context, code, state, error)
     except LoginRefused as refused:
-        context.metrics.login_failures.labels(refused.reason).inc()
+        context.metrics.login_failures[refused.reason] += 1
         logger.warning("login refused (%s): %s", refused.reason, refused.detail)
         return problem(request, refused.status, refused.reason, refused.detail, "Login failed")
-    context.metrics.logins.inc()
+    context.metrics.logins += 1
     if prefers_json(request):
         body = {
             "logged_in": True,
@@ -100,16 +101,16 @@ async def _complete_login(
             settings.upstox_redirect_uri,
         )
     except (UpstoxAuthError, UpstoxRequestError) as refused:
-        context.metrics.token_exchanges.labels("refused").inc()
+        context.metrics.token_exchanges["refused"] += 1
         raise LoginRefused(
             400, "upstox_refused", f"Upstox refused the login code ({refused.describe()})"
         ) from None
     except UpstoxError as failed:
-        context.metrics.token_exchanges.labels("error").inc()
+        context.metrics.token_exchanges["error"] += 1
         raise LoginRefused(
             502, "upstox_unavailable", f"Upstox could not complete the login ({failed.describe()})"
         ) from None
-    context.metrics.token_exchanges.labels("ok").inc()
+    context.metrics.token_exchanges["ok"] += 1
     access_token = token.access_token.get_secret_value()
     who: TokenResponse | Profile
     try:

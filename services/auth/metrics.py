@@ -1,43 +1,95 @@
-"""auth's Prometheus metrics, on a registry per app so tests can build many apps."""
+"""auth's Prometheus metrics, read from plain counts at scrape time.
+
+The handlers bump `AuthCounts` (ints and `Counter`s, nothing from prometheus_client);
+`AuthCollector` turns them into metric families through `shared.metrics`. Each app has a registry
+of its own, so tests can build many apps in one process. The label values a handler may count
+are the Literals here: the collector shows each of them from the start, zeros included.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from shared.metrics import counter, labelled_counter
+
+__all__ = [
+    "AuthCollector",
+    "AuthCounts",
+    "EnvTokenOutcome",
+    "LoginFailure",
+    "TokenExchange",
+    "TokenRead",
+]
+
+PREFIX = "tickstream_auth_"
+
+LoginFailure = Literal[
+    "missing_state",
+    "unknown_state",
+    "upstox_denied",
+    "missing_code",
+    "upstox_refused",
+    "upstox_unavailable",
+    "token_refused",
+]
+TokenExchange = Literal["ok", "refused", "error"]
+EnvTokenOutcome = Literal["stored", "unchanged", "refused"]
+TokenRead = Literal["granted", "denied"]
 
 
-class AuthMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.login_starts = Counter(
-            "tickstream_auth_login_starts",
-            "Login links handed out (/authorize).",
-            registry=self.registry,
+@dataclass
+class AuthCounts:
+    login_starts: int = 0
+    logins: int = 0
+    logouts: int = 0
+    login_failures: Counter[str] = field(default_factory=Counter)
+    token_exchanges: Counter[str] = field(default_factory=Counter)
+    env_token: Counter[str] = field(default_factory=Counter)
+    internal_token_reads: Counter[str] = field(default_factory=Counter)
+
+
+class AuthCollector(Collector):
+    def __init__(self, counts: AuthCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts
+        yield counter(
+            PREFIX + "login_starts", "Login links handed out (/authorize).", counts.login_starts
         )
-        self.logins = Counter(
-            "tickstream_auth_logins", "Completed logins (session stored).", registry=self.registry
-        )
-        self.login_failures = Counter(
-            "tickstream_auth_login_failures",
+        yield counter(PREFIX + "logins", "Completed logins (session stored).", counts.logins)
+        yield labelled_counter(
+            PREFIX + "login_failures",
             "Callbacks refused, by reason.",
-            ["reason"],
-            registry=self.registry,
+            "reason",
+            counts.login_failures,
+            get_args(LoginFailure),
         )
-        self.token_exchanges = Counter(
-            "tickstream_auth_token_exchanges",
+        yield labelled_counter(
+            PREFIX + "token_exchanges",
             "Code-for-token exchanges with Upstox, by outcome.",
-            ["outcome"],
-            registry=self.registry,
+            "outcome",
+            counts.token_exchanges,
+            get_args(TokenExchange),
         )
-        self.logouts = Counter("tickstream_auth_logouts", "Logouts.", registry=self.registry)
-        self.env_token = Counter(
-            "tickstream_auth_env_token",
+        yield counter(PREFIX + "logouts", "Logouts.", counts.logouts)
+        yield labelled_counter(
+            PREFIX + "env_token",
             "UPSTOX_ACCESS_TOKEN checks at start, by outcome.",
-            ["outcome"],
-            registry=self.registry,
+            "outcome",
+            counts.env_token,
+            get_args(EnvTokenOutcome),
         )
-        self.internal_token_reads = Counter(
-            "tickstream_auth_internal_token_reads",
+        yield labelled_counter(
+            PREFIX + "internal_token_reads",
             "Requests for the token itself with X-Internal-Key, by outcome.",
-            ["outcome"],
-            registry=self.registry,
+            "outcome",
+            counts.internal_token_reads,
+            get_args(TokenRead),
         )
