@@ -1,4 +1,4 @@
-"""auth: the Upstox OAuth login, the stored session, and the seed's profile endpoint."""
+"""auth: the Upstox OAuth login, the stored session, and the user-profile endpoint."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""auth's settings. The seed's `.env` names (API_KEY, API_SECRET, UPSTOX_ACCESS_TOKEN) work."""
+"""auth's settings. The `.env` names Upstox's own examples use (API_KEY, API_SECRET,
+UPSTOX_ACCESS_TOKEN) work as they are."""
 
 from __future__ import annotations
 
