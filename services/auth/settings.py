@@ -1,5 +1,5 @@
-"""auth's settings. The `.env` names Upstox's own examples use (API_KEY, API_SECRET,
-UPSTOX_ACCESS_TOKEN) work as they are."""
+"""auth's settings: the Upstox app's credentials (API_KEY, API_SECRET), an optional
+UPSTOX_ACCESS_TOKEN, where the login returns, and which browser origins may call auth."""
 
 from __future__ import annotations
 
