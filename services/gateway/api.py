@@ -11,7 +11,6 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
-from redis.exceptions import RedisError
 
 from services.gateway.hub import Hub
 from services.gateway.instruments import CatalogueError, CatalogueSource
@@ -19,6 +18,7 @@ from shared import redis_contract as rc
 from shared.instruments import is_instrument_key
 from shared.ist import now_ist
 from shared.metrics import metrics_response
+from shared.redis_link import REDIS_ERRORS
 from shared.sessions import SessionDecryptError, SessionStore
 from shared.upstox.client import CANDLE_UNITS, UpstoxClient
 from shared.upstox.errors import (
@@ -81,7 +81,7 @@ async def instruments(
 async def _token(context: ApiContext) -> str | JSONResponse:
     try:
         found = await context.sessions.active_token()
-    except (RedisError, OSError):
+    except REDIS_ERRORS:
         return _error(503, "redis_unavailable", "the session store (Redis) is unreachable")
     except SessionDecryptError as error:
         return _error(500, "session_unreadable", str(error))
@@ -174,14 +174,14 @@ async def status(request: Request) -> Response:
     ingestor: Any = None
     if hub.redis_up:
         try:
-            raw = await hub.redis.get(rc.INGESTOR_STATUS)
+            raw = await hub.broker.redis.get(rc.INGESTOR_STATUS)
             ingestor = orjson.loads(raw) if raw else None
-        except (RedisError, OSError, orjson.JSONDecodeError):
+        except (*REDIS_ERRORS, orjson.JSONDecodeError):
             ingestor = None
     market: Any = None
-    if hub.market_info is not None:
+    if hub.upstream.market_info is not None:
         try:
-            market = orjson.loads(hub.market_info).get("marketInfo")
+            market = orjson.loads(hub.upstream.market_info).get("marketInfo")
         except (orjson.JSONDecodeError, AttributeError):
             market = None
     stats = hub.snapshot_stats()
@@ -193,7 +193,7 @@ async def status(request: Request) -> Response:
             "channels": stats["channels"],
             "subscriptions": stats["subscriptions"],
             "ingestor": ingestor,
-            "ingestorState": hub.ingestor_state,
+            "ingestorState": hub.upstream.ingestor_state,
             "marketInfo": market,
         }
     )
@@ -209,8 +209,8 @@ async def readyz(request: Request) -> Response:
     """Ready when Redis answers and this replica's link to it is established."""
     hub = _context(request).hub
     try:
-        await hub.redis.ping()
-    except (RedisError, OSError):
+        await hub.broker.redis.ping()
+    except REDIS_ERRORS:
         return JSONResponse({"status": "unavailable", "redis": "down"}, status_code=503)
     if not hub.redis_up:
         return JSONResponse({"status": "starting", "redis": "reconnecting"}, status_code=503)

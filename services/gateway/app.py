@@ -87,7 +87,7 @@ def create_app(settings: GatewaySettings | None = None, static_dir: Path | None 
         app.state.api = ApiContext(
             hub=hub,
             upstox=upstox,
-            sessions=SessionStore(hub.redis, settings.token_encryption_key),
+            sessions=SessionStore(hub.broker.redis, settings.token_encryption_key),
             catalogue=CatalogueSource(settings.gateway_instruments_source),
             registry=registry_for(hub),
         )

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -112,6 +112,16 @@ class Broker:
         if not self._broken.is_set():
             self._broken_cause = error
         self._broken.set()
+
+    async def attempt(self, work: Callable[[], Awaitable[None]]) -> None:
+        """One round of a background loop's Redis work, done only while connected (the resync
+        after an outage redoes it all). A Redis failure is reported, not raised."""
+        if self._link is None:
+            return
+        try:
+            await guarded(work())
+        except REDIS_ERRORS as error:
+            self.failed(error)
 
     async def run(self) -> None:
         """Serve one pub/sub connection after another, with backoff in between."""

@@ -68,7 +68,7 @@ class HubCollector(Collector):
             "oversize_closed", "Clients closed for an oversized frame", stats.oversize_closed
         )
         yield counter("redis_reconnects", "Redis link (re)establishments", stats.redis_reconnects)
-        yield counter("demand_writes", "Demand hash writes", stats.demand_writes)
+        yield counter("demand_writes", "Demand hash writes", hub.demand.writes)
         errors = CounterMetricFamily(
             PREFIX + "client_errors", "Error frames sent to clients, by code", labels=["code"]
         )

@@ -141,13 +141,13 @@ async def test_the_lease_is_kept_alive_by_the_heartbeat(
         await greeted(c)
         await c.subscribe([NIFTY])
         key = rc.demand_key(gateway.hub.replica_id)
-        writes = gateway.hub.stats.demand_writes
+        writes = gateway.hub.demand.writes
         # Two lease periods later the hash is still there (kept by PEXPIRE, not rewritten).
         for _ in range(3):
             await asyncio.sleep(1.0)
             assert await demand_of(redis_client, gateway.hub.replica_id) == {NIFTY: "ltpc"}
             assert await redis_client.pttl(key) > 0
-        assert gateway.hub.stats.demand_writes == writes
+        assert gateway.hub.demand.writes == writes
 
 
 async def test_snapshot_request_and_not_subscribed(
@@ -211,7 +211,7 @@ async def test_keys_refused_upstream_are_reported(
     )
     status = rc.IngestorStatus(instance="i1", state="connected", refused=1)
     await redis_client.publish(rc.INGESTOR_EVENTS, status.model_dump_json())
-    await eventually(lambda: NIFTY in gateway.hub.refused, "the refusal to be known")
+    await eventually(lambda: NIFTY in gateway.hub.upstream.refused, "the refusal to be known")
     async with client(gateway.ws_url) as c:
         await greeted(c)
         await c.subscribe([NIFTY], mode="ltpc", rid="ok")  # ltpc is not refused

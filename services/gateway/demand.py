@@ -1,0 +1,114 @@
+"""The demand writer: this replica's demand (instrument key -> modes) in its Redis hash.
+
+Owns the hash and its lease: changed keys are written promptly (a dirty set, one write loop,
+one MULTI per round), the whole hash is rewritten after every (re)connection and when the lease
+is found lapsed, a heartbeat keeps the lease, and a clean stop withdraws it at once (a crash
+lets it lapse). Every write is announced on the demand events channel so the ingestor rescans.
+
+It reads the modes from the `FanOut` and must not change it, nor know clients or frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from services.gateway.broker import Broker
+from services.gateway.fanout import FanOut
+from shared import redis_contract as rc
+from shared.redis_link import REDIS_ERRORS, guarded
+
+__all__ = ["DemandWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+class DemandWriter:
+    """`changed()` on every channel opened or closed; `run()` and `keep_lease()` as tasks;
+    `write_all()` in the broker's resync; `withdraw()` at a clean stop. `writes` counts the
+    hash writes, for the metrics."""
+
+    def __init__(
+        self,
+        replica_id: str,
+        lease_seconds: float,
+        fanout: FanOut,
+        broker: Broker,
+        on_ingestor_status: Callable[[bytes | None], None],
+    ) -> None:
+        self._replica_id = replica_id
+        self._key = rc.demand_key(replica_id)
+        self._lease_ms = int(lease_seconds * 1000)
+        self._heartbeat = lease_seconds / 3
+        self._fanout = fanout
+        self._broker = broker
+        self._on_ingestor_status = on_ingestor_status
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self.writes = 0
+
+    def changed(self, keys: Iterable[str]) -> None:
+        self._dirty.update(keys)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._broker.attempt(self._write_changes)
+
+    async def keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            await self._broker.attempt(self._beat)
+
+    async def write_all(self) -> None:
+        await self._write(full=True)
+
+    async def withdraw(self) -> None:
+        try:
+            async with self._broker.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self._key)
+                pipe.publish(rc.DEMAND_EVENTS, self._replica_id)
+                await guarded(pipe.execute())
+        except REDIS_ERRORS as error:
+            logger.warning("could not withdraw demand at shutdown: %s", error)
+
+    async def _write_changes(self) -> None:
+        if self._dirty:
+            await self._write(full=False)
+
+    async def _write(self, *, full: bool) -> None:
+        keys, self._dirty = self._dirty, set()
+        if full:
+            keys = {key for _, key in self._fanout.channels}
+        async with self._broker.redis.pipeline(transaction=True) as pipe:
+            if full:
+                pipe.delete(self._key)
+            for key in keys:
+                modes = self._fanout.modes_of(key)
+                if modes:
+                    pipe.hset(self._key, key, rc.encode_modes(modes))
+                elif not full:
+                    pipe.hdel(self._key, key)
+            pipe.pexpire(self._key, self._lease_ms)
+            pipe.publish(rc.DEMAND_EVENTS, self._replica_id)
+            try:
+                await guarded(pipe.execute())
+            except BaseException:
+                self._dirty |= keys  # written again by the next round (or the resync)
+                raise
+        self.writes += 1
+
+    async def _beat(self) -> None:
+        """Keep the lease; the same round trip reads the ingestor's status, whose expiry is how
+        a vanished ingestor is noticed."""
+        async with self._broker.redis.pipeline(transaction=False) as pipe:
+            pipe.pexpire(self._key, self._lease_ms)
+            pipe.get(rc.INGESTOR_STATUS)
+            kept, status = await guarded(pipe.execute())
+        if not kept and self._fanout.channels:
+            logger.warning("the demand lease had lapsed; writing it again")
+            await self._write(full=True)
+        self._on_ingestor_status(status)

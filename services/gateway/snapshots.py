@@ -1,0 +1,76 @@
+"""Snapshots: the value each channel starts a client from, sent as its `initial_feed`.
+
+Owns the rule that lets a snapshot and the live updates after it join without a gap: when a
+channel's subscription is not yet confirmed on the current connection, the last value is read
+only after the broker's PING barrier, so an update published meanwhile arrives live (and a live
+update that lands during the read wins over the value read, see `FanOut.resolve`). A channel
+whose confirmed subscription has delivered an update (`fresh`) is served from memory; the others
+are read from Redis in chunks. With Redis away, what is known is sent.
+
+It must not change subscriptions nor send anything but `initial_feed` frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from services.gateway.broker import Broker
+from services.gateway.fanout import Channel, FanOut, Subscriber
+from services.gateway.protocol import FeedItem
+from shared import redis_contract as rc
+from shared.redis_link import REDIS_ERRORS, guarded
+from shared.resp import as_bytes
+
+__all__ = ["Snapshots"]
+
+MGET_CHUNK: Final = 1000  # keys per MGET
+
+
+class Snapshots:
+    def __init__(self, fanout: FanOut, broker: Broker) -> None:
+        self._fanout = fanout
+        self._broker = broker
+
+    async def send(self, sub: Subscriber, channels: Sequence[Channel]) -> None:
+        """`sub`'s snapshot of `channels` (it joins their live updates with it)."""
+        resolved = await self._resolve(channels)
+        frame = self._fanout.complete(sub, [(channel, resolved[channel]) for channel in channels])
+        if frame is not None:
+            sub.sink.send_frame(frame)
+
+    async def resend_all(self, subs: Iterable[Subscriber]) -> None:
+        """After a Redis outage: every client gets a fresh snapshot of all its keys."""
+        resolved = await self._resolve(self._fanout.channels.values())
+        for sub in list(subs):
+            if sub.closed or not sub.subs:
+                continue
+            items = [(ch, resolved.get(ch, ch.latest)) for ch in sub.subs.values()]
+            frame = self._fanout.complete(sub, items)
+            if frame is not None:
+                sub.sink.send_frame(frame)
+
+    async def _resolve(self, channels: Iterable[Channel]) -> dict[Channel, FeedItem | None]:
+        """Each channel's snapshot value: from memory when a confirmed live subscription has
+        delivered one, else the last value in Redis (or what is known, if Redis is away)."""
+        channels = list(dict.fromkeys(channels))
+        resolved: dict[Channel, FeedItem | None] = {ch: ch.latest for ch in channels}
+        broker = self._broker
+        if not channels or not broker.connected:
+            return resolved
+        if not all(ch.ready for ch in channels) and not await broker.confirm():
+            return resolved
+        stale = [ch for ch in channels if not ch.fresh]
+        for start in range(0, len(stale), MGET_CHUNK):
+            chunk = stale[start : start + MGET_CHUNK]
+            versions = [ch.version for ch in chunk]
+            keys = [rc.last_value_key(ch.mode, ch.key) for ch in chunk]
+            try:
+                values = await guarded(broker.redis.mget(keys))
+            except REDIS_ERRORS as error:
+                broker.failed(error)
+                return resolved
+            for channel, value, version in zip(chunk, values, versions, strict=True):
+                stored = None if value is None else as_bytes(value)
+                resolved[channel] = self._fanout.resolve(channel, stored, version)
+        return resolved
