@@ -21,8 +21,9 @@ from services.gateway.api import ApiContext, router
 from services.gateway.connection import HUB_STATE_KEY, GatewayConnection
 from services.gateway.hub import Hub
 from services.gateway.instruments import CatalogueSource
-from services.gateway.metrics import registry_for
+from services.gateway.metrics import HubCollector
 from services.gateway.settings import GatewaySettings
+from shared.metrics import registry_for
 from shared.sessions import SessionStore
 from shared.upstox.client import UpstoxClient
 
@@ -89,7 +90,7 @@ def create_app(settings: GatewaySettings | None = None, static_dir: Path | None 
             upstox=upstox,
             sessions=SessionStore(hub.broker.redis, settings.token_encryption_key),
             catalogue=CatalogueSource(settings.gateway_instruments_source),
-            registry=registry_for(hub),
+            registry=registry_for(HubCollector(hub)),
         )
         logger.info("gateway replica %s started", hub.replica_id)
         try:

@@ -96,12 +96,10 @@ class Subscriber:
 @dataclass(slots=True)
 class FanOutStats:
     messages: int = 0  # tick messages received from Redis
-    stray: int = 0  # ... for a channel nobody here holds any more
     frames: int = 0  # live/initial feed frames written
     bytes: int = 0
     delivered: int = 0  # instrument updates written to clients
     conflated: int = 0  # updates superseded (subscriber behind, or the replica overloaded)
-    early_flushes: int = 0  # frames flushed early so a keeping-up client misses nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +218,7 @@ class FanOut:
         stats.messages += 1
         channel = self.by_name.get(name)
         if channel is None:
-            stats.stray += 1
-            return False
+            return False  # a channel nobody here holds any more
         value, meta = split_tick(payload)
         item = FeedItem.of(channel.encoded_key, value, meta)
         channel.latest = item
@@ -236,7 +233,6 @@ class FanOut:
                     stats.conflated += 1
                 else:
                     # The client keeps up: deliver the earlier update now instead of dropping it.
-                    stats.early_flushes += 1
                     self._write_pending(sub, current_ts(self._clock_ms()))
             elif not pending:
                 dirty[sub] = None

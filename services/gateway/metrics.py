@@ -1,26 +1,27 @@
-"""Prometheus metrics of one replica, read from the hub's plain counters at scrape time.
+"""Prometheus metrics of one replica, read from the hub and its parts at scrape time.
 
-The hot path only bumps integers; nothing here runs per tick. Each app has its own registry, so
-several replicas can live in one process (the tests run two).
+The hot path only bumps integers; nothing here runs per tick. The counts live where they happen
+(`HubStats`, `FanOutStats`, the demand writer, the hub's `Buckets`); `HubCollector` turns them
+into metric families through `shared.metrics`, on a registry of its own per app, so several
+replicas can live in one process (the tests run two).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Final
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from services.gateway.hub import Hub
 from services.gateway.protocol import ERROR_CODES
+from shared.metrics import counter, gauge, histogram, labelled_counter
 
-PREFIX = "tickstream_gateway_"
+__all__ = ["HubCollector"]
+
+PREFIX: Final = "tickstream_gateway_"
+HANDSHAKE_REFUSALS: Final = ("origin", "unauthorized", "path", "handshake")
 
 
 class HubCollector(Collector):
@@ -31,72 +32,54 @@ class HubCollector(Collector):
         hub = self._hub
         fan = hub.fanout.stats
         stats = hub.stats
-
-        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-            return GaugeMetricFamily(PREFIX + name, doc, value=value)
-
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            return CounterMetricFamily(PREFIX + name, doc, value=value)
-
-        yield gauge("clients", "Connected WebSocket clients", len(hub.clients))
-        yield gauge("channels", "Redis tick channels subscribed", len(hub.fanout.channels))
-        yield gauge(
-            "subscriptions", "Client subscriptions (client x key)", hub.fanout.subscription_count
+        gauges: tuple[tuple[str, str, float], ...] = (
+            ("clients", "Connected WebSocket clients", len(hub.clients)),
+            ("channels", "Redis tick channels subscribed", len(hub.fanout.channels)),
+            ("subscriptions", "Client subscriptions (client x key)", hub.fanout.subscription_count),
+            ("redis_up", "1 when the Redis link is up", 1 if hub.redis_up else 0),
         )
-        yield gauge("redis_up", "1 when the Redis link is up", 1 if hub.redis_up else 0)
-        yield counter("connections", "WebSocket connections accepted", stats.connections)
-        yield counter("ticks_received", "Tick messages received from Redis", fan.messages)
-        yield counter("feed_frames", "live_feed and initial_feed frames sent", fan.frames)
-        yield counter("feed_bytes", "Bytes of feed frames sent", fan.bytes)
-        yield counter(
-            "control_frames", "Control frames sent (ack, error, status...)", stats.control_frames
-        )
-        yield counter("control_bytes", "Bytes of control frames sent", stats.control_bytes)
-        yield counter("updates_delivered", "Instrument updates written to clients", fan.delivered)
-        yield counter(
-            "updates_conflated",
-            "Updates superseded by a newer one while their client was behind",
-            fan.conflated,
-        )
-        yield counter(
-            "slow_clients_dropped", "Clients closed as slow consumers", stats.slow_dropped
-        )
-        yield counter(
-            "idle_clients_dropped", "Clients closed after the idle timeout", stats.idle_dropped
-        )
-        yield counter(
-            "oversize_closed", "Clients closed for an oversized frame", stats.oversize_closed
-        )
-        yield counter("redis_reconnects", "Redis link (re)establishments", stats.redis_reconnects)
-        yield counter("demand_writes", "Demand hash writes", hub.demand.writes)
-        errors = CounterMetricFamily(
-            PREFIX + "client_errors", "Error frames sent to clients, by code", labels=["code"]
-        )
-        for code in ERROR_CODES:
-            errors.add_metric([code], stats.errors.get(code, 0))
-        yield errors
-        for name, doc, buckets in (
+        counters: tuple[tuple[str, str, float], ...] = (
+            ("connections", "WebSocket connections accepted", stats.connections),
+            ("ticks_received", "Tick messages received from Redis", fan.messages),
+            ("feed_frames", "live_feed and initial_feed frames sent", fan.frames),
+            ("feed_bytes", "Bytes of feed frames sent", fan.bytes),
+            ("control_frames", "Control frames sent (ack, error, status...)", stats.control_frames),
+            ("control_bytes", "Bytes of control frames sent", stats.control_bytes),
+            ("updates_delivered", "Instrument updates written to clients", fan.delivered),
             (
-                "tick_lag_seconds",
-                "Upstream frame time to arrival here (1 in 16 ticks)",
-                hub.tick_lag,
+                "updates_conflated",
+                "Updates superseded by a newer one while their client was behind",
+                fan.conflated,
             ),
-            ("flush_seconds", "Duration of one flush pass (all due frames)", hub.flush_time),
-        ):
-            yield HistogramMetricFamily(
-                PREFIX + name, doc, buckets=buckets.cumulative(), sum_value=buckets.total
-            )
-        rejected = CounterMetricFamily(
+            ("slow_clients_dropped", "Clients closed as slow consumers", stats.slow_dropped),
+            ("idle_clients_dropped", "Clients closed after the idle timeout", stats.idle_dropped),
+            ("oversize_closed", "Clients closed for an oversized frame", stats.oversize_closed),
+            ("redis_reconnects", "Redis link (re)establishments", stats.redis_reconnects),
+            ("demand_writes", "Demand hash writes", hub.demand.writes),
+        )
+        for name, doc, value in gauges:
+            yield gauge(PREFIX + name, doc, value)
+        for name, doc, value in counters:
+            yield counter(PREFIX + name, doc, value)
+        yield labelled_counter(
+            PREFIX + "client_errors",
+            "Error frames sent to clients, by code",
+            "code",
+            stats.errors,
+            ERROR_CODES,
+        )
+        yield histogram(
+            PREFIX + "tick_lag_seconds",
+            "Upstream frame time to arrival here (1 in 16 ticks)",
+            hub.tick_lag,
+        )
+        yield histogram(
+            PREFIX + "flush_seconds", "Duration of one flush pass (all due frames)", hub.flush_time
+        )
+        yield labelled_counter(
             PREFIX + "handshakes_refused",
             "WebSocket handshakes refused, by reason",
-            labels=["reason"],
+            "reason",
+            stats.rejected,
+            HANDSHAKE_REFUSALS,
         )
-        for reason in ("origin", "unauthorized", "path", "handshake"):
-            rejected.add_metric([reason], stats.rejected.get(reason, 0))
-        yield rejected
-
-
-def registry_for(hub: Hub) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(HubCollector(hub))
-    return registry
