@@ -1,12 +1,12 @@
-"""A lean Redis pub/sub connection for the hub: RESP2 parsed incrementally, messages dispatched
-from the protocol callback, commands written without waiting.
+"""A lean Redis pub/sub connection for the broker: RESP2 parsed incrementally, messages
+dispatched from the protocol callback, commands written without waiting.
 
 Why not redis-py's `PubSub`: measured here, its `parse_response` costs about 36 µs per message
 (retry wrapper, observability hooks, a task wake-up per message); this parser costs a few
 microseconds and hands a whole TCP read's worth of messages to the fan-out at once. Commands
 (SUBSCRIBE, UNSUBSCRIBE, PING) are plain writes on the transport, so their order is the order
 they were issued in, whoever issued them. Everything else (MGET, the demand writes) still goes
-through redis-py on its own connection.
+through redis-py, on the broker's command pool.
 """
 
 from __future__ import annotations
