@@ -18,7 +18,6 @@ everything written before it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -31,9 +30,10 @@ from services.gateway.errors import PubSubClosed, RedisLost
 from services.gateway.pubsub import PubSubLink
 from shared.redis_client import connect_redis
 from shared.redis_link import REDIS_ERRORS, RedisHealth, guarded
+from shared.tasks import cancel_and_wait
 from shared.upstox.backoff import Backoff
 
-__all__ = ["LINK_ERRORS", "Broker", "BrokerHandler", "cancel_and_wait"]
+__all__ = ["LINK_ERRORS", "Broker", "BrokerHandler"]
 
 logger = logging.getLogger(__name__)
 
@@ -237,17 +237,3 @@ class Broker:
         self._handler.on_confirmed(barrier.names)
         if not barrier.future.done():
             barrier.future.set_result(True)
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel `tasks` and wait until they end, whatever they end with (they are being dropped);
-    a cancellation of the caller meanwhile is raised again, never swallowed."""
-    tasks = list(tasks)
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    current = asyncio.current_task()
-    if current is not None and current.cancelling():
-        raise asyncio.CancelledError

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from services.gateway import commands
-from services.gateway.broker import Broker, cancel_and_wait
+from services.gateway.broker import Broker
 from services.gateway.commands import Decision
 from services.gateway.demand import DemandWriter
 from services.gateway.fanout import Channel, FanOut, Sink, Subscriber
@@ -49,6 +49,7 @@ from services.gateway.timing import FLUSH_BUCKETS, LAG_BUCKETS, Buckets, tick_ts
 from services.gateway.upstream_status import UpstreamStatus
 from services.gateway.wsframe import text_frame
 from shared import redis_contract as rc
+from shared.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 

@@ -44,6 +44,7 @@ from shared.metrics import registry_for
 from shared.redis_client import connect_redis
 from shared.redis_link import REDIS_ERRORS, RedisLink, guarded
 from shared.resp import as_text
+from shared.tasks import cancel_and_wait
 
 __all__ = ["Ingestor"]
 
@@ -106,7 +107,7 @@ class Ingestor:
         was_active = self.active
         closers = self.upstream.closers
         tasks = [t for t in (self._main_task, self._active_task, *closers) if t is not None]
-        await _cancel(*tasks)
+        await cancel_and_wait(tasks)
         self._set_inactive()
         if release and was_active:
             with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
@@ -194,7 +195,7 @@ class Ingestor:
     async def _deactivate(self) -> None:
         task, self._active_task = self._active_task, None
         if task is not None:
-            await _cancel(task)
+            await cancel_and_wait([task])
         self._set_inactive()
         self._reporter.set_state("standby")
 
@@ -252,16 +253,3 @@ class Ingestor:
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("the active session failed; restarting it", exc_info=task.exception())
-
-
-async def _cancel(*tasks: asyncio.Task[None]) -> None:
-    """Cancel and wait for `tasks`, cancelling again any that swallowed the request (a
-    library that catches CancelledError mid-call must not keep a stopping ingestor alive)."""
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=1.0)
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved, so asyncio does not log it as never retrieved

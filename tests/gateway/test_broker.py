@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Iterable
 import pytest
 import redis.asyncio as aioredis
 
-from services.gateway.broker import Broker, cancel_and_wait
+from services.gateway.broker import Broker
 from services.gateway.errors import RedisLost
+from shared.tasks import cancel_and_wait
 from tests.gateway.conftest import eventually
 
 
