@@ -141,16 +141,20 @@ def _has_body(headers: Sequence[tuple[bytes, bytes]]) -> bool:
     )
 
 
+def _text_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+
+
 async def _plain_response(send: Send, status: int, text: str) -> None:
     body = (text + "\n").encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ],
+            "headers": _text_headers(body),
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -408,10 +412,7 @@ async def _deny(scope: Scope, send: Send, status: int, body: bytes) -> None:
             {
                 "type": "websocket.http.response.start",
                 "status": status,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
+                "headers": _text_headers(body),
             }
         )
         await send({"type": "websocket.http.response.body", "body": body})
