@@ -388,7 +388,11 @@ class GatewayConnection(asyncio.Protocol):
         if self._ws.state is State.OPEN:
             self._ws.send_close(code, reason)
         self._write_ws()
-        if self._hub is not None and self._close_timer is None:
+        self._abort_later()
+
+    def _abort_later(self) -> None:
+        """Drop the TCP connection if the client has not finished closing in time."""
+        if self._hub is not None and self._close_timer is None and self._transport is not None:
             self._close_timer = self._loop.call_later(
                 self._hub.settings.gateway_close_timeout_seconds, self._transport.abort
             )
@@ -401,4 +405,15 @@ class GatewayConnection(asyncio.Protocol):
             if data:
                 transport.write(data)
             elif not transport.is_closing():
-                transport.close()  # end of stream: close once the buffer is flushed
+                self._end_stream(transport)
+
+    def _end_stream(self, transport: asyncio.Transport) -> None:
+        """Half-close (FIN once the buffer is flushed) and let the client close. Closing a
+        socket with unread input sends a TCP reset instead, and a reset can overtake the close
+        frame still in flight: a client cut off mid-message (1009) then saw the connection
+        reset, or, through a proxy, 1012. Input that still arrives is discarded."""
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._abort_later()
+        else:
+            transport.close()

@@ -103,6 +103,10 @@ class RawClient:
     async def read_until_closed(self) -> None:
         await self.read_until(lambda c: c.close_code is not None and c.eof)
 
+    async def send_bytes(self, data: bytes) -> None:
+        """Write `data` as it is, past the protocol (a frame the test built by hand)."""
+        await self._loop.sock_sendall(self._sock, data)
+
     def seqs(self, key: str) -> list[int]:
         return [
             f["meta"][key]["seq"]

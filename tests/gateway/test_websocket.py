@@ -386,6 +386,27 @@ async def test_a_frame_over_the_size_limit_closes_with_1009(start_gateway: Start
     await eventually(lambda: not gateway.hub.clients, "the client to be forgotten")
 
 
+async def test_an_oversize_close_reaches_a_client_still_sending(
+    start_gateway: StartGateway,
+) -> None:
+    """The gateway fails the connection at the frame header, with the rest of the message
+    still arriving: a close that dropped the socket with unread data would send a TCP reset,
+    which can discard the 1009 on its way (a proxy in between then reports 1012). A half-close
+    lets the close frame and an orderly end of stream reach the client."""
+    gateway = await start_gateway(gateway_max_message_bytes=1024)
+    raw = await RawClient.connect(gateway.ws_url)
+    try:
+        await raw.read_until(lambda c: bool(c.frames))  # greeted
+        announced = 4 * 1024 * 1024
+        header = bytes([0x81, 0x80 | 127]) + announced.to_bytes(8, "big") + b"\0\0\0\0"
+        await raw.send_bytes(header + bytes(512 * 1024))  # a zero mask: the payload as is
+        await raw.read_until_closed()  # a reset raises ConnectionResetError here
+    finally:
+        raw.close()
+    assert raw.close_code == 1009 and raw.eof
+    await eventually(lambda: not gateway.hub.clients, "the client to be forgotten")
+
+
 # ---- who may connect ----------------------------------------------------------------------
 
 
