@@ -88,7 +88,7 @@ class ContainerRedisServer:
     """Redis in a container via testcontainers, for machines with Docker but no binary."""
 
     def __init__(self) -> None:
-        from testcontainers.redis import RedisContainer
+        from testcontainers.community.redis import RedisContainer
 
         self.host = "127.0.0.1"
         self.port = free_port()
