@@ -1,8 +1,9 @@
 """What `tickstream dev` runs: every service, its port, its environment, its start-up stage.
 
-Pure: `plan()` turns options, ports and per-run secrets into `ServiceSpec`s; nothing here starts
-a process. The topology is compose's: Redis, the simulator (the upstream), auth, two ingestors
-(one active, one standby), N gateways and one front port.
+Pure: `plan()` turns options, ports and per-run secrets into `ServiceSpec`s, and
+`TopologyAddresses` says where each planned service is reached; nothing here starts a process.
+The topology is compose's: Redis, the simulator (the upstream), auth, two ingestors (one active,
+one standby), N gateways and one front port.
 
 Environment precedence, lowest first: `DEMO_SETTINGS` (the demo's tunables, the same values
 compose's `x-` block carries), the caller's environment (so `LOG_LEVEL=DEBUG tickstream dev`
@@ -131,6 +132,53 @@ class Topology:
     @property
     def gateway_urls(self) -> list[str]:
         return [s.url for s in self.services if s.command == "gateway"]
+
+
+class TopologyAddresses:
+    """Names, URLs and per-run keys of a planned topology, for whatever runs it to expose."""
+
+    topology: Topology
+
+    @property
+    def names(self) -> list[str]:
+        return [spec.name for spec in self.topology.services]
+
+    @property
+    def front_url(self) -> str:
+        return self.topology.front_url
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        return self.topology.gateway_urls
+
+    @property
+    def auth_url(self) -> str:
+        return self.topology.spec(AUTH).url
+
+    @property
+    def simulator_url(self) -> str:
+        return self.topology.spec(SIMULATOR).url
+
+    @property
+    def redis_url(self) -> str:
+        return self.topology.redis_url
+
+    @property
+    def admin_key(self) -> str:
+        """The simulator's admin API key (header `X-Admin-Key`)."""
+        return self.topology.secrets.simulator_admin_key
+
+    @property
+    def demo_token(self) -> str:
+        return self.topology.secrets.demo_token
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Every service's own base URL (Redis: its redis:// URL), by name."""
+        result = {spec.name: spec.url for spec in self.topology.services if spec.name != REDIS}
+        result[REDIS] = self.redis_url
+        result[FRONT] = self.front_url
+        return result
 
 
 def internal_names(options: Options) -> list[str]:
