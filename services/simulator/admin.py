@@ -5,16 +5,22 @@ every request must carry it in the `X-Admin-Key` header.
 | --- | --- |
 | `POST /admin/drop-connections?code=1011` | close every feed connection (WebSocket close code) |
 | `POST /admin/expire-tokens?include_demo=true` | expire every token now, closing their feeds |
-| `POST /admin/stall?seconds=N` | send no feed frames for N seconds |
+| `POST /admin/stall?seconds=N` | no data for N s on the feeds open now; new ones get data |
+| `POST /admin/stall?seconds=N&scope=all` | no data for N s on every feed, new ones too |
 | `POST /admin/malformed` | send one undecodable binary frame on every feed connection |
 | `POST /admin/tick-interval?ms=N` | change the per-instrument tick period |
 | `GET /admin/stats` | connections, their subscriptions, frames sent |
+
+A stall withholds data frames (`initial_feed`, `live_feed`) while pings are answered and market
+status changes still go out: Upstox's "connected but no data". The default silences the
+connections open at that moment, each for its own N seconds, as a stall in the field does (a
+reconnection gets data); `scope=all` is an upstream down altogether. `seconds=0` ends every stall.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -59,9 +65,13 @@ async def expire_tokens(request: Request, include_demo: bool = True) -> JSONResp
 
 
 @router.post("/stall")
-async def stall(request: Request, seconds: Annotated[float, Query(ge=0, le=3600)]) -> JSONResponse:
-    state_of(request).hub.stall(seconds)
-    return done(stalled_seconds=seconds)
+async def stall(
+    request: Request,
+    seconds: Annotated[float, Query(ge=0, le=3600)],
+    scope: Literal["current", "all"] = "current",
+) -> JSONResponse:
+    silenced = state_of(request).hub.stall(seconds, everything=scope == "all")
+    return done(stalled_seconds=seconds, scope=scope, connections=silenced)
 
 
 @router.post("/malformed")

@@ -4,6 +4,12 @@ One loop ticks every subscribed instrument each `tick_interval_ms`, builds each 
 update once, and hands every connection one `live_feed` frame holding its keys (a frame is built
 once per distinct subscription set). Each connection has a bounded outbox drained by its own
 sender task, so a slow reader skips live frames (counted) instead of holding up the others.
+
+A stall is silence on data (no `initial_feed`, no `live_feed`; market status changes and pings
+go on): either of the connections open when it was asked for, each until its own `silent_until_ms`
+(what a stalled Upstox connection looks like: a fresh one gets data), or of the whole feed, new
+connections included (an upstream that is down altogether). The hub's clock is the market's: it
+may run at an offset from real time (`market_offset_ms`), while tokens keep real time.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class FeedConnection:
     requests: int = 0
     bad_requests: int = 0
     closing: bool = False
+    silent_until_ms: int = 0  # stalled: no data frames before this (market time)
 
     def offer_live(self, frame: bytes, feeds: int) -> None:
         if self.closing:
@@ -97,6 +104,7 @@ class FeedConnection:
             "requests": self.requests,
             "bad_requests": self.bad_requests,
             "queued": len(self.outbox),
+            "silent_until_ms": self.silent_until_ms,
         }
 
 
@@ -116,6 +124,7 @@ class FeedHub:
         max_connections_per_user: int,
         max_queued_frames: int,
         clock: Callable[[], int] = now_ms,
+        market_offset_ms: int = 0,
     ) -> None:
         self.model = model
         self.tokens = tokens
@@ -123,7 +132,8 @@ class FeedHub:
         self.tick_interval_ms = tick_interval_ms
         self.max_connections_per_user = max_connections_per_user
         self.max_queued_frames = max_queued_frames
-        self._now = clock
+        self._real_now = clock
+        self.market_offset_ms = market_offset_ms
         self.connections: dict[int, FeedConnection] = {}
         self._ids = itertools.count(1)
         self._wake = asyncio.Event()
@@ -138,6 +148,10 @@ class FeedHub:
         self._statuses: dict[str, str] = {}
         self._next_housekeeping = 0
 
+    def market_now(self) -> int:
+        """The market's time (epoch ms): real time shifted by `market_offset_ms`."""
+        return self._real_now() + self.market_offset_ms
+
     # ---- connections ----------------------------------------------------------------------
 
     def register(self, user: User, token: str) -> FeedConnection:
@@ -151,11 +165,11 @@ class FeedHub:
             token=token,
             subscriptions=Subscriptions(self.limits),
             max_queued=self.max_queued_frames,
-            connected_ms=self._now(),
+            connected_ms=self.market_now(),
         )
         self.connections[conn.id] = conn
         self.connections_total += 1
-        now = self._now()
+        now = self.market_now()
         self._statuses = self.model.clock.statuses(now)
         conn.offer_control(frames.market_info_frame(self._statuses, now))
         return conn
@@ -190,7 +204,7 @@ class FeedHub:
         return len(self.connections)
 
     def close_for_invalid_tokens(self) -> int:
-        now = self._now()
+        now = self._real_now()  # tokens expire in real time, whatever the market's clock says
         closed = 0
         for conn in self.connections.values():
             if not conn.closing and self.tokens.resolve(conn.token, now) is None:
@@ -198,8 +212,17 @@ class FeedHub:
                 closed += 1
         return closed
 
-    def stall(self, seconds: float) -> None:
-        self.stalled_until_ms = self._now() + int(seconds * 1000)
+    def stall(self, seconds: float, everything: bool = False) -> int:
+        """No data for `seconds` on the connections open now (`everything`: on every connection,
+        new ones too); 0 ends every stall. Returns how many open connections it silences."""
+        until = self.market_now() + int(seconds * 1000)
+        if everything or seconds == 0:
+            self.stalled_until_ms = until
+        if not everything or seconds == 0:
+            for conn in self.connections.values():
+                conn.silent_until_ms = until
+        self._wake.set()
+        return len(self.connections)
 
     def send_malformed(self) -> int:
         for conn in self.connections.values():
@@ -217,7 +240,7 @@ class FeedHub:
         next_tick = loop.time()
         while True:
             now_loop = loop.time()
-            stalled_for = (self.stalled_until_ms - self._now()) / 1000.0
+            stalled_for = (self.stalled_until_ms - self.market_now()) / 1000.0
             wait = max(next_tick - now_loop, stalled_for, 0.0)
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
@@ -225,7 +248,7 @@ class FeedHub:
             else:
                 await asyncio.sleep(0)
             self._wake.clear()
-            now = self._now()
+            now = self.market_now()
             try:
                 self._housekeeping(now)
                 if now < self.stalled_until_ms:
@@ -291,7 +314,11 @@ class FeedHub:
         return entries
 
     def _send_snapshots(self, now: int) -> None:
-        waiting = [conn for conn in self.connections.values() if conn.pending_snapshot]
+        waiting = [
+            conn
+            for conn in self.connections.values()
+            if conn.pending_snapshot and conn.silent_until_ms <= now
+        ]
         for conn in waiting:
             keys, conn.pending_snapshot = conn.pending_snapshot, []
             active = conn.subscriptions.active
@@ -321,6 +348,8 @@ class FeedHub:
             return
         built: dict[frozenset[tuple[str, Mode]], list[tuple[bytes, int]]] = {}
         for conn in self.connections.values():
+            if conn.silent_until_ms > now:
+                continue
             signature = conn.subscriptions.signature
             batch = built.get(signature)
             if batch is None:
@@ -338,7 +367,7 @@ class FeedHub:
             "frames_sent": self.frames_total,
             "ticks": self.ticks,
             "tick_interval_ms": self.tick_interval_ms,
-            "stalled": self._now() < self.stalled_until_ms,
+            "stalled": self.market_now() < self.stalled_until_ms,
         }
 
 

@@ -18,7 +18,6 @@ from services.simulator.clock import (
     hours_of,
     ist_date,
     ist_ms,
-    now_ms,
 )
 from services.simulator.errors import INVALID_INPUT, INVALID_INSTRUMENT_KEY, EnvelopeError
 from services.simulator.holidays import CLOSED_ON_TRADING_HOLIDAY, holidays_of_year
@@ -71,8 +70,8 @@ def _holiday_record(day: dt.date) -> list[dict[str, object]]:
 
 
 @router.get("/v2/market/holidays")
-async def holidays(auth: User) -> JSONResponse:
-    return success(_holiday_record(ist_date(now_ms())))
+async def holidays(request: Request, auth: User) -> JSONResponse:
+    return success(_holiday_record(ist_date(state_of(request).hub.market_now())))
 
 
 @router.get("/v2/market/holidays/{date}")
@@ -103,7 +102,7 @@ async def market_status(request: Request, exchange: str, auth: User) -> JSONResp
     if name not in EXCHANGE_SEGMENT:
         choices = ", ".join(EXCHANGES)
         raise EnvelopeError(400, INVALID_INPUT, f"Invalid exchange: use one of {choices}")
-    now = now_ms()
+    now = state_of(request).hub.market_now()
     clock = state_of(request).model.clock
     segment = EXCHANGE_SEGMENT[name]
     hours = hours_of(segment)
@@ -147,7 +146,8 @@ async def intraday_candles(
 ) -> JSONResponse:
     instrument = _instrument(request, instrument_key)
     query = candles.parse_query(unit, interval, intraday=True)
-    rows = await run_in_threadpool(_locked, request, candles.intraday, instrument, query, now_ms())
+    now = state_of(request).hub.market_now()
+    rows = await run_in_threadpool(_locked, request, candles.intraday, instrument, query, now)
     return success({"candles": rows})
 
 
@@ -160,8 +160,9 @@ async def _historical(
     from_day = candles.check_range(
         query, to_day, candles.parse_date(from_date) if from_date is not None else None
     )
+    now = state_of(request).hub.market_now()
     rows = await run_in_threadpool(
-        _locked, request, candles.historical, instrument, query, from_day, to_day, now_ms()
+        _locked, request, candles.historical, instrument, query, from_day, to_day, now
     )
     return success({"candles": rows})
 

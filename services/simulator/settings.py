@@ -6,11 +6,13 @@ Every field is read from the environment variable of the same name in upper case
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from shared.ist import IST
 from shared.settings import CommonSettings, comma_list
 
 DEFAULT_REDIRECT_URIS = [
@@ -47,6 +49,12 @@ class SimulatorSettings(CommonSettings):
         default="open",
         description="'open': the market never closes (demo); 'ist': NSE/MCX hours in IST.",
     )
+    simulator_market_clock_start: dt.datetime | None = Field(
+        default=None,
+        description="The market's time at start (ISO 8601, e.g. 2026-01-04T12:00; no offset: "
+        "IST), running on from there: feed frames, market status and candles follow it, tokens "
+        "keep real time. For drills and tests at a chosen market phase. Default: real time.",
+    )
     simulator_admin_key: SecretStr | None = Field(
         default=None, description="Enables the /admin API; requests carry it as X-Admin-Key."
     )
@@ -76,3 +84,10 @@ class SimulatorSettings(CommonSettings):
     )
 
     _split_uris = field_validator("simulator_redirect_uris", mode="before")(comma_list)
+
+    @field_validator("simulator_market_clock_start")
+    @classmethod
+    def _in_ist(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=IST)
+        return value

@@ -59,6 +59,12 @@ def key_limits(settings: SimulatorSettings) -> KeyLimits:
     )
 
 
+def market_offset_ms(settings: SimulatorSettings) -> int:
+    """How far the market's clock runs from real time (`SIMULATOR_MARKET_CLOCK_START`)."""
+    start = settings.simulator_market_clock_start
+    return 0 if start is None else round(start.timestamp() * 1000) - now_ms()
+
+
 def build_state(settings: SimulatorSettings) -> SimulatorState:
     demo = settings.simulator_demo_token
     tokens = TokenStore(demo.get_secret_value() if demo else None, DEMO_USERS[0])
@@ -70,6 +76,7 @@ def build_state(settings: SimulatorSettings) -> SimulatorState:
         tick_interval_ms=settings.simulator_tick_interval_ms,
         max_connections_per_user=settings.simulator_max_connections_per_user,
         max_queued_frames=settings.simulator_send_queue_frames,
+        market_offset_ms=market_offset_ms(settings),
     )
     return SimulatorState(
         settings=settings,

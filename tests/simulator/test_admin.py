@@ -138,7 +138,7 @@ async def test_stall_and_tick_interval(simulator: SimulatorHandle) -> None:
     async with websockets.connect(await authorized_url(simulator, simulator.demo_token)) as ws:
         await send(ws, "sub", [NIFTY])
         await live_with(ws, NIFTY)
-        await simulator.stall(3600)
+        await simulator.stall(3600, scope="all")
         assert (await simulator.stats())["stalled"] is True
         sent = await settled_frames_sent(simulator)
         # requests are still taken in during a stall, but nothing is sent

@@ -107,3 +107,60 @@ async def test_slow_readers_skip_live_frames_but_keep_control_frames() -> None:
     assert conn.frames_skipped == 4  # market_info + snapshot + one live frame fit
     hub.send_malformed()  # control frames are never skipped
     assert len(conn.outbox) == 4
+
+
+def data_frames(conn: FeedConnection) -> list[pb.FeedResponse]:
+    return [frame for frame in frames_of(conn) if frame.type != pb.market_info]
+
+
+async def test_a_stall_silences_the_connections_open_then_and_a_fresh_one_gets_data() -> None:
+    clock = Clock(ist_ms(DAY, 11, 0))
+    hub = hub_at(clock, TokenStore("t"), kind="open")
+    old = hub.register(DEMO_USERS[0], "t")
+    subscribe(hub, old, "NSE_INDEX|Nifty 50")
+    assert hub.stall(60) == 1
+    subscribe(hub, old, "NSE_INDEX|Nifty Bank")  # taken in, answered after the stall
+    fresh = hub.register(DEMO_USERS[0], "t")
+    subscribe(hub, fresh, "NSE_INDEX|Nifty 50")
+    hub._send_snapshots(clock.ms)
+    hub._tick(clock.ms)
+    assert data_frames(old) == []
+    assert [frame.type for frame in data_frames(fresh)] == [pb.initial_feed, pb.live_feed]
+
+    clock.ms += 60_000  # the stall is over: the snapshots held back, then live data
+    hub._send_snapshots(clock.ms)
+    hub._tick(clock.ms)
+    snapshot, live = data_frames(old)
+    assert snapshot.type == pb.initial_feed
+    assert set(snapshot.feeds) == {"NSE_INDEX|Nifty 50", "NSE_INDEX|Nifty Bank"}
+    assert live.type == pb.live_feed
+
+
+async def test_a_stall_of_everything_silences_new_connections_too_and_0_ends_it() -> None:
+    clock = Clock(ist_ms(DAY, 11, 0))
+    hub = hub_at(clock, TokenStore("t"), kind="open")
+    hub.stall(60, everything=True)
+    conn = hub.register(DEMO_USERS[0], "t")
+    (info,) = frames_of(conn)  # the market status still goes out
+    assert info.type == pb.market_info
+    subscribe(hub, conn, "NSE_INDEX|Nifty 50")
+    assert hub.stats()["stalled"] is True
+    hub.stall(0)
+    assert hub.stats()["stalled"] is False
+    hub._send_snapshots(clock.ms)
+    assert [frame.type for frame in data_frames(conn)] == [pb.initial_feed]
+
+
+async def test_the_market_clock_may_run_at_an_offset_while_tokens_keep_real_time() -> None:
+    clock = Clock(ist_ms(DAY, 11, 0))  # real time: Wednesday, NSE open
+    tokens = TokenStore()
+    access, _ = tokens.issue(DEMO_USERS[0], clock.ms)
+    market = MarketModel(3, MarketClock("ist"), anchor_day=DAY)
+    sunday = ist_ms(DAY + dt.timedelta(days=4), 11, 0)
+    hub = FeedHub(market, tokens, UPSTOX_LIMITS, 100.0, 2, 64, clock, sunday - clock.ms)
+    conn = hub.register(DEMO_USERS[0], access)
+    (info,) = frames_of(conn)
+    assert set(info.marketInfo.segmentStatus.values()) == {pb.NORMAL_CLOSE}
+    assert info.currentTs == sunday
+    hub._housekeeping(hub.market_now())
+    assert not conn.closing  # the token is checked in real time: still valid

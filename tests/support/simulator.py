@@ -95,8 +95,10 @@ class SimulatorHandle:
         data = await self.admin("POST", "expire-tokens", include_demo=str(include_demo).lower())
         return int(data["expired"])
 
-    async def stall(self, seconds: float) -> None:
-        await self.admin("POST", "stall", seconds=seconds)
+    async def stall(self, seconds: float, scope: str = "current") -> int:
+        """No data for `seconds` on the feeds open now (`scope="all"`: on every feed, new ones
+        too); returns how many open connections it silenced."""
+        return int((await self.admin("POST", "stall", seconds=seconds, scope=scope))["connections"])
 
     async def send_malformed(self) -> int:
         return int((await self.admin("POST", "malformed"))["connections"])
