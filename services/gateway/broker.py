@@ -13,11 +13,21 @@ names and bytes. Ticks go from the pub/sub protocol straight to the handler's `o
 Ordering: SUBSCRIBE and UNSUBSCRIBE are written at once, in the order they are issued, and are
 confirmed together by the next PING barrier (`confirm()`): Redis answers a PING only after
 everything written before it.
+
+Liveness: TCP can keep a connection open that delivers nothing (a half-dead link, a proxy that
+failed over to another server). Every probe period the broker sends a PING barrier on the
+pub/sub connection; no answer within one more period and the connection is lost, with the
+same recovery as a closed one (rebuild with backoff, resubscribe, resync, snapshots resent).
+A server answers a PING with `pong` and the token only on a connection it holds subscriptions
+for, so the probe also catches a connection moved by a proxy to a server that does not know
+them (that server's plain reply never confirms a barrier). It costs one PING per period and
+nothing per message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -69,9 +79,18 @@ class _Barrier:
 class Broker:
     """`open()` before use, `run()` as a task, `close()` at the end."""
 
-    def __init__(self, url: str, handler: BrokerHandler, channels: Iterable[bytes] = ()) -> None:
+    def __init__(
+        self,
+        url: str,
+        handler: BrokerHandler,
+        channels: Iterable[bytes] = (),
+        *,
+        probe_seconds: float = 5.0,
+    ) -> None:
         self._url = url
         self._handler = handler
+        self._probe_seconds = probe_seconds
+        self.probes_failed = 0  # liveness probes not answered in time (each lost a connection)
         self.health = RedisHealth(up=False)
         self._backoff = Backoff(0.1, 5.0)
         self.health.on_recover.append(self._backoff.reset)
@@ -132,6 +151,7 @@ class Broker:
                 if not self.health.ok:
                     logger.debug("Redis still unreachable: %s", error)
                 self._down(error)
+                await self._drop_idle_commands()
             await asyncio.sleep(self._backoff.next_delay())
 
     async def _serve(self) -> None:
@@ -144,31 +164,56 @@ class Broker:
         )
         broken = asyncio.create_task(self._broken.wait(), name="gateway-link-watch")
         resync: asyncio.Task[None] | None = None
+        probe: asyncio.Task[None] | None = None
         try:
             names = list(self._names)
             link.subscribe(names)
             self._link = link
             self._unconfirmed = set(names)
             resync = asyncio.create_task(self._resync(), name="gateway-resync")
-            waiting: set[asyncio.Future[Any]] = {link.closed, broken, resync}
+            # From the start: a link that goes silent during the resync is caught as well.
+            probe = asyncio.create_task(self._probe(), name="gateway-link-probe")
+            waiting: set[asyncio.Future[Any]] = {link.closed, broken, resync, probe}
             while True:
                 done, waiting = await asyncio.wait(waiting, return_when="FIRST_COMPLETED")
                 if done == {resync} and resync.exception() is None:
                     continue  # resynced: serve until the link fails
                 break
-            for future in (link.closed, resync):
+            for future in (link.closed, probe, resync):
                 if future.done() and future.exception() is not None:
                     raise future.exception()  # type: ignore[misc]
             raise RedisLost(f"the Redis link was dropped: {self._broken_cause!r}")
         finally:
             self._link = None
             link.close()
-            await cancel_and_wait(task for task in (broken, resync) if task is not None)
+            await cancel_and_wait(task for task in (broken, resync, probe) if task is not None)
 
     async def _resync(self) -> None:
         if not await self.confirm():
             raise RedisLost("subscriptions were not confirmed")
         await self._handler.on_up()
+
+    async def _probe(self) -> None:
+        """The connection's liveness: a PING barrier every probe period, answered within one
+        more period (the next probe would be due by then), or the connection is lost."""
+        period = self._probe_seconds
+        while True:
+            await asyncio.sleep(period)
+            try:
+                async with asyncio.timeout(period):
+                    await self._barrier()
+            except TimeoutError:
+                self.probes_failed += 1
+                raise RedisLost(
+                    f"the pub/sub connection did not answer a PING within {period:g} s"
+                ) from None
+
+    async def _drop_idle_commands(self) -> None:
+        """The idle command connections go with the pub/sub one: they lead to the same server,
+        and one as dead would cost its next command a socket timeout before its retry."""
+        if self._redis is not None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await guarded(self._redis.connection_pool.disconnect(inuse_connections=False))
 
     def _down(self, cause: BaseException) -> None:
         self._unconfirmed.clear()
@@ -210,6 +255,17 @@ class Broker:
         """Wait until every SUBSCRIBE sent so far is in effect: Redis answers a PING sent behind
         them only after it has carried them out. False if there is no connection or it failed;
         a barrier not answered in time fails the connection."""
+        try:
+            async with asyncio.timeout(BARRIER_TIMEOUT):
+                return await self._barrier()
+        except TimeoutError:
+            self.failed(RedisLost("a subscription was not confirmed in time"))
+            return False
+
+    async def _barrier(self) -> bool:
+        """Send a PING barrier (or join the one in flight when nothing was written since) and
+        wait for its answer: True once answered, False if there is no connection or it ended.
+        The caller bounds the wait; the barrier itself outlives it, for its other waiters."""
         if self._link is None:
             return False
         if self._unconfirmed or self._last_barrier is None or self._last_barrier.done():
@@ -223,12 +279,7 @@ class Broker:
             except PubSubClosed as error:
                 self.failed(error)
                 return False
-        future = self._last_barrier
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), BARRIER_TIMEOUT)
-        except TimeoutError:
-            self.failed(RedisLost("a subscription was not confirmed in time"))
-            return False
+        return await asyncio.shield(self._last_barrier)
 
     def _on_pong(self, token: bytes) -> None:
         barrier = self._barriers.pop(token, None)

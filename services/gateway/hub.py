@@ -81,7 +81,12 @@ class Hub:
         self.fanout = FanOut()
         self.stats = HubStats()
         self.clients: dict[Subscriber, None] = {}
-        self.broker = Broker(settings.redis_url, self, (_MARKET_INFO_EVENTS, _INGESTOR_EVENTS))
+        self.broker = Broker(
+            settings.redis_url,
+            self,
+            (_MARKET_INFO_EVENTS, _INGESTOR_EVENTS),
+            probe_seconds=settings.gateway_pubsub_probe_seconds,
+        )
         # Clients hear of every change of the Redis health, down or back up.
         self.broker.health.on_fail.append(self._announce_status)
         self.broker.health.on_recover.append(self._announce_status)

@@ -55,6 +55,11 @@ class HubCollector(Collector):
             ("idle_clients_dropped", "Clients closed after the idle timeout", stats.idle_dropped),
             ("oversize_closed", "Clients closed for an oversized frame", stats.oversize_closed),
             ("redis_reconnects", "Redis link (re)establishments", stats.redis_reconnects),
+            (
+                "pubsub_probes_failed",
+                "Pub/sub liveness probes unanswered in time (each rebuilt the connection)",
+                hub.broker.probes_failed,
+            ),
             ("demand_writes", "Demand hash writes", hub.demand.writes),
         )
         for name, doc, value in gauges:

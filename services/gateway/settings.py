@@ -74,6 +74,16 @@ class GatewaySettings(CommonSettings):
     gateway_close_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a closing connection may take to drain."
     )
+    gateway_pubsub_probe_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description=(
+            "Liveness probe of the Redis pub/sub connection: a PING this often, unanswered for "
+            "as long again and the connection is rebuilt (a silent link is noticed within "
+            "twice this)."
+        ),
+    )
 
     _split_origins = field_validator("gateway_allowed_origins", mode="before")(comma_list)
     _split_keys = field_validator("gateway_api_keys", mode="before")(comma_list)
