@@ -161,8 +161,17 @@ class OAuthState(BaseModel):
     next_url: str = "/"
 
 
+# `stalled`: connected, but the feed sent nothing while data was due (the stall watchdog is
+# resubscribing or reconnecting).
 IngestorState = Literal[
-    "starting", "standby", "waiting_token", "connecting", "connected", "backoff", "stopped"
+    "starting",
+    "standby",
+    "waiting_token",
+    "connecting",
+    "connected",
+    "stalled",
+    "backoff",
+    "stopped",
 ]
 
 

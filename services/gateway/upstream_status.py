@@ -74,6 +74,8 @@ class UpstreamStatus:
             message = "live"
         elif self.ingestor_state == UNKNOWN:
             message = "no ingestor is reporting: updates resume when one runs"
+        elif self.ingestor_state == "stalled":
+            message = "the upstream feed went silent: the ingestor is reconnecting to it"
         else:
             message = f"the ingestor is {self.ingestor_state.replace('_', ' ')}"
         return status_frame(redis_up, self.ingestor_state, message)

@@ -40,7 +40,8 @@ def create_app(settings: IngestorSettings) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Ready: Redis reachable, and either active with the feed connected, or a standby."""
+        """Ready: Redis reachable, and either active with the feed connected and not stalled,
+        or a standby."""
         ready, why = ingestor.readiness()
         body = {
             "ready": ready,
@@ -50,6 +51,7 @@ def create_app(settings: IngestorSettings) -> FastAPI:
             "state": ingestor.state,
             "redis": ingestor.redis_ok,
             "upstream": ingestor.upstream_connected,
+            "stalled": ingestor.upstream.stalled,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -1,10 +1,11 @@
 """What went wrong upstream, as data: one pure function from an exception to a failure.
 
 `classify` names the way a feed attempt ended (authorize refused or failed, handshake refused,
-connection lost or closed, network unreachable) for the metric, the log and the retry policy,
-the way the gateway's API turns Upstox's REST errors into answers. It owns the wording of those
-log lines: none may carry the one-time feed URL (its query holds a code) or a token, so
-exceptions whose text could hold them are described by their type alone.
+connection lost or closed, network unreachable, closed by the stall watchdog) for the metric,
+the log and the retry policy, the way the gateway's API turns Upstox's REST errors into
+answers. It owns the wording of those log lines: none may carry the one-time feed URL (its
+query holds a code) or a token, so exceptions whose text could hold them are described by their
+type alone.
 
 It must NOT count, log, sleep or decide a backoff: the upstream session does that with the
 result, in one place.
@@ -29,18 +30,29 @@ __all__ = [
     "REASONS",
     "UPSTREAM_ERRORS",
     "FailureReason",
+    "FeedStalled",
     "UpstreamError",
     "UpstreamFailure",
     "classify",
 ]
 
-FailureReason = Literal["auth", "unavailable", "handshake", "closed"]
-REASONS: tuple[FailureReason, ...] = ("auth", "unavailable", "handshake", "closed")
+FailureReason = Literal["auth", "unavailable", "handshake", "closed", "stalled"]
+REASONS: tuple[FailureReason, ...] = ("auth", "unavailable", "handshake", "closed", "stalled")
+
+
+class FeedStalled(Exception):
+    """The stall watchdog closed a connection that sent nothing while data was due."""
+
+    def __init__(self, silent_for: float) -> None:
+        super().__init__(f"no feed frame for {silent_for:.1f} s")
+        self.silent_for = silent_for
+
 
 # How a feed attempt can end: from authorize (UpstoxError), the WebSocket library (every
-# websockets error, a connection closed cleanly included), or the network (TimeoutError too).
-UPSTREAM_ERRORS = (UpstoxError, WebSocketException, OSError)
-UpstreamError = UpstoxError | WebSocketException | OSError
+# websockets error, a connection closed cleanly included), the network (TimeoutError too), or
+# the stall watchdog.
+UPSTREAM_ERRORS = (UpstoxError, WebSocketException, OSError, FeedStalled)
+UpstreamError = UpstoxError | WebSocketException | OSError | FeedStalled
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +61,7 @@ class UpstreamFailure:
     message: str  # for the log: never the feed URL, never a token
     is_auth: bool = False  # the token was refused: a new login is needed, not a retry
     status: int | None = None  # the HTTP status, when there was a response
+    quiet: bool = False  # an info line, not a warning: the watchdog already warned of the stall
 
 
 def classify(error: UpstreamError) -> UpstreamFailure:
@@ -66,6 +79,12 @@ def classify(error: UpstreamError) -> UpstreamFailure:
     if isinstance(error, OSError):
         return UpstreamFailure(
             "unavailable", f"cannot reach the feed: {error.strerror or type(error).__name__}"
+        )
+    if isinstance(error, FeedStalled):
+        return UpstreamFailure(
+            "stalled",
+            f"the feed is still silent ({error.silent_for:.1f} s): reconnecting",
+            quiet=True,
         )
     assert_never(error)
 

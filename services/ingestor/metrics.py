@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from services.ingestor.failures import REASONS
 from services.ingestor.upstream import AUTHORIZE_OUTCOMES
+from services.ingestor.watchdog import ACTIONS
 from shared.instruments import Mode, count_modes
 from shared.metrics import counter, gauge, histogram, labelled_counter, labelled_gauge
 from shared.redis_contract import IngestorState
@@ -83,6 +84,14 @@ class IngestorCollector(Collector):
             "reason",
             upstream.failures,
             REASONS,
+        )
+        yield labelled_counter(
+            PREFIX + "stalls",
+            "Steps of the stall watchdog (the feed silent while data was due), by action: "
+            "resubscribe (once per stall), reconnect.",
+            "action",
+            upstream.stalls,
+            ACTIONS,
         )
         yield labelled_counter(
             PREFIX + "authorize_calls",

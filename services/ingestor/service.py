@@ -151,9 +151,9 @@ class Ingestor:
             return False, "redis unreachable"
         if not self.active:
             return self.state == "standby", self.state
-        if self.upstream.connected:
+        if self.upstream.connected and not self.upstream.stalled:
             return True, "connected"
-        return False, self.state
+        return False, self.state  # "stalled" while the feed is silent with data due
 
     # ---- lease -------------------------------------------------------------------------------
 

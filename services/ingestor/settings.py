@@ -95,6 +95,13 @@ class IngestorSettings(CommonSettings):
     ingestor_stable_after_seconds: float = Field(
         default=30.0, ge=0, description="A connection this old resets the upstream backoff."
     )
+    ingestor_silence_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Stall watchdog: no data frame for this long while something is subscribed "
+        "in an open segment is a stall (resubscribe, then reconnect).",
+    )
     ingestor_demand_rescan_seconds: float = Field(default=2.0, gt=0, le=300)
     ingestor_demand_grace_seconds: float = Field(
         default=10.0,

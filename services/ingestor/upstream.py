@@ -4,9 +4,12 @@
 token Upstox refused is not tried again until the session store holds another), authorize a
 fresh one-time feed URL, connect, subscribe what is wanted, and hand every frame to the
 processor and the publisher until the connection ends; then classify how it ended
-(`failures.classify`) and count, log and back off in one place. It owns the connection and the
-state only it uses: the rejected token, the connected user, what is subscribed upstream, the
-send lock, the malformed-frame burst, and its counters.
+(`failures.classify`) and count, log and back off in one place. While connected, the stall
+watchdog's task asks the pure `watchdog.StallWatch` now and then whether the feed has gone
+silent while data is due, and carries out its verdict: resubscribe, or close the connection
+for a reconnect. It owns the connection and the state only it uses: the rejected token, the
+connected user, what is subscribed upstream, the send lock, the malformed-frame burst, the
+stall watch, and its counters.
 
 It must NOT decide what to subscribe (the demand sync hands it a target), touch the lease, or
 write anything to Redis but the session store's "this token was refused". The one-time URL and
@@ -26,17 +29,25 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from services.ingestor.failures import UPSTREAM_ERRORS, UpstreamError, UpstreamFailure, classify
+from services.ingestor.failures import (
+    UPSTREAM_ERRORS,
+    FeedStalled,
+    UpstreamError,
+    UpstreamFailure,
+    classify,
+)
 from services.ingestor.processor import PART_FEEDS, TickProcessor
 from services.ingestor.publisher import Publisher
 from services.ingestor.settings import IngestorSettings
 from services.ingestor.status import StatusReporter
-from services.ingestor.subscriptions import diff_requests
+from services.ingestor.subscriptions import Request, diff_requests
+from services.ingestor.watchdog import StallWatch, resubscribe_requests
 from shared import redis_contract as rc
 from shared.instruments import Mode, count_modes
 from shared.redis_link import REDIS_ERRORS, RedisLink, guarded
 from shared.render import RenderError
 from shared.sessions import SessionDecryptError, SessionStore
+from shared.tasks import cancel_and_wait
 from shared.upstox.client import UpstoxClient
 from shared.upstox.errors import UpstoxAuthError, UpstoxError
 
@@ -80,6 +91,8 @@ class UpstreamSession:
         self._rejected_token: str | None = None
         self._opened_at: float | None = None
         self._malformed_burst = 0
+        self._watch = StallWatch(settings.ingestor_silence_seconds)
+        self._stall_closed: FeedStalled | None = None  # the watchdog closed this connection
         self.closers: set[asyncio.Task[None]] = set()
         """Connections being closed on a logout (cancelled by a stopping ingestor)."""
         self.frames = 0  # frames decoded (malformed ones not included)
@@ -88,10 +101,16 @@ class UpstreamSession:
         self.connections = 0  # connections opened
         self.failures: Counter[str] = Counter()  # attempts ended, by `failures.REASONS`
         self.authorize: Counter[str] = Counter()  # feed authorize calls, by AUTHORIZE_OUTCOMES
+        self.stalls: Counter[str] = Counter()  # watchdog steps, by `watchdog.ACTIONS`
 
     @property
     def connected(self) -> bool:
         return self._ws is not None
+
+    @property
+    def stalled(self) -> bool:
+        """The feed went silent while data was due, and has sent nothing since."""
+        return self._watch.stalled
 
     @property
     def subscribed(self) -> Mapping[str, Mode]:
@@ -107,6 +126,7 @@ class UpstreamSession:
         """Nothing is wanted any more (the instance became a standby)."""
         self._wanted = {}
         self._set_subscribed({})
+        self._watch = StallWatch(self._settings.ingestor_silence_seconds)
 
     def recheck_token(self) -> None:
         """The session store may have changed unseen: read it again."""
@@ -151,7 +171,7 @@ class UpstreamSession:
                 await self._token_rejected(user, token, failure)
                 backoff.reset()  # a new token deserves an immediate attempt
                 continue
-            logger.warning("%s", failure.message)
+            logger.log(logging.INFO if failure.quiet else logging.WARNING, "%s", failure.message)
             if self._opened_at is not None and time.monotonic() - self._opened_at >= stable:
                 backoff.reset()  # it held for a while: a blip, not a feed that keeps failing
             self._reporter.set_state("backoff")
@@ -232,26 +252,82 @@ class UpstreamSession:
         self.connections += 1
         self._set_subscribed({})
         self._ws = ws
-        self._reporter.set_state("connected")
+        self._stall_closed = None
+        self._watch.opened(time.monotonic())
+        self._reporter.set_state("stalled" if self._watch.stalled else "connected")
         logger.info("connected to the feed as %s (epoch %s)", user, epoch)
+        watchdog = asyncio.create_task(self._watchdog(ws), name="stall watchdog")
         try:
             await self._send_requests()
             await self._read(ws)
+        except ConnectionClosed:
+            if self._stall_closed is None:
+                raise
         finally:
+            await cancel_and_wait([watchdog])
             self._ws = None
             self._set_subscribed({})
+        if self._stall_closed is not None:
+            raise self._stall_closed
+
+    async def _watchdog(self, ws: ClientConnection) -> None:
+        """Ask the stall watch now and then; resubscribe, or close for a reconnect."""
+        watch = self._watch
+        period = min(1.0, watch.limit / 4)
+        while True:
+            await asyncio.sleep(period)
+            was_stalled = watch.stalled
+            now = time.monotonic()
+            action = watch.check(now, self._subscribed, self._processor.market_info)
+            if action is None:
+                if was_stalled and not watch.stalled:
+                    logger.info("no data is due any more: the feed is not counted as stalled")
+                    self._reporter.set_state("connected")
+                continue
+            self.stalls[action] += 1
+            silent = now - watch.stall_began
+            if not was_stalled:
+                logger.warning(
+                    "the feed is stalled: no frame for %.1f s with %d keys subscribed and %s "
+                    "open; resubscribing, then reconnecting while it stays silent",
+                    silent,
+                    len(self._subscribed),
+                    ", ".join(watch.open_segments()),
+                )
+                self._reporter.set_state("stalled")
+            if action == "resubscribe":
+                async with self._send_lock:
+                    batch = self._settings.ingestor_batch_size
+                    await self._send(ws, resubscribe_requests(self._subscribed, batch))
+                continue
+            self._stall_closed = FeedStalled(silent)
+            await ws.close(reason="no data: reconnecting")
+            return
+
+    def _heard_again(self, silent: float) -> None:
+        steps = self._watch.steps
+        logger.info(
+            "the feed is sending data again after %.1f s of silence (resubscribed %d times, "
+            "reconnected %d times)",
+            silent,
+            steps["resubscribe"],
+            steps["reconnect"],
+        )
+        self._reporter.set_state("connected")
 
     async def _read(self, ws: ClientConnection) -> None:
         process_parts = self._processor.process_parts
         submit = self._publisher.submit
         publisher = self._publisher
         clock = time.monotonic
+        heard = self._watch.heard
         async for message in ws:
             received = clock()
             try:
                 if isinstance(message, str):
                     raise RenderError("a text frame (the feed sends binary protobuf)")
                 for result in process_parts(message, PART_FEEDS):
+                    data = result.market_info is None  # the market status is not data
                     result.received = received
                     self.feeds += result.feeds
                     submit(result)
@@ -262,6 +338,8 @@ class UpstreamSession:
                 self._malformed(error)
                 continue
             self.frames += 1
+            if data and (silent := heard(received)) is not None:
+                self._heard_again(silent)
             if self._malformed_burst:
                 logger.warning("%d malformed frames skipped in that burst", self._malformed_burst)
                 self._malformed_burst = 0
@@ -284,10 +362,7 @@ class UpstreamSession:
                 return
             target = self._wanted
             requests = diff_requests(self._subscribed, target, self._settings.ingestor_batch_size)
-            try:
-                for request in requests:
-                    await ws.send(request.encode())  # bytes: a binary frame, as Upstox wants
-            except ConnectionClosed:
+            if not await self._send(ws, requests):
                 return  # the reader sees it too; everything is subscribed again on reconnect
             if requests:
                 logger.info(
@@ -298,6 +373,16 @@ class UpstreamSession:
                     len(requests),
                 )
             self._set_subscribed(target)
+
+    @staticmethod
+    async def _send(ws: ClientConnection, requests: list[Request]) -> bool:
+        """Send `requests` in order (call under the send lock); False if the connection closed."""
+        try:
+            for request in requests:
+                await ws.send(request.encode())  # bytes: a binary frame, as Upstox wants
+        except ConnectionClosed:
+            return False
+        return True
 
     def _set_subscribed(self, subscribed: Mapping[str, Mode]) -> None:
         self._subscribed = subscribed

@@ -21,6 +21,7 @@ from websockets.http11 import Response
 from services.ingestor.failures import (
     REASONS,
     UPSTREAM_ERRORS,
+    FeedStalled,
     UpstreamError,
     UpstreamFailure,
     classify,
@@ -107,6 +108,12 @@ def status(code: int) -> InvalidStatus:
         (
             TimeoutError(),
             UpstreamFailure("unavailable", "cannot reach the feed: TimeoutError"),
+        ),
+        (
+            FeedStalled(21.04),
+            UpstreamFailure(
+                "stalled", "the feed is still silent (21.0 s): reconnecting", quiet=True
+            ),
         ),
     ],
     ids=lambda value: type(value).__name__,

@@ -264,6 +264,7 @@ function updateConnection() {
 
 const INGESTOR_TEXT = {
   connected: "upstream connected",
+  stalled: "upstream silent, reconnecting",
   connecting: "connecting upstream",
   backoff: "upstream reconnecting",
   waiting_token: "waiting for an Upstox login",
