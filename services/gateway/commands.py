@@ -27,7 +27,16 @@ from services.gateway.protocol import (
 )
 from shared.instruments import Mode
 
-__all__ = ["NOTHING", "Decision", "Refusals", "refusals", "snapshot", "subscribe", "unsubscribe"]
+__all__ = [
+    "NOTHING",
+    "Decision",
+    "Refusals",
+    "is_refused",
+    "refusals",
+    "snapshot",
+    "subscribe",
+    "unsubscribe",
+]
 
 Refusals = Mapping[str, tuple[set[Mode], str]]
 """Keys the ingestor will not stream: key -> (refused modes, reason)."""
@@ -114,14 +123,16 @@ def snapshot(sub: Subscriber, command: Snapshot) -> Decision:
     return _decision(errors, ack, snapshot=[sub.subs[key] for key in held])
 
 
+def is_refused(channel: Channel, refused: Refusals) -> bool:
+    """Whether the ingestor refuses `channel`'s key in its mode (no value will come)."""
+    entry = refused.get(channel.key)
+    return entry is not None and channel.mode in entry[0]
+
+
 def refusals(channels: Iterable[Channel], refused: Refusals, request_id: RequestId) -> Decision:
     """One `refused_by_upstream` error naming the channels whose key the ingestor refuses in
     their mode, with its reasons; NOTHING when it refuses none of them."""
-    keys = [
-        channel.key
-        for channel in channels
-        if channel.key in refused and channel.mode in refused[channel.key][0]
-    ]
+    keys = [channel.key for channel in channels if is_refused(channel, refused)]
     if not keys:
         return NOTHING
     reasons = sorted({refused[key][1] for key in keys})

@@ -15,12 +15,26 @@ Delivery rules:
   not written to; its pending map keeps only the latest item per key (conflation), which is
   flushed as soon as the sink drains; it never receives a value older than one it already has;
 - writes never wait: a sink buffers, so one slow subscriber never delays another.
+
+Snapshots (`complete`): a subscriber starts a channel from its snapshot value, sent in an
+`initial_feed`; it gets the channel's live updates from then on, never one older than that
+value. A channel with no value yet (nothing in memory, nothing in Redis) may wait for its first
+(`complete_waiting`, up to the gateway's first-value wait):
+- the keys that have values go out at once in the request's `initial_feed`; when none has, that
+  frame waits for the first value to arrive;
+- a waiting key's first update is delivered in an `initial_feed` (coalesced with the other
+  first values of the same flush), never as a `live_feed`, and always ahead of the subscriber's
+  `live_feed` frames;
+- at the end of the wait (`expire`), a first value still pending goes out as the
+  `initial_feed`; a key still without a value is absent from every `initial_feed` and its
+  updates arrive as `live_feed`; a request that has sent no `initial_feed` yet gets an empty
+  one, so every snapshot request is answered by an `initial_feed` within the wait.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,15 +94,29 @@ class Channel:
         return f"Channel({self.mode.value}, {self.key!r}, refs={self.refs})"
 
 
-class Subscriber:
-    """One client's state in the fan-out: its keys (one mode each) and its pending updates."""
+class FirstValues:
+    """One snapshot request's channels that had no value: their first values are its
+    `initial_feed`. `sent` once the request has sent an `initial_feed` (it then sends no empty
+    one at the end of the wait)."""
 
-    __slots__ = ("behind", "closed", "pending", "sink", "subs")
+    __slots__ = ("channels", "sent")
+
+    def __init__(self, channels: Sequence[Channel], *, sent: bool) -> None:
+        self.channels = channels
+        self.sent = sent
+
+
+class Subscriber:
+    """One client's state in the fan-out: its keys (one mode each), its pending updates and the
+    channels whose first value it waits for."""
+
+    __slots__ = ("awaiting", "behind", "closed", "pending", "sink", "subs")
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.subs: dict[str, Channel] = {}
         self.pending: dict[Channel, FeedItem] = {}
+        self.awaiting: dict[Channel, FirstValues] = {}  # their next update is an initial_feed
         self.behind = False
         self.closed = False
 
@@ -100,6 +128,8 @@ class FanOutStats:
     bytes: int = 0
     delivered: int = 0  # instrument updates written to clients
     conflated: int = 0  # updates superseded (subscriber behind, or the replica overloaded)
+    first_value_waits: int = 0  # subscribed keys whose initial_feed waited for a first value
+    first_value_misses: int = 0  # of those, keys still without a value when the wait ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +185,14 @@ class FanOut:
         closed = [c for c in (self._leave(sub, ch) for ch in sub.subs.values()) if c is not None]
         sub.subs.clear()
         sub.pending.clear()
+        sub.awaiting.clear()
         return closed
 
     def _leave(self, sub: Subscriber, channel: Channel) -> Channel | None:
         channel.subscribers.pop(sub, None)
         channel.joining.pop(sub, None)
         sub.pending.pop(channel, None)
+        sub.awaiting.pop(channel, None)
         if channel.refs:
             return None
         del self.channels[(channel.mode, channel.key)]
@@ -195,20 +227,81 @@ class FanOut:
     ) -> bytes | None:
         """Finish a subscribe or a snapshot request: joiners start receiving live updates, and
         the `initial_feed` frame is returned (None if `sub` is gone). Pending updates of those
-        channels are dropped: the snapshot carries a value at least as new."""
+        channels are dropped: the snapshot carries a value at least as new. Channels without a
+        value are left out (a first value already awaited stays awaited)."""
         if sub.closed:
             return None
+        present, _ = self._start(sub, items)
+        return self._frame(INITIAL_FEED, present, current_ts(self._clock_ms()))
+
+    def complete_waiting(
+        self,
+        sub: Subscriber,
+        items: Sequence[tuple[Channel, FeedItem | None]],
+        hopeless: Container[Channel] = (),
+    ) -> tuple[bytes | None, FirstValues | None]:
+        """`complete`, where channels without a value wait for their first (see the module
+        docstring), except `hopeless` ones (no value will come: the ingestor refuses them).
+        Returns the `initial_feed` frame (None while every channel waits, or if `sub` is gone)
+        and the record to `expire` when the wait ends (None: nothing waits)."""
+        if sub.closed:
+            return None, None
+        present, missing = self._start(sub, items)
+        missing = [channel for channel in missing if channel not in hopeless]
+        first: FirstValues | None = None
+        if missing:
+            first = FirstValues(missing, sent=bool(present))
+            for channel in missing:
+                sub.awaiting[channel] = first
+            self.stats.first_value_waits += len(missing)
+            if not present:
+                return None, first
+        return self._frame(INITIAL_FEED, present, current_ts(self._clock_ms())), first
+
+    def expire(self, sub: Subscriber, first: FirstValues) -> bytes | None:
+        """The wait of `first` is over: first values still pending go out in an `initial_feed`
+        now, keys still without one stop waiting (their updates come live); a request that has
+        sent no `initial_feed` gets one, maybe empty. None: nothing to send."""
+        if sub.closed:
+            return None
+        items: list[FeedItem] = []
+        for channel in first.channels:
+            if sub.awaiting.get(channel) is not first:
+                continue  # delivered, left, or awaited again by a later request
+            del sub.awaiting[channel]
+            item = sub.pending.pop(channel, None)
+            if item is None:
+                self.stats.first_value_misses += 1
+            else:
+                items.append(item)
+        if first.sent and not items:
+            return None
+        first.sent = True
+        self.stats.delivered += len(items)
+        return self._frame(INITIAL_FEED, items, current_ts(self._clock_ms()))
+
+    def _start(
+        self, sub: Subscriber, items: Sequence[tuple[Channel, FeedItem | None]]
+    ) -> tuple[list[FeedItem], list[Channel]]:
+        """Move `sub` onto the live updates of the channels it still holds; returns the values
+        to send and the channels that have none."""
         present: list[FeedItem] = []
+        missing: list[Channel] = []
         for channel, item in items:
             if sub.subs.get(channel.key) is not channel:
                 continue  # left (or switched mode) meanwhile
             if channel.joining.pop(sub, 0) is None:
                 channel.subscribers[sub] = None
             sub.pending.pop(channel, None)
-            if item is not None:
-                present.append(item)
+            if item is None:
+                missing.append(channel)
+                continue
+            present.append(item)
+            first = sub.awaiting.pop(channel, None)
+            if first is not None:
+                first.sent = True
         self.stats.delivered += len(present)
-        return self._frame(INITIAL_FEED, present, current_ts(self._clock_ms()))
+        return present, missing
 
     # ---- live updates ----------------------------------------------------------------------
 
@@ -262,11 +355,29 @@ class FanOut:
         return written
 
     def _write_pending(self, sub: Subscriber, ts: bytes) -> None:
+        if sub.awaiting:
+            self._write_first(sub, ts)
+            if not sub.pending:
+                return
         pending = sub.pending
         frame = self._frame(LIVE_FEED, pending.values(), ts)
         self.stats.delivered += len(pending)
         pending.clear()
         sub.sink.send_frame(frame)
+
+    def _write_first(self, sub: Subscriber, ts: bytes) -> None:
+        """The pending first values of channels `sub` waits for: one `initial_feed`, written
+        before anything else pending."""
+        pending, awaiting = sub.pending, sub.awaiting
+        arrived = [channel for channel in awaiting if channel in pending]
+        if not arrived:
+            return
+        items: list[FeedItem] = []
+        for channel in arrived:
+            awaiting.pop(channel).sent = True
+            items.append(pending.pop(channel))
+        self.stats.delivered += len(items)
+        sub.sink.send_frame(self._frame(INITIAL_FEED, items, ts))
 
     def _frame(self, head: bytes, items: Iterable[FeedItem], ts: bytes) -> bytes:
         frame = text_frame_of(feed_frame_parts(head, items, ts))

@@ -103,7 +103,12 @@ class Hub:
             self.broker,
             on_ingestor_status=self.upstream.on_ingestor_status,
         )
-        self.snapshots = Snapshots(self.fanout, self.broker)
+        self.snapshots = Snapshots(
+            self.fanout,
+            self.broker,
+            settings.gateway_first_value_wait_ms / 1000,
+            refused=lambda channel: commands.is_refused(channel, self.upstream.refused),
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self.tick_lag = Buckets(LAG_BUCKETS)  # upstream frame time -> received here (sampled)

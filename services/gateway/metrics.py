@@ -51,6 +51,16 @@ class HubCollector(Collector):
                 "Updates superseded by a newer one while their client was behind",
                 fan.conflated,
             ),
+            (
+                "first_value_waits",
+                "Subscribed keys with no value yet whose initial_feed waited for the first",
+                fan.first_value_waits,
+            ),
+            (
+                "first_value_misses",
+                "Of those, keys still without a value when the wait ended",
+                fan.first_value_misses,
+            ),
             ("slow_clients_dropped", "Clients closed as slow consumers", stats.slow_dropped),
             ("idle_clients_dropped", "Clients closed after the idle timeout", stats.idle_dropped),
             ("oversize_closed", "Clients closed for an oversized frame", stats.oversize_closed),

@@ -84,6 +84,15 @@ class GatewaySettings(CommonSettings):
             "twice this)."
         ),
     )
+    gateway_first_value_wait_ms: float = Field(
+        default=2000.0,
+        ge=0,
+        le=60_000,
+        description=(
+            "A subscribed key with no value yet: its initial_feed waits this long for the "
+            "first one (other keys are not held back); 0 sends the initial_feed without it."
+        ),
+    )
 
     _split_origins = field_validator("gateway_allowed_origins", mode="before")(comma_list)
     _split_keys = field_validator("gateway_api_keys", mode="before")(comma_list)

@@ -5,18 +5,26 @@ channel's subscription is not yet confirmed on the current connection, the last 
 only after the broker's PING barrier, so an update published meanwhile arrives live (and a live
 update that lands during the read wins over the value read, see `FanOut.resolve`). A channel
 whose confirmed subscription has delivered an update (`fresh`) is served from memory; the others
-are read from Redis in chunks. With Redis away, what is known is sent.
+are read from Redis in chunks, and every value is settled after the last read (a live update
+that lands during any chunk's read wins). With Redis away, what is known is sent.
+
+A channel with no value at all (a key nobody has streamed yet: on a fresh stack, the upstream's
+own snapshot is still on its way) waits for its first value, up to the first-value wait, while
+the others go out at once; the delivery rules are `FanOut`'s (`complete_waiting`, `expire`).
+A channel the ingestor refuses does not wait (no value will come), nor do the snapshots resent
+after an outage.
 
 It must not change subscriptions nor send anything but `initial_feed` frames.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from services.gateway.broker import Broker
-from services.gateway.fanout import Channel, FanOut, Subscriber
+from services.gateway.fanout import Channel, FanOut, FirstValues, Subscriber
 from services.gateway.protocol import FeedItem
 from shared import redis_contract as rc
 from shared.redis_link import REDIS_ERRORS, guarded
@@ -28,14 +36,39 @@ MGET_CHUNK: Final = 1000  # keys per MGET
 
 
 class Snapshots:
-    def __init__(self, fanout: FanOut, broker: Broker) -> None:
+    """`first_value_wait` (seconds): how long a channel without a value waits for its first;
+    0 sends the snapshot without it. `refused`: whether the ingestor refuses a channel."""
+
+    def __init__(
+        self,
+        fanout: FanOut,
+        broker: Broker,
+        first_value_wait: float = 0.0,
+        refused: Callable[[Channel], bool] | None = None,
+    ) -> None:
         self._fanout = fanout
         self._broker = broker
+        self._first_value_wait = first_value_wait
+        self._refused = refused
 
     async def send(self, sub: Subscriber, channels: Sequence[Channel]) -> None:
         """`sub`'s snapshot of `channels` (it joins their live updates with it)."""
         resolved = await self._resolve(channels)
-        frame = self._fanout.complete(sub, [(channel, resolved[channel]) for channel in channels])
+        items = [(channel, resolved[channel]) for channel in channels]
+        if self._first_value_wait <= 0:
+            frame, first = self._fanout.complete(sub, items), None
+        else:
+            refused = self._refused
+            hopeless = {ch for ch in channels if refused(ch)} if refused is not None else set()
+            frame, first = self._fanout.complete_waiting(sub, items, hopeless)
+        if frame is not None:
+            sub.sink.send_frame(frame)
+        if first is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._first_value_wait, self._expire, sub, first)
+
+    def _expire(self, sub: Subscriber, first: FirstValues) -> None:
+        frame = self._fanout.expire(sub, first)
         if frame is not None:
             sub.sink.send_frame(frame)
 
@@ -61,6 +94,7 @@ class Snapshots:
         if not all(ch.ready for ch in channels) and not await broker.confirm():
             return resolved
         stale = [ch for ch in channels if not ch.fresh]
+        read: list[tuple[Channel, bytes | None, int]] = []
         for start in range(0, len(stale), MGET_CHUNK):
             chunk = stale[start : start + MGET_CHUNK]
             versions = [ch.version for ch in chunk]
@@ -71,6 +105,8 @@ class Snapshots:
                 broker.failed(error)
                 return resolved
             for channel, value, version in zip(chunk, values, versions, strict=True):
-                stored = None if value is None else as_bytes(value)
-                resolved[channel] = self._fanout.resolve(channel, stored, version)
+                read.append((channel, None if value is None else as_bytes(value), version))
+        # After the last await: an update that arrived during any chunk's read is seen here.
+        for channel, stored, version in read:
+            resolved[channel] = self._fanout.resolve(channel, stored, version)
         return resolved

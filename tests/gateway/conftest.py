@@ -35,6 +35,9 @@ FAST: dict[str, Any] = {
     "gateway_ping_interval_seconds": 5.0,
     "gateway_idle_timeout_seconds": 30.0,
     "gateway_close_timeout_seconds": 10.0,
+    # The initial_feed right after the ack, keys without a value left out: what most tests
+    # build on. The first-value wait has its own tests (test_first_values.py).
+    "gateway_first_value_wait_ms": 0.0,
 }
 WAIT = 15.0  # upper bound for anything a test waits for
 

@@ -192,6 +192,8 @@ def test_refusals_name_the_keys_refused_in_their_mode_with_the_reasons() -> None
     assert error["keys"] == [NIFTY, RELIANCE]
     assert error["message"].endswith("(a limit; full: 2000 keys at most)")
     assert decision.errors == ("refused_by_upstream",)
+    # The same rule tells the snapshots which keys not to wait a first value for.
+    assert [commands.is_refused(ch, refused) for ch in sub.subs.values()] == [True, False, True]
 
 
 def test_a_refusal_without_a_reason_and_a_later_report_without_an_id() -> None:

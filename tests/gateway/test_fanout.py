@@ -8,7 +8,8 @@ from typing import Any
 from websockets.frames import Frame
 from websockets.streams import StreamReader
 
-from services.gateway.fanout import Channel, FanOut, Subscriber
+from services.gateway.fanout import Channel, FanOut, FirstValues, Subscriber
+from services.gateway.protocol import FeedItem
 from shared.instruments import Mode
 from shared.redis_contract import encode_tick, tick_channel
 
@@ -195,3 +196,139 @@ def test_stray_messages_and_removed_subscribers() -> None:
     sink.frames.clear()
     assert fan.flush() == 0 and sink.frames == []
     assert fan.complete(sub, []) is None
+
+
+# ---- first values: a key without a value waits for its first ------------------------------
+
+
+def waiting(
+    fan: FanOut, *keys: str, values: dict[str, bytes] | None = None
+) -> tuple[Subscriber, RecordingSink, FirstValues | None]:
+    """A subscriber joining `keys` whose snapshot has `values` (the others have none)."""
+    sink = RecordingSink()
+    sub = Subscriber(sink)
+    items: list[tuple[Channel, FeedItem | None]] = []
+    for key in keys:
+        channel = fan.join(sub, Mode.LTPC, key).channel
+        stored = (values or {}).get(key)
+        items.append((channel, None if stored is None else fan.resolve(channel, stored, 0)))
+    frame, first = fan.complete_waiting(sub, items)
+    if frame is not None:
+        sink.send_frame(frame)
+    return sub, sink, first
+
+
+def kinds(sink: RecordingSink) -> list[tuple[str, dict[str, int]]]:
+    return [(f["type"], {k: m["seq"] for k, m in f["meta"].items()}) for f in sink.frames]
+
+
+def test_keys_with_values_go_at_once_and_a_first_value_follows_as_initial_feed() -> None:
+    fan = FanOut(lambda: 1)
+    sub, sink, first = waiting(fan, NIFTY, BANK, values={NIFTY: tick(7)})
+    assert kinds(sink) == [("initial_feed", {NIFTY: 7})]
+    assert first is not None and first.sent and sub.awaiting == {sub.subs[BANK]: first}
+    fan.publish(name(BANK), tick(1))
+    fan.publish(name(NIFTY), tick(8))
+    fan.flush()
+    fan.publish(name(BANK), tick(2))
+    fan.flush()
+    assert kinds(sink)[1:] == [
+        ("initial_feed", {BANK: 1}),  # the first value, ahead of the live frame of the flush
+        ("live_feed", {NIFTY: 8}),
+        ("live_feed", {BANK: 2}),
+    ]
+    assert fan.expire(sub, first) is None  # nothing left to send
+    assert fan.stats.first_value_waits == 1 and fan.stats.first_value_misses == 0
+
+
+def test_with_no_value_at_all_the_initial_feed_waits_for_the_first_ones() -> None:
+    fan = FanOut(lambda: 1)
+    sub, sink, first = waiting(fan, NIFTY, BANK)
+    assert sink.frames == [] and first is not None and not first.sent
+    fan.publish(name(NIFTY), tick(1))
+    fan.publish(name(BANK), tick(1))
+    fan.flush()
+    assert kinds(sink) == [("initial_feed", {NIFTY: 1, BANK: 1})]  # one frame for the flush
+    assert first.sent and not sub.awaiting
+    assert fan.expire(sub, first) is None
+
+
+def test_at_the_end_of_the_wait_a_key_without_value_is_absent_and_then_live() -> None:
+    fan = FanOut(lambda: 1)
+    sub, sink, first = waiting(fan, NIFTY, BANK)
+    assert first is not None
+    fan.publish(name(NIFTY), tick(1))
+    fan.flush()
+    frame = fan.expire(sub, first)
+    assert frame is None  # the request was answered by NIFTY's first value
+    fan.publish(name(BANK), tick(1))
+    fan.flush()
+    assert kinds(sink) == [("initial_feed", {NIFTY: 1}), ("live_feed", {BANK: 1})]
+    assert fan.stats.first_value_waits == 2 and fan.stats.first_value_misses == 1
+
+    lone, lone_sink, lone_first = waiting(fan, BANK)
+    assert lone_sink.frames == [] and lone_first is not None
+    frame = fan.expire(lone, lone_first)
+    assert frame is not None  # never answered: an empty initial_feed at the end of the wait
+    lone_sink.send_frame(frame)
+    fan.publish(name(BANK), tick(2))
+    fan.flush()
+    assert kinds(lone_sink) == [("initial_feed", {}), ("live_feed", {BANK: 2})]
+
+
+def test_a_first_value_goes_ahead_of_a_live_frame_flushed_early() -> None:
+    fan = FanOut(lambda: 1)
+    _, sink, _ = waiting(fan, NIFTY, BANK, values={NIFTY: tick(1)})
+    sink.frames.clear()
+    fan.publish(name(BANK), tick(1))
+    fan.publish(name(NIFTY), tick(2))
+    fan.publish(name(BANK), tick(2))  # BANK pending again: the pending frame goes first
+    fan.flush()
+    assert kinds(sink) == [
+        ("initial_feed", {BANK: 1}),
+        ("live_feed", {NIFTY: 2}),
+        ("live_feed", {BANK: 2}),
+    ]
+
+
+def test_a_subscriber_behind_gets_its_latest_first_value_when_the_wait_ends() -> None:
+    fan = FanOut(lambda: 1)
+    sub, sink, first = waiting(fan, BANK)
+    sub.behind = True
+    fan.publish(name(BANK), tick(1))
+    fan.publish(name(BANK), tick(2))  # conflated while behind
+    fan.flush()
+    assert sink.frames == [] and first is not None
+    frame = fan.expire(sub, first)
+    assert frame is not None
+    sink.send_frame(frame)
+    assert kinds(sink) == [("initial_feed", {BANK: 2})]
+    assert not fan.resume(sub)  # nothing pending any more
+    assert fan.stats.first_value_misses == 0
+
+
+def test_a_resent_snapshot_or_leaving_ends_a_wait() -> None:
+    fan = FanOut(lambda: 1)
+    sub, _, first = waiting(fan, NIFTY, BANK)
+    assert first is not None
+    nifty = sub.subs[NIFTY]
+    frame = fan.complete(sub, [(nifty, fan.resolve(nifty, tick(5), nifty.version))])
+    assert frame is not None  # e.g. the snapshots resent after a Redis outage
+    assert first.sent and set(sub.awaiting) == {sub.subs[BANK]}
+    fan.part(sub, BANK)
+    assert sub.awaiting == {}
+    assert fan.expire(sub, first) is None
+    assert fan.stats.first_value_misses == 0  # BANK was left, not missed
+
+
+def test_hopeless_keys_do_not_wait_and_closed_subscribers_get_nothing() -> None:
+    fan = FanOut(lambda: 1)
+    sub = Subscriber(RecordingSink())
+    channel = fan.join(sub, Mode.LTPC, NIFTY).channel
+    frame, first = fan.complete_waiting(sub, [(channel, None)], hopeless={channel})
+    assert frame is not None and first is None and sub.awaiting == {}
+    other, _, other_first = waiting(fan, BANK)
+    assert other_first is not None
+    fan.remove(other)
+    assert other.awaiting == {} and fan.expire(other, other_first) is None
+    assert fan.complete_waiting(other, []) == (None, None)
