@@ -288,7 +288,7 @@ class UpstreamSession:
             silent = now - watch.stall_began
             if not was_stalled:
                 logger.warning(
-                    "the feed is stalled: no frame for %.1f s with %d keys subscribed and %s "
+                    "the feed is stalled: no data for %.1f s with %d keys subscribed and %s "
                     "open; resubscribing, then reconnecting while it stays silent",
                     silent,
                     len(self._subscribed),
