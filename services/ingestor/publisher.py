@@ -5,6 +5,10 @@ has piled up since its last round trip as one script call that PUBLISHes each pa
 channel and SETs it as the last value. Under load batches grow, so throughput rises with load;
 idle, a frame goes out as soon as it arrives. While Redis is unreachable nothing is queued: the
 processor keeps each (mode, key)'s newest payload, and those are published again on recovery.
+
+The script is fenced by the lease: it publishes nothing while another instance holds it, so an
+instance that was paused past its lease (and has not yet noticed it lost it) can never publish
+after the new holder has. Nothing else here knows about the lease.
 """
 
 from __future__ import annotations
@@ -22,20 +26,27 @@ from shared.resp import bulk
 
 logger = logging.getLogger(__name__)
 
-# KEYS: last-value keys; ARGV: ttl seconds (0: none), then channel, payload for each key.
+# KEYS: the lease, then last-value keys; ARGV: our instance id, ttl seconds (0: none), then
+# channel, payload for each last-value key. -1 (nothing published): another instance holds the
+# lease. A lease held by nobody does not stop it: no other instance publishes then.
 PUBLISH_SCRIPT = """
-local ttl = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local payload = ARGV[2 * i + 1]
-  redis.call('PUBLISH', ARGV[2 * i], payload)
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return -1
+end
+local ttl = tonumber(ARGV[2])
+for i = 2, #KEYS do
+  local payload = ARGV[2 * i]
+  redis.call('PUBLISH', ARGV[2 * i - 1], payload)
   if ttl > 0 then
     redis.call('SET', KEYS[i], payload, 'EX', ttl)
   else
     redis.call('SET', KEYS[i], payload)
   end
 end
-return #KEYS
+return #KEYS - 1
 """
+FENCED = -1
 
 # Ticks per script call: large enough to amortise the round trip, small enough that Redis is
 # never blocked for long by one call.
@@ -56,7 +67,9 @@ class Publisher:
         max_pending: int,
         latest: Callable[[], list[Tick]],
         latest_market_info: Callable[[], bytes | None],
+        instance: str = "",
     ) -> None:
+        """`instance`: the lease holder id this publisher publishes for (see the script)."""
         self._link = link
         self._ttl = last_value_ttl
         self._max_pending = max_pending
@@ -65,7 +78,8 @@ class Publisher:
         script = PUBLISH_SCRIPT.encode()
         # EVAL rather than EVALSHA: a restarted Redis has no script cache to miss.
         self._eval = bulk(b"EVAL") + bulk(script)
-        self._ttl_bulk = bulk(str(last_value_ttl).encode())
+        self._lease_bulk = bulk(rc.INGESTOR_LEASE.encode())
+        self._args_bulk = bulk(instance.encode()) + bulk(str(last_value_ttl).encode())
         self._bulks: dict[bytes, bytes] = {}
         self._pending: list[Tick] = []
         self._frames: list[tuple[int, float]] = []  # (currentTs, received) of queued frames
@@ -76,6 +90,7 @@ class Publisher:
         self._idle.set()
         self.published = 0  # tick payloads Redis acknowledged
         self.shed = 0  # ticks dropped because Redis was down or too slow
+        self._refused = False  # by the fence, since the last `forget`
         self.lag = Buckets(LAG_BUCKETS)  # frame currentTs -> Redis acknowledged
         self.processing = Buckets(LAG_BUCKETS)  # frame received -> Redis acknowledged
 
@@ -114,6 +129,15 @@ class Publisher:
         """Wait until everything submitted so far has been sent (or shed)."""
         await self._idle.wait()
 
+    def forget(self) -> None:
+        """Drop everything queued (the instance became a standby: none of it may go out)."""
+        self._pending = []
+        self._frames = []
+        self._market_info = None
+        self._stale = False
+        self._refused = False
+        self._idle.set()
+
     def _shed(self, count: int) -> None:
         self.shed += count
         self._pending = []
@@ -150,7 +174,9 @@ class Publisher:
             if market_info is not None:
                 await guarded(self._send_market_info(market_info))
             for start in range(0, len(batch), CHUNK):
-                await guarded(self._send_chunk(batch[start : start + CHUNK]))
+                if await guarded(self._send_chunk(batch[start : start + CHUNK])) == FENCED:
+                    self._fenced()
+                    return True
         except REDIS_ERRORS as error:
             self._link.failed(error)
             self._stale = True
@@ -167,36 +193,46 @@ class Publisher:
                     processing(now - received)
         return True
 
+    def _fenced(self) -> None:
+        if not self._refused:
+            logger.warning("another instance holds the lease: its ticks are not published")
+            self._refused = True
+
     async def _send_market_info(self, market_info: bytes) -> None:
         async with self._link.client.pipeline(transaction=False) as pipe:
             pipe.set(rc.MARKET_INFO, market_info)
             pipe.publish(rc.MARKET_INFO_EVENTS, market_info)
             await pipe.execute()
 
-    async def _send_chunk(self, ticks: list[Tick]) -> None:
+    async def _send_chunk(self, ticks: list[Tick]) -> int:
+        """The script's answer: ticks published, or `FENCED`."""
         data = self._pack(ticks)
         pool = self._link.client.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await connection.send_packed_command(data, check_health=False)
-            await connection.read_response()  # raises ResponseError if the script failed
+            # raises ResponseError if the script failed
+            answer: int = await connection.read_response()
         except BaseException:
             # A reply left unread would be handed to the next user of this connection.
             await connection.disconnect()
             raise
         finally:
             await pool.release(connection)
+        return answer
 
     def _pack(self, ticks: list[Tick]) -> bytes:
-        """`EVAL script n last-keys... ttl channel payload ...` in RESP, built directly.
+        """`EVAL script n lease last-keys... instance ttl channel payload ...` in RESP, built
+        directly.
 
         redis-py's generic argument packing was the publisher's largest cost per tick; channel
         and key names repeat from frame to frame, so their encodings are cached.
         """
         cached = self._bulk
-        parts = [b"*%d\r\n" % (4 + 3 * len(ticks)), self._eval, bulk(b"%d" % len(ticks))]
+        parts = [b"*%d\r\n" % (6 + 3 * len(ticks)), self._eval, bulk(b"%d" % (1 + len(ticks)))]
+        parts.append(self._lease_bulk)
         parts.extend([cached(tick[1]) for tick in ticks])
-        parts.append(self._ttl_bulk)
+        parts.append(self._args_bulk)
         for channel, _, payload in ticks:
             parts.append(cached(channel))
             parts.append(bulk(payload))

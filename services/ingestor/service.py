@@ -11,7 +11,8 @@ lease loop (always) ── holds the lease? ──► active session (TaskGroup)
 Redis link (always): probes with backoff after a failure, then republishes and re-reads demand
 ```
 
-`Ingestor` owns start / stop / abort, the lease (take, renew, release, hand over), activation
+`Ingestor` owns start / stop / abort, the lease (take, renew, release, hand over, and stepping
+down once it cannot prove it still holds it: `lease.py` says why that is safe), activation
 and deactivation (starting and cancelling the active session, forgetting everything a standby
 must not keep), the routing of Redis events to the roles, and the surface the app and the
 tests read (readiness, state, epoch, subscriptions, plan, metrics).
@@ -30,7 +31,7 @@ import time
 from collections.abc import Mapping
 
 from services.ingestor.demand import DemandSync
-from services.ingestor.lease import Lease
+from services.ingestor.lease import Lease, LeaseTiming, LeaseView
 from services.ingestor.metrics import IngestorCollector
 from services.ingestor.processor import TickProcessor
 from services.ingestor.publisher import Publisher
@@ -65,12 +66,14 @@ class Ingestor:
         self._ttl_ms = settings.ingestor_lease_ttl_ms
         self.link = RedisLink(connect_redis(settings.redis_url), settings.backoff())
         self._lease = Lease(self.link.client, self.instance, self._ttl_ms)
+        self._timing = LeaseTiming(self._ttl_ms / 1000, settings.ingestor_lease_renew_ms / 1000)
         self.publisher = Publisher(
             self.link,
             last_value_ttl=settings.ingestor_last_value_ttl_seconds,
             max_pending=settings.ingestor_max_pending_ticks,
             latest=self.processor.latest,
             latest_market_info=lambda: self.processor.market_info,
+            instance=self.instance,
         )
         self._reporter = StatusReporter(
             self.link, self, instance=self.instance, ttl_ms=self._ttl_ms
@@ -163,28 +166,63 @@ class Ingestor:
             group.create_task(self._lease_loop())
 
     async def _lease_loop(self) -> None:
-        interval = self._ttl_ms / 3000
         while True:
-            may_take = self.active or time.monotonic() >= self._standby_grace_until
+            started = time.monotonic()
+            if self.active and not self._lease.proven():
+                logger.warning(
+                    "ingestor %s could not renew the lease within %d ms: dropping upstream",
+                    self.instance,
+                    self._ttl_ms,
+                )
+                await self._deactivate()
             try:
-                held = await guarded(self._lease.acquire()) if may_take else False
+                view = await self._lease_round()
+            except TimeoutError:  # before REDIS_ERRORS, which holds OSError
+                continue  # no answer while the proof held: step down at the top
             except REDIS_ERRORS as error:
-                # The active instance keeps its upstream through an outage; when Redis is back
-                # it renews (or retakes) the lease at once, and standbys give it a TTL to do so.
                 self.link.failed(error)
-                await self.link.wait_up()
-                self._standby_grace_until = time.monotonic() + self._ttl_ms / 1000
+                await self._wait_for_redis()
                 continue
-            if held and not self.active:
+            if view.held and not self.active:
                 logger.info("ingestor %s holds the lease: active", self.instance)
                 self._activate()
-            elif not held and self.active:
+            elif not view.held and self.active:
                 logger.warning("ingestor %s lost the lease: dropping upstream", self.instance)
                 await self._deactivate()
-            elif held and self._active_task is not None and self._active_task.done():
+            elif view.held and self._active_task is not None and self._active_task.done():
                 _log_crash(self._active_task)
                 self._activate()
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._timing.next_try(view, time.monotonic() - started))
+
+    async def _lease_round(self) -> LeaseView:
+        """Renew or take the lease (a standby in its grace period only waits)."""
+        if not self.active:
+            grace = self._standby_grace_until - time.monotonic()
+            if grace > 0:
+                return LeaseView(held=False, holder_ttl=grace)
+            return await guarded(self._lease.acquire())
+        # An answer after the proof ran out would prove nothing: stop waiting for it then.
+        async with asyncio.timeout(self._lease.remaining()):
+            return await guarded(self._lease.acquire())
+
+    async def _wait_for_redis(self) -> None:
+        """Wait for Redis after a failed lease call. The active instance keeps streaming while
+        its proof holds (nobody can take the lease meanwhile), then stops; when Redis is back
+        it renews or retakes the lease at once, and standbys give it a TTL to do so."""
+        was_active = self.active
+        if was_active:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lease.remaining()):
+                    await self.link.wait_up()
+            if not self.link.ok:
+                logger.warning(
+                    "ingestor %s cannot reach Redis to renew the lease: dropping upstream",
+                    self.instance,
+                )
+                await self._deactivate()
+        await self.link.wait_up()
+        if not was_active:
+            self._standby_grace_until = time.monotonic() + self._ttl_ms / 1000
 
     def _activate(self) -> None:
         self.active = True
@@ -201,8 +239,10 @@ class Ingestor:
 
     def _set_inactive(self) -> None:
         self.active = False
+        self._lease.forget()
         self.demand.forget()
         self.processor.forget()
+        self.publisher.forget()
         self.upstream.forget()
 
     async def _run_active(self) -> None:

@@ -76,7 +76,19 @@ class IngestorSettings(CommonSettings):
         default_factory=list,
         description='Always-on keys, "KEY:mode" (mode defaults to ltpc), comma-separated or JSON.',
     )
-    ingestor_lease_ttl_ms: int = Field(default=5000, ge=300, le=600_000)
+    ingestor_lease_ttl_ms: int = Field(
+        default=1000,
+        ge=300,
+        le=600_000,
+        description="Lease of the active instance (ms): a standby takes over within this of the "
+        "active's death, and an active that cannot renew it for this long stops streaming.",
+    )
+    ingestor_lease_renew_ms: int = Field(
+        default=200,
+        ge=50,
+        le=300_000,
+        description="How often the active instance renews its lease (ms); at most half the TTL.",
+    )
     ingestor_batch_size: int = Field(default=500, ge=1, le=5000)
     ingestor_mode_limits: Annotated[dict[Mode, int], NoDecode] = Field(
         default_factory=lambda: dict(SINGLE_MODE_LIMITS),
@@ -145,6 +157,13 @@ class IngestorSettings(CommonSettings):
     def _check_backoff(self) -> IngestorSettings:
         if self.ingestor_backoff_max < self.ingestor_backoff_initial:
             raise ValueError("INGESTOR_BACKOFF_MAX must be >= INGESTOR_BACKOFF_INITIAL")
+        return self
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> IngestorSettings:
+        # Two tries per TTL at least: one slow renewal must not cost the lease.
+        if self.ingestor_lease_renew_ms * 2 > self.ingestor_lease_ttl_ms:
+            raise ValueError("INGESTOR_LEASE_RENEW_MS must be at most half INGESTOR_LEASE_TTL_MS")
         return self
 
     def backoff(self) -> Backoff:

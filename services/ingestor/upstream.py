@@ -264,9 +264,11 @@ class UpstreamSession:
             if self._stall_closed is None:
                 raise
         finally:
-            await cancel_and_wait([watchdog])
+            # Before the await: a session being cancelled (the lease lost) gets its cancellation
+            # back from cancel_and_wait, and must not look connected afterwards.
             self._ws = None
             self._set_subscribed({})
+            await cancel_and_wait([watchdog])
         if self._stall_closed is not None:
             raise self._stall_closed
 

@@ -22,7 +22,7 @@ from shared.instruments import Mode
 from shared.proto import pb
 from shared.render import project
 from shared.sessions import SessionStore
-from shared.upstox.models import TokenResponse
+from shared.upstox.models import Profile, TokenResponse
 from tests.ingestor.conftest import (
     USER,
     Listener,
@@ -378,7 +378,10 @@ async def test_redis_outage_keeps_upstream_and_recovers_by_itself(
     logged_in: str,
     start_ingestor: StartIngestor,
 ) -> None:
-    ingestor = await connected(await start_ingestor(ingestor_instance_id="solo"))
+    # An outage shorter than the lease: nobody can take it meanwhile, so the upstream stays.
+    ingestor = await connected(
+        await start_ingestor(ingestor_instance_id="solo", ingestor_lease_ttl_ms=60_000)
+    )
     demand = {EQ: {FULL, LTPC}, IDX: {LTPC}}
     await put_demand(redis_client, "gw", demand)
     await eventually(lambda: upstream_is(simulator, {EQ: "full", IDX: "ltpc"}), "subscribed")
@@ -411,6 +414,41 @@ async def test_redis_outage_keeps_upstream_and_recovers_by_itself(
     assert await connection_ids(simulator) == before  # the same upstream connection throughout
     assert sample(ingestor, "redis_errors_total") >= 1
     assert await upstream(simulator) == {EQ: "full", IDX: "ltpc"}
+
+
+async def test_an_outage_longer_than_the_lease_stops_streaming_until_redis_is_back(
+    simulator: SimulatorHandle,
+    redis_server: object,
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    logged_in: str,
+    start_ingestor: StartIngestor,
+) -> None:
+    # Unable to renew, the active cannot tell a Redis down for everyone from one it alone cannot
+    # reach (where a standby takes over after the TTL): once the TTL has passed it stops.
+    ingestor = await connected(await start_ingestor(ingestor_instance_id="solo"))
+    await put_demand(redis_client, "gw", {IDX: {LTPC}})
+    await eventually(lambda: upstream_is(simulator, {IDX: "ltpc"}), "subscribed")
+    before, epoch = await connection_ids(simulator), ingestor.epoch
+
+    redis_server.stop()  # type: ignore[attr-defined]
+    try:
+        await eventually(lambda: _no_connections(simulator), "the upstream dropped")
+        assert not ingestor.active and ingestor.state == "standby"
+    finally:
+        redis_server.start()  # type: ignore[attr-defined]
+
+    # The restarted Redis is empty: the login and the demand are stored again, as auth and the
+    # gateways would store them.
+    await redis_client.connection_pool.disconnect()
+    await SessionStore(redis_client).save(Profile(user_id=USER), access_token=simulator.demo_token)
+    await put_demand(redis_client, "gw", {IDX: {LTPC}})
+    await connected(ingestor)
+    assert await redis_client.get(rc.INGESTOR_LEASE) == b"solo"
+    async with Listener(redis_url, [rc.tick_channel(LTPC, IDX)]) as ear:
+        ticks = await ear.wait(rc.tick_channel(LTPC, IDX), 1)
+    assert meta(ticks[0])["epoch"] == ingestor.epoch != epoch
+    assert await connection_ids(simulator) != before
 
 
 # ---- helpers ---------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def tick(key: str, n: int, mode: Mode = Mode.LTPC) -> Tick:
 
 
 class Harness:
-    def __init__(self, url: str, ttl: int) -> None:
+    def __init__(self, url: str, ttl: int, instance: str = "me") -> None:
         self.link = RedisLink(connect_redis(url), Backoff(0.05, 0.2))
         self.latest: list[Tick] = []
         self.market_info: bytes | None = None
@@ -36,6 +36,7 @@ class Harness:
             max_pending=100_000,
             latest=lambda: self.latest,
             latest_market_info=lambda: self.market_info,
+            instance=instance,
         )
         self.link.on_recover.append(self.publisher.republish_all)
         self.tasks = [
@@ -74,6 +75,27 @@ async def test_ticks_are_published_in_order_and_kept_as_last_values(
     assert harness.publisher.published == 3 * len(keys)
     assert harness.publisher.lag.total > 0
     assert sum(harness.publisher.lag.counts) == 3  # one observation per frame
+
+
+async def test_nothing_is_published_while_another_instance_holds_the_lease(
+    harness: Harness, redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    channel, last = (
+        rc.tick_channel(Mode.LTPC, "NSE_EQ|A1"),
+        rc.last_value_key(Mode.LTPC, "NSE_EQ|A1"),
+    )
+    async with Listener(redis_url, [channel]) as ear:
+        await redis_client.set(rc.INGESTOR_LEASE, "another")
+        harness.publisher.submit(FrameResult(ticks=[tick("NSE_EQ|A1", 1)]))
+        await harness.publisher.idle()
+        assert await redis_client.get(last) is None
+        await redis_client.set(rc.INGESTOR_LEASE, "me")
+        harness.publisher.submit(FrameResult(ticks=[tick("NSE_EQ|A1", 2)]))
+        await harness.publisher.idle()
+        await eventually(lambda: tick("NSE_EQ|A1", 2)[2] in ear.on(channel), "the second tick")
+        # Pub/sub keeps Redis's order: had the first gone out, it would be here before.
+        assert ear.on(channel) == [tick("NSE_EQ|A1", 2)[2]]
+    assert await redis_client.get(last) == tick("NSE_EQ|A1", 2)[2]
 
 
 async def test_without_ttl_last_values_stay(redis_url: str, redis_client: aioredis.Redis) -> None:
