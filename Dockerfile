@@ -19,8 +19,11 @@ COPY services /src/services
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels /src
 
 FROM python:3.12-slim
+# auth's AUTH_STATE_DIR (compose's auth-state volume) exists in the image, owned by the service
+# user: a named volume mounted there starts with this owner and mode.
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin tickstream
+      --shell /usr/sbin/nologin tickstream \
+ && install -d -m 0700 -o 10001 -g 10001 /var/lib/tickstream/auth
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /wheels /tmp/wheels
 RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir --disable-pip-version-check \

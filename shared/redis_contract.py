@@ -148,7 +148,8 @@ class StoredSession(BaseModel):
     valid: bool = True  # false once Upstox rejected the token
 
 
-TokenEventKind = Literal["login", "logout", "invalid"]
+# `restored`: auth put a session back that Redis lost (a crash), from its own durable copy.
+TokenEventKind = Literal["login", "logout", "invalid", "restored"]
 
 
 class TokenEvent(BaseModel):

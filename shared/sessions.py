@@ -125,8 +125,31 @@ class SessionStore:
                 logger.info("marked the session of %s invalid", user_id)
                 return True
 
+    async def restore(self, session: StoredSession) -> None:
+        """Put back a session Redis lost (event `restored`): the session and the active pointer,
+        expiring when the token does, in one transaction like a login."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(
+                session_key(session.user_id), session.model_dump_json(), exat=session.expires_at
+            )
+            pipe.set(ACTIVE_SESSION, session.user_id, exat=session.expires_at)
+            pipe.publish(TOKEN_EVENTS, _event("restored", session.user_id))
+            await pipe.execute()
+        logger.info("restored the session of %s", session.user_id)
+
     async def delete(self, user_id: str) -> bool:
         """Forget the user's session (event `logout`); returns whether there was one."""
+        existed, _ = await self._delete(user_id, announce_always=False)
+        return existed
+
+    async def end(self, user_id: str) -> int:
+        """A logout Redis did not see (it was down): forget the user's session if Redis holds it
+        (again), and announce the logout even if it does not, since a reader may still hold the
+        token in memory. Returns how many subscribers the event reached."""
+        _, listeners = await self._delete(user_id, announce_always=True)
+        return listeners
+
+    async def _delete(self, user_id: str, *, announce_always: bool) -> tuple[bool, int]:
         key = session_key(user_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             while True:
@@ -135,18 +158,18 @@ class SessionStore:
                     existed = bool(await pipe.exists(key))
                     active = await pipe.get(ACTIVE_SESSION)
                     is_active = active is not None and as_text(active) == user_id
-                    if not existed and not is_active:
-                        return False  # leaving the block unwatches
+                    if not existed and not is_active and not announce_always:
+                        return False, 0  # leaving the block unwatches
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.delete(key)
                     if is_active:
                         pipe.delete(ACTIVE_SESSION)
                     pipe.publish(TOKEN_EVENTS, _event("logout", user_id))
-                    await pipe.execute()
+                    results = await pipe.execute()
                 except WatchError:
                     continue
                 logger.info("deleted the session of %s", user_id)
-                return existed
+                return existed, int(results[-1])
 
     # ---- reads ---------------------------------------------------------------------------
 

@@ -15,14 +15,18 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from services.auth import login, session
-from services.auth.bootstrap import bootstrap_env_token
+from services.auth.bootstrap import EnvToken, bootstrap_env_token
 from services.auth.context import AuthContext, Ctx
+from services.auth.durable import DurableState
+from services.auth.keeper import Keeper
 from services.auth.metrics import AuthCollector, AuthCounts
 from services.auth.respond import problem
+from services.auth.restore import Restorer
 from services.auth.settings import DEMO_CLIENT_ID, AuthSettings
 from shared.metrics import metrics_response, registry_for
 from shared.redis_client import connect_redis
 from shared.sessions import SessionDecryptError, SessionStore
+from shared.tasks import cancel_and_wait
 from shared.upstox.backoff import Backoff
 from shared.upstox.client import UpstoxClient
 
@@ -38,22 +42,23 @@ def create_app(settings: AuthSettings) -> FastAPI:
         app.state.auth = context
         if _is_real_upstox(settings.upstox_base_url) and settings.api_key == DEMO_CLIENT_ID:
             logger.warning("API_KEY is the simulator's demo client id; set your Upstox API key")
-        if settings.upstox_access_token is not None:
+        if not context.keeper.enabled:
+            logger.warning(
+                "AUTH_STATE_DIR is not set: the login lives in Redis only, and a Redis crash "
+                "loses it"
+            )
+        if context.env_token is not None:
             context.bootstrap = asyncio.create_task(
-                bootstrap_env_token(
-                    context,
-                    settings.upstox_access_token.get_secret_value(),
-                    Backoff(initial=1.0, maximum=30.0),
-                ),
+                bootstrap_env_token(context, context.env_token, Backoff(initial=1.0, maximum=30.0)),
                 name="auth-env-token",
             )
+        context.restorer = asyncio.create_task(Restorer(context).run(), name="auth-restore")
         try:
             yield
         finally:
-            if context.bootstrap is not None:
-                context.bootstrap.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await context.bootstrap
+            await cancel_and_wait(
+                [task for task in (context.bootstrap, context.restorer) if task is not None]
+            )
             await context.upstox.aclose()
             await context.redis.aclose()
 
@@ -80,12 +85,16 @@ def _is_real_upstox(base_url: str) -> bool:
 
 def _open_context(settings: AuthSettings, metrics: AuthCounts) -> AuthContext:
     redis = connect_redis(settings.redis_url)
+    directory = settings.auth_state_dir
+    token = settings.upstox_access_token
     return AuthContext(
         settings=settings,
         redis=redis,
         store=SessionStore(redis, settings.token_encryption_key),
         upstox=UpstoxClient(settings.upstox_base_url, settings.upstox_timeout_seconds),
         metrics=metrics,
+        keeper=Keeper(None if directory is None else DurableState(directory), metrics),
+        env_token=None if token is None else EnvToken(token.get_secret_value()),
     )
 
 

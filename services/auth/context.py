@@ -1,18 +1,23 @@
-"""What auth's request handlers share: settings, Redis, the session store, the Upstox client."""
+"""What auth's request handlers share: settings, Redis, the session store, the Upstox client,
+the durable copy of the login (`Keeper`), and the background tasks' handles."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
+from services.auth.keeper import Keeper
 from services.auth.metrics import AuthCounts, EnvTokenOutcome
 from services.auth.settings import AuthSettings
 from shared.sessions import SessionStore
 from shared.upstox.client import UpstoxClient
+
+if TYPE_CHECKING:
+    from services.auth.bootstrap import EnvToken
 
 
 @dataclass
@@ -22,7 +27,10 @@ class AuthContext:
     store: SessionStore
     upstox: UpstoxClient
     metrics: AuthCounts
+    keeper: Keeper
+    env_token: EnvToken | None = None  # UPSTOX_ACCESS_TOKEN, if set
     bootstrap: asyncio.Task[EnvTokenOutcome] | None = None  # the UPSTOX_ACCESS_TOKEN check, if any
+    restorer: asyncio.Task[None] | None = None  # the restore loop (`restore.py`)
 
 
 def get_context(request: Request) -> AuthContext:

@@ -123,6 +123,10 @@ async def _complete_login(
         # The exchange's answer names the user too; a flaky profile call need not cost a login.
         logger.warning("profile after login failed (%s); using the token answer", failed)
         who = token
-    session = await context.store.save(who, access_token)
+    async with context.keeper.lock:
+        session = await context.store.save(who, access_token)
+        context.keeper.kept(session)  # the durable copy: a Redis crash must not lose the login
+    if context.env_token is not None:
+        context.env_token.replaced()
     logger.info("login of %s complete", session.user_id)
     return session, record.next_url

@@ -23,6 +23,7 @@ __all__ = [
     "AuthCounts",
     "EnvTokenOutcome",
     "LoginFailure",
+    "RecoveryEvent",
     "TokenExchange",
     "TokenRead",
 ]
@@ -41,6 +42,15 @@ LoginFailure = Literal[
 TokenExchange = Literal["ok", "refused", "error"]
 EnvTokenOutcome = Literal["stored", "unchanged", "refused"]
 TokenRead = Literal["granted", "denied"]
+# What the restore loop and a logout without Redis did with the durable copy (`restore.py`).
+RecoveryEvent = Literal[
+    "restored",
+    "env_token_stored",
+    "logout_deferred",
+    "logout_applied",
+    "copy_marked_invalid",
+    "copy_expired",
+]
 
 
 @dataclass
@@ -52,6 +62,8 @@ class AuthCounts:
     token_exchanges: Counter[str] = field(default_factory=Counter)
     env_token: Counter[str] = field(default_factory=Counter)
     internal_token_reads: Counter[str] = field(default_factory=Counter)
+    recovery: Counter[str] = field(default_factory=Counter)
+    state_errors: int = 0  # AUTH_STATE_DIR could not be read or written
 
 
 class AuthCollector(Collector):
@@ -92,4 +104,16 @@ class AuthCollector(Collector):
             "outcome",
             counts.internal_token_reads,
             get_args(TokenRead),
+        )
+        yield labelled_counter(
+            PREFIX + "recovery",
+            "What auth did to bring Redis in line with its durable copy of the login, by event.",
+            "event",
+            counts.recovery,
+            get_args(RecoveryEvent),
+        )
+        yield counter(
+            PREFIX + "state_errors",
+            "Failures to read or write the durable copy (AUTH_STATE_DIR).",
+            counts.state_errors,
         )

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from redis.exceptions import RedisError
 
 from services.auth.context import AuthContext, Ctx
 from services.auth.pages import home_page
@@ -113,24 +114,60 @@ async def user_profile(request: Request, context: Ctx, user_id: UserId) -> Respo
 
 @router.post("/logout")
 async def logout(request: Request, context: Ctx) -> Response:
-    """Log out at Upstox, forget the session, announce it. `user_id` defaults to the active one."""
+    """Log out at Upstox, forget the session, announce it. `user_id` defaults to the active one.
+
+    With Redis down the logout is still taken when auth keeps a durable copy: revoked at Upstox
+    with the copy's token, the copy removed, the logout recorded; the restore loop deletes the
+    session and announces the logout once Redis is back (`restore.py`)."""
     if not _origin_allowed(request, context):
         return problem(request, 403, "forbidden", "cross-site logout refused", "Forbidden")
-    user_id = await _logout_user_id(request) or await context.store.active_user()
+    requested = await _logout_user_id(request)
+    copy = context.keeper.session()
+    redis_up = True
+    try:
+        user_id = requested or await context.store.active_user()
+        session = None if user_id is None else await context.store.get(user_id)
+    except RedisError:
+        user_id = requested or (copy.user_id if copy is not None else None)
+        if not context.keeper.enabled or user_id is None:
+            raise
+        session, redis_up = None, False
     if user_id is None:
         return problem(request, 404, "no_session", "nobody is logged in", "Not logged in")
-    upstox = await _logout_at_upstox(context, user_id)
-    existed = await context.store.delete(user_id)
-    if not existed:
+    if session is None and copy is not None and copy.user_id == user_id:
+        session = copy  # Redis lost it or is down: the copy holds the token to revoke
+    upstox = await _logout_at_upstox(context, session)
+    async with context.keeper.lock:
+        recorded = context.keeper.logout_begins(user_id)
+        existed = await _forget_in_redis(context, user_id, recorded) if redis_up else None
+    if existed is None:
+        context.metrics.recovery["logout_deferred"] += 1
+        logger.warning("Redis is down: the logout of %s is applied once it is back", user_id)
+    elif not existed and session is None:
         return _no_session(request, user_id)
+    if context.env_token is not None:
+        context.env_token.logged_out(user_id)
     context.metrics.logouts += 1
     if prefers_html(request):
         return RedirectResponse("./", status_code=303, headers=NO_STORE)
     return JSONResponse({"logged_out": True, "user_id": user_id, "upstox": upstox})
 
 
-async def _logout_at_upstox(context: AuthContext, user_id: str) -> str:
-    session = await context.store.get(user_id)
+async def _forget_in_redis(context: AuthContext, user_id: str, recorded: int | None) -> bool | None:
+    """Delete the session in Redis (event `logout`): whether there was one; None when Redis
+    failed and the recorded logout waits for the restore loop."""
+    try:
+        existed = await context.store.delete(user_id)
+    except RedisError:
+        if recorded is None:
+            raise
+        return None
+    if recorded is not None:
+        context.keeper.logout_applied(user_id, recorded)
+    return existed
+
+
+async def _logout_at_upstox(context: AuthContext, session: StoredSession | None) -> str:
     if session is None:
         return "no session"
     try:
@@ -139,7 +176,7 @@ async def _logout_at_upstox(context: AuthContext, user_id: str) -> str:
         return "token already invalid"
     except UpstoxError as failed:
         # The local session goes anyway: the user asked to be logged out here.
-        logger.warning("Upstox logout of %s failed: %s", user_id, failed.describe())
+        logger.warning("Upstox logout of %s failed: %s", session.user_id, failed.describe())
         return "failed"
     return "ok"
 

@@ -1,8 +1,10 @@
 """auth's settings: the Upstox app's credentials (API_KEY, API_SECRET), an optional
-UPSTOX_ACCESS_TOKEN, where the login returns, and which browser origins may call auth."""
+UPSTOX_ACCESS_TOKEN, where the login returns, which browser origins may call auth, and where
+the login's durable copy lives."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Final
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -50,6 +52,19 @@ class AuthSettings(CommonSettings):
     auth_state_ttl_seconds: int = Field(
         default=600, ge=30, le=3600, description="How long a login link (OAuth state) lives."
     )
+    auth_state_dir: Path | None = Field(
+        default=None,
+        description="Directory of auth's durable copy of the login (the session, and logouts "
+        "Redis has not seen), so a Redis crash never loses a login; unset: the login lives in "
+        "Redis only. Compose mounts a volume here; `tickstream dev` uses its working directory.",
+    )
+    auth_restore_interval_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How often auth compares Redis with its durable copy: a lost login is "
+        "put back, a logout made while Redis was down is applied.",
+    )
 
     @property
     def dialog_base_url(self) -> str:
@@ -63,7 +78,7 @@ class AuthSettings(CommonSettings):
             return DEMO_CLIENT_ID if info.field_name == "api_key" else DEMO_CLIENT_SECRET
         return value
 
-    @field_validator("upstox_access_token", mode="before")
+    @field_validator("upstox_access_token", "auth_state_dir", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

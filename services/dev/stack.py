@@ -75,6 +75,7 @@ class DevStack(TopologyAddresses):
             Secrets.generate(),
             base_env=dict(os.environ if base_env is None else base_env),
             overrides=overrides,
+            workdir=self._workdir,
         )
         self.log_sink = log_sink
         self.ready_timeout = ready_timeout

@@ -17,6 +17,7 @@ import base64
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from services.auth.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
@@ -237,8 +238,10 @@ def plan(
     secrets_: Secrets,
     base_env: Mapping[str, str] | None = None,
     overrides: Mapping[str, str] | None = None,
+    workdir: Path | None = None,
 ) -> Topology:
-    """The services to run, in start order. `ports` has one entry per `internal_names()`."""
+    """The services to run, in start order. `ports` has one entry per `internal_names()`;
+    `workdir`, the run's working directory, holds auth's durable copy of the login."""
     redis_url = options.redis_url or f"redis://127.0.0.1:{ports[REDIS]}/0"
     simulator_url = f"http://127.0.0.1:{ports[SIMULATOR]}"
     env = {
@@ -255,7 +258,8 @@ def plan(
     if not options.redis_url:
         services.append(ServiceSpec(REDIS, "redis-server", ports[REDIS], 0, ready_path=None))
     services.append(service(SIMULATOR, "simulator", 1))
-    services.append(service(AUTH, "auth", 2))
+    auth_state = {} if workdir is None else {"AUTH_STATE_DIR": str(workdir / "auth")}
+    services.append(service(AUTH, "auth", 2, **{**auth_state, **(overrides or {})}))
     for i in range(options.ingestors):
         name = ingestor_name(i + 1)
         services.append(service(name, "ingestor", 3, INGESTOR_INSTANCE_ID=name))

@@ -1,15 +1,16 @@
 """The upstream session: token, one-time URL, connection, read loop, subscription requests.
 
 `UpstreamSession.run` is the active instance's connection loop: wait for a usable token (a
-token Upstox refused is not tried again until the session store holds another), authorize a
-fresh one-time feed URL, connect, subscribe what is wanted, and hand every frame to the
+token Upstox refused is not tried again until the session store holds another; the token in
+use is kept when the store loses the session without a logout, `tokens.TokenChoice`),
+authorize a fresh one-time feed URL, connect, subscribe what is wanted, and hand every frame to the
 processor and the publisher until the connection ends; then classify how it ended
 (`failures.classify`) and count, log and back off in one place. While connected, the stall
 watchdog's task asks the pure `watchdog.StallWatch` now and then whether the feed has gone
 silent while data is due, and carries out its verdict: resubscribe, or close the connection
 for a reconnect. It owns the connection and the state only it uses: the rejected token, the
-connected user, what is subscribed upstream, the send lock, the malformed-frame burst, the
-stall watch, and its counters.
+token in use, the connected user, what is subscribed upstream, the send lock, the
+malformed-frame burst, the stall watch, and its counters.
 
 It must NOT decide what to subscribe (the demand sync hands it a target), touch the lease, or
 write anything to Redis but the session store's "this token was refused". The one-time URL and
@@ -41,6 +42,7 @@ from services.ingestor.publisher import Publisher
 from services.ingestor.settings import IngestorSettings
 from services.ingestor.status import StatusReporter
 from services.ingestor.subscriptions import Request, diff_requests
+from services.ingestor.tokens import TokenChoice
 from services.ingestor.watchdog import StallWatch, resubscribe_requests
 from shared import redis_contract as rc
 from shared.instruments import Mode, count_modes
@@ -89,6 +91,7 @@ class UpstreamSession:
         self._send_lock = asyncio.Lock()
         self._token_changed = asyncio.Event()
         self._rejected_token: str | None = None
+        self._tokens = TokenChoice()  # the token in use, kept if the store loses the session
         self._opened_at: float | None = None
         self._malformed_burst = 0
         self._watch = StallWatch(settings.ingestor_silence_seconds)
@@ -126,6 +129,7 @@ class UpstreamSession:
         """Nothing is wanted any more (the instance became a standby)."""
         self._wanted = {}
         self._set_subscribed({})
+        self._tokens.forget()  # a standby hears no token events: what it held may be stale
         self._watch = StallWatch(self._settings.ingestor_silence_seconds)
 
     def recheck_token(self) -> None:
@@ -141,6 +145,7 @@ class UpstreamSession:
             logger.warning("ignoring an unreadable token event")
             return
         self._token_changed.set()
+        self._tokens.event(event.event, event.user_id)
         ws = self._ws
         if event.event == "logout" and event.user_id == self._user and ws is not None:
             logger.info("%s logged out: closing the feed connection", event.user_id)
@@ -182,15 +187,24 @@ class UpstreamSession:
         while True:
             self._token_changed.clear()
             await self._link.wait_up()
-            found: tuple[str, str] | None = None
+            session: rc.StoredSession | None = None
+            token: str | None = None
             try:
-                found = await guarded(self._sessions.active_token())
+                session = await guarded(self._sessions.active())
+                token = None if session is None else self._sessions.decrypt(session)
             except REDIS_ERRORS as error:
                 self._link.failed(error)
                 continue
             except SessionDecryptError as error:
                 logger.error("%s", error)
-            if found is not None and found[1] != self._rejected_token:
+            found, held = self._tokens.choose(session, token, time.time(), self._rejected_token)
+            if found is not None:
+                if held:
+                    logger.warning(
+                        "the session store has no session, and no logout was announced (Redis "
+                        "lost it?): connecting as %s with the token already in use",
+                        found[0],
+                    )
                 return found
             if not told:
                 logger.info("no usable Upstox token: waiting for a login")
@@ -207,6 +221,7 @@ class UpstreamSession:
             user,
         )
         self._rejected_token = token
+        self._tokens.forget()
         try:
             await guarded(self._sessions.mark_invalid(user, rejected_token=token))
         except REDIS_ERRORS as error:

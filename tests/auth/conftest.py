@@ -55,17 +55,24 @@ def nowhere() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-@pytest.fixture
-async def token_events(redis_client: aioredis.Redis) -> AsyncIterator[TokenEvents]:
-    pubsub = redis_client.pubsub()
+@contextlib.asynccontextmanager
+async def listening(client: aioredis.Redis) -> AsyncIterator[TokenEvents]:
+    """A subscription to the token events on `client`, in place before this returns."""
+    pubsub = client.pubsub()
     await pubsub.subscribe(TOKEN_EVENTS)
     # Wait for the subscription to be in place so no event is published before it.
     async with asyncio.timeout(10):
         while await pubsub.get_message(timeout=1) is None:
             pass
-    yield TokenEvents(pubsub, redis_client)
+    yield TokenEvents(pubsub, client)
     await pubsub.unsubscribe()
     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+async def token_events(redis_client: aioredis.Redis) -> AsyncIterator[TokenEvents]:
+    async with listening(redis_client) as events:
+        yield events
 
 
 # ---- a real auth service ---------------------------------------------------------------------

@@ -79,6 +79,21 @@ def test_plan_environment_precedence() -> None:
     assert env["SIMULATOR_TICK_INTERVAL_MS"] == "50"  # explicit overrides beat everything
 
 
+def test_plan_keeps_auths_durable_login_in_the_working_directory(tmp_path: Path) -> None:
+    options = Options(port=8080)
+    topology = plan(options, ports_for(options), SECRETS, workdir=tmp_path)
+    assert topology.spec("auth").env["AUTH_STATE_DIR"] == str(tmp_path / "auth")
+    assert "AUTH_STATE_DIR" not in topology.spec("gateway-1").env
+    overridden = plan(
+        options, ports_for(options), SECRETS, {"AUTH_STATE_DIR": "/elsewhere"}, workdir=tmp_path
+    )
+    assert overridden.spec("auth").env["AUTH_STATE_DIR"] == str(tmp_path / "auth")  # wiring
+    explicit = plan(
+        options, ports_for(options), SECRETS, overrides={"AUTH_STATE_DIR": "/x"}, workdir=tmp_path
+    )
+    assert explicit.spec("auth").env["AUTH_STATE_DIR"] == "/x"  # a test's override wins
+
+
 def test_plan_with_an_existing_redis_starts_none() -> None:
     options = Options(redis_url="redis://10.0.0.5:6379/2")
     topology = plan(options, ports_for(options), SECRETS)
