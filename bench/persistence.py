@@ -118,7 +118,8 @@ class Source:
             channel, last = names[self._seq % len(names)]
             price = 200.0 + (self._seq % 97) * 0.05
             value = VALUE % (price, now_ms, price - 0.05, price + 0.05)
-            out.append((channel, last, rc.encode_tick(value, self._seq, self._epoch, now_ms)))
+            tick = rc.encode_tick(value, self._seq, self._epoch, now_ms)
+            out.append((channel, last, tick, b""))
         return out
 
 

@@ -118,12 +118,33 @@ def decode_refusal(value: str | bytes) -> tuple[set[Mode], str]:
 # `feeds[key]` in MessageToDict form), a newline, and our own metadata as compact JSON:
 # `{"seq":N,"epoch":"E","ts":MS}`. Compact JSON never contains a raw newline, so gateways split
 # on the first one and splice both halves into client frames without parsing either.
+# A partial value (a live tick that left out parts that did not change, as Upstox's may) ends
+# its metadata with `,"partial":true}`; it goes out on `tick:` channels only: a last value is
+# always whole (the ingestor merges), so gateways take snapshots from there, never from it.
 
 TICK_SEPARATOR: Final = b"\n"
+PARTIAL_META_END: Final = b',"partial":true}'
 
 
-def encode_tick(value: bytes, seq: int, epoch: str, ts: int) -> bytes:
+def encode_tick(value: bytes, seq: int, epoch: str, ts: int, partial: bool = False) -> bytes:
+    if partial:
+        return b'%b\n{"seq":%d,"epoch":"%b","ts":%d,"partial":true}' % (
+            value,
+            seq,
+            epoch.encode(),
+            ts,
+        )
     return b'%b\n{"seq":%d,"epoch":"%b","ts":%d}' % (value, seq, epoch.encode(), ts)
+
+
+def is_partial(meta: bytes) -> bool:
+    """Whether a tick's metadata (`split_tick`'s second half) marks a partial value."""
+    return meta.endswith(PARTIAL_META_END)
+
+
+def whole_meta(meta: bytes) -> bytes:
+    """The metadata without the partial mark (of a value merged whole)."""
+    return meta[: -len(PARTIAL_META_END)] + b"}" if meta.endswith(PARTIAL_META_END) else meta
 
 
 def split_tick(payload: bytes) -> tuple[bytes, bytes]:

@@ -2,8 +2,18 @@
 
 Each instrument's feed is rendered once per mode that has demand (projected from the mode it
 arrived in), stamped with a per-instrument-per-mode sequence number and the current epoch, and
-turned into (channel, last-value key, payload) triples for the publisher. The newest payload of
-every (mode, key) stays in memory so that it can be published again after a Redis outage.
+turned into ticks for the publisher. The newest whole value of every (mode, key) stays in memory
+so that it can be published again after a Redis outage.
+
+Partial ticks: a live feed may leave out parts that did not change (Upstox's `marketFF` without
+`marketLevel`). Such a value is published on the tick channel as it came (rendered per mode, its
+metadata marked partial), while the last value (the snapshot) is the whole one: the previous
+whole value with each part the tick carries replaced (`shared.render.merge_value`). Whether a
+feed lacks a part is known from its fields (`present_parts`) against the parts the key's feeds
+have carried, so a whole feed costs no more than before; only a partial one costs a merge.
+`initial_feed` frames are whole by definition. A mode newly projected from a key that already
+streams (no snapshot comes for it) starts from a whole value, completed from the whole value of
+the mode the feeds arrive in.
 """
 
 from __future__ import annotations
@@ -12,17 +22,32 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from google.protobuf import json_format
+
 from shared import redis_contract as rc
 from shared.instruments import Mode
 from shared.proto import pb
-from shared.render import ProjectionError, decode_frame, project, render_frame_envelope
+from shared.render import (
+    BRANCH_BITS,
+    LTPC_BIT,
+    ProjectionError,
+    decode_frame,
+    feed_mode,
+    merge_feed,
+    merge_value,
+    present_parts,
+    project,
+    render_frame_envelope,
+)
 
 __all__ = ["PART_FEEDS", "FrameResult", "Tick", "TickProcessor", "new_epoch"]
 
-Tick = tuple[bytes, bytes, bytes]
-"""(channel, last-value key, payload)."""
+Tick = tuple[bytes, bytes, bytes, bytes]
+"""(channel, last-value key, payload, last value): the last value is b"" when it is the payload
+itself (a whole value), else the whole value merged from a partial payload."""
 
 _MARKET_INFO = pb.Type.Value("market_info")
+_INITIAL_FEED = pb.Type.Value("initial_feed")
 
 PART_FEEDS = 250
 """A frame with more instruments than this is rendered and published in parts of this size."""
@@ -35,14 +60,15 @@ def new_epoch() -> str:
 class _Route:
     """Where one (key, mode) goes, with its sequence counter and newest payload."""
 
-    __slots__ = ("channel", "last_key", "latest", "mode", "seq")
+    __slots__ = ("channel", "last_key", "latest", "ltpc_only", "mode", "seq")
 
     def __init__(self, key: str, mode: Mode) -> None:
         self.mode = mode
+        self.ltpc_only = mode is Mode.LTPC
         self.channel = rc.tick_channel(mode, key).encode()
         self.last_key = rc.last_value_key(mode, key).encode()
         self.seq = 0
-        self.latest: bytes | None = None
+        self.latest: bytes | None = None  # the newest whole payload
 
 
 @dataclass(slots=True)
@@ -62,6 +88,7 @@ class TickProcessor:
         self.epoch = epoch or new_epoch()
         self._routes: dict[tuple[str, Mode], _Route] = {}  # every route seen in this epoch
         self._active: dict[str, tuple[_Route, ...]] = {}  # key -> routes with demand
+        self._parts: dict[str, int] = {}  # key -> parts its feeds have carried (present_parts)
         self.market_info: bytes | None = None
 
     def new_epoch(self) -> str:
@@ -102,18 +129,22 @@ class TickProcessor:
             return
         feeds = frame.feeds
         count = len(feeds)
+        whole = frame.type == _INITIAL_FEED
         if part_size <= 0 or count <= part_size:
-            yield self._render(feeds.items(), FrameResult(feeds=count, ts=ts))
+            yield self._render(feeds.items(), FrameResult(feeds=count, ts=ts), whole)
             return
         items = list(feeds.items())
         for start in range(0, count, part_size):
             result = FrameResult(feeds=count if start == 0 else 0, ts=ts)
             result.more = start + part_size < count
-            yield self._render(items[start : start + part_size], result)
+            yield self._render(items[start : start + part_size], result, whole)
 
-    def _render(self, items: Iterable[tuple[str, pb.Feed]], result: FrameResult) -> FrameResult:
+    def _render(
+        self, items: Iterable[tuple[str, pb.Feed]], result: FrameResult, whole: bool
+    ) -> FrameResult:
         ticks = result.ticks
         active = self._active
+        known_parts = self._parts
         ts = result.ts
         epoch = self.epoch
         encode_tick = rc.encode_tick
@@ -121,7 +152,18 @@ class TickProcessor:
             routes = active.get(key)
             if routes is None:
                 continue  # in flight while being unsubscribed, or never asked for
+            present = present_parts(feed)
+            known = known_parts.get(key)
+            missing = 0
+            if whole or known is None or (known ^ present) & BRANCH_BITS:
+                known_parts[key] = present  # a whole feed, or a first / other-branch one
+            else:
+                missing = known & ~present
+                if present & ~known:
+                    known_parts[key] = known | present
             for route in routes:
+                if missing & LTPC_BIT and route.ltpc_only:
+                    continue  # nothing new in ltpc mode: Upstox would send that mode nothing
                 try:
                     value = project(feed, route.mode)
                 except ProjectionError:
@@ -129,15 +171,37 @@ class TickProcessor:
                     # feed with no data branch. Rare, so cheaper than checking every feed first.
                     continue
                 route.seq += 1
-                payload = encode_tick(value, route.seq, epoch, ts)
-                route.latest = payload
-                ticks.append((route.channel, route.last_key, payload))
+                merged = None
+                if missing and route.latest is not None:
+                    merged = merge_value(rc.split_tick(route.latest)[0], value)
+                elif missing:  # a route new to a key already streaming: its first value whole
+                    value = self._first_whole(route, feed, routes) or value
+                if merged is None:
+                    payload = encode_tick(value, route.seq, epoch, ts)
+                    route.latest = payload
+                    ticks.append((route.channel, route.last_key, payload, b""))
+                else:
+                    payload = encode_tick(value, route.seq, epoch, ts, partial=True)
+                    route.latest = encode_tick(merged, route.seq, epoch, ts)
+                    ticks.append((route.channel, route.last_key, payload, route.latest))
         return result
 
+    @staticmethod
+    def _first_whole(route: _Route, feed: pb.Feed, routes: tuple[_Route, ...]) -> bytes | None:
+        """`route`'s value of the partial `feed`, made whole from the whole value of the mode the
+        feed arrived in (once per route: upstream sends no snapshot for a mode that is only
+        projected, so Upstox's own first value in that mode would be whole)."""
+        source = feed_mode(feed)
+        for other in routes:
+            if other.mode is source and other.latest is not None:
+                whole = json_format.Parse(rc.split_tick(other.latest)[0], pb.Feed())
+                return project(merge_feed(whole, feed), route.mode)
+        return None
+
     def latest(self) -> list[Tick]:
-        """The newest payload of every (key, mode) that has demand, to publish again."""
+        """The newest whole payload of every (key, mode) that has demand, to publish again."""
         return [
-            (route.channel, route.last_key, route.latest)
+            (route.channel, route.last_key, route.latest, b"")
             for routes in self._active.values()
             for route in routes
             if route.latest is not None
@@ -147,4 +211,5 @@ class TickProcessor:
         """Drop every stored payload and counter (the instance became a standby)."""
         self._routes.clear()
         self._active = {}
+        self._parts.clear()
         self.market_info = None

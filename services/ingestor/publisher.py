@@ -2,7 +2,8 @@
 
 The reader hands over each frame's ticks (`submit`, no await); the publisher task sends whatever
 has piled up since its last round trip as one script call that PUBLISHes each payload on its
-channel and SETs it as the last value. Under load batches grow, so throughput rises with load;
+channel and SETs it as the last value (a partial payload's last value is the whole value the
+processor merged). Under load batches grow, so throughput rises with load;
 idle, a frame goes out as soon as it arrives. While Redis is unreachable nothing is queued: the
 processor keeps each (mode, key)'s newest payload, and those are published again on recovery.
 
@@ -27,8 +28,9 @@ from shared.resp import bulk
 logger = logging.getLogger(__name__)
 
 # KEYS: the lease, then last-value keys; ARGV: our instance id, ttl seconds (0: none), then
-# channel, payload for each last-value key. -1 (nothing published): another instance holds the
-# lease. A lease held by nobody does not stop it: no other instance publishes then.
+# channel, payload, last value for each last-value key (an empty last value: the payload itself,
+# so a whole tick's bytes go once). -1 (nothing published): another instance holds the lease. A
+# lease held by nobody does not stop it: no other instance publishes then.
 PUBLISH_SCRIPT = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then
@@ -36,12 +38,16 @@ if holder and holder ~= ARGV[1] then
 end
 local ttl = tonumber(ARGV[2])
 for i = 2, #KEYS do
-  local payload = ARGV[2 * i]
-  redis.call('PUBLISH', ARGV[2 * i - 1], payload)
+  local payload = ARGV[3 * i - 2]
+  redis.call('PUBLISH', ARGV[3 * i - 3], payload)
+  local last = ARGV[3 * i - 1]
+  if last == '' then
+    last = payload
+  end
   if ttl > 0 then
-    redis.call('SET', KEYS[i], payload, 'EX', ttl)
+    redis.call('SET', KEYS[i], last, 'EX', ttl)
   else
-    redis.call('SET', KEYS[i], payload)
+    redis.call('SET', KEYS[i], last)
   end
 end
 return #KEYS - 1
@@ -52,6 +58,7 @@ FENCED = -1
 # never blocked for long by one call.
 CHUNK = 2000
 _MAX_CACHED_NAMES = 100_000
+_EMPTY_BULK = bulk(b"")
 
 # Exchange time -> published: sub-millisecond when idle, seconds when Redis or upstream lag.
 # Floats: a bound's `le` label is its str(), and these series have always read le="1.0".
@@ -222,20 +229,21 @@ class Publisher:
         return answer
 
     def _pack(self, ticks: list[Tick]) -> bytes:
-        """`EVAL script n lease last-keys... instance ttl channel payload ...` in RESP, built
-        directly.
+        """`EVAL script n lease last-keys... instance ttl channel payload last ...` in RESP,
+        built directly.
 
         redis-py's generic argument packing was the publisher's largest cost per tick; channel
         and key names repeat from frame to frame, so their encodings are cached.
         """
         cached = self._bulk
-        parts = [b"*%d\r\n" % (6 + 3 * len(ticks)), self._eval, bulk(b"%d" % (1 + len(ticks)))]
+        parts = [b"*%d\r\n" % (6 + 4 * len(ticks)), self._eval, bulk(b"%d" % (1 + len(ticks)))]
         parts.append(self._lease_bulk)
         parts.extend([cached(tick[1]) for tick in ticks])
         parts.append(self._args_bulk)
-        for channel, _, payload in ticks:
+        for channel, _, payload, last in ticks:
             parts.append(cached(channel))
             parts.append(bulk(payload))
+            parts.append(bulk(last) if last else _EMPTY_BULK)
         return b"".join(parts)
 
     def _bulk(self, name: bytes) -> bytes:

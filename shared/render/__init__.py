@@ -47,6 +47,20 @@ Projection rules (the projected JSON equals `MessageToDict` of the Feed Upstox w
   apart from `requestMode`. A `fullFeed` with neither branch stays `{}`.
 Projections render straight from the source's fields; no protobuf message is built per tick.
 
+Partial ticks (Upstox's live ticks may leave out sub-messages that did not change):
+- `present_parts(feed) -> int`: bits of the feed's branch (`BRANCH_BITS`) and of the parts it
+  carries: `ltpc` (`LTPC_BIT`), `marketLevel`, `optionGreeks`, `marketOHLC` (marketFF; ltpc and
+  marketOHLC in indexFF), `firstDepth`, `optionGreeks` (firstLevelWithGreeks). Scalars are no
+  parts: proto3 gives them no presence (left out means zero).
+- `merge_value(whole, update) -> bytes | None`: a rendered `update` of one key in one mode,
+  completed part-wise with the parts it lacks from `whole` (that key's previous whole value in
+  that mode): a present part replaces the old one whole (a new book replaces the old book, never
+  appends to it), scalars come from `update`. None when `update` lacked none of `whole`'s parts
+  or the shapes differ. The result equals the projection of the part-wise merged feed, because
+  every projection maps parts to parts (`marketLevel` to `firstDepth`, 30 levels to 5).
+- `merge_feed(whole, update) -> pb.Feed`: the same merge on protobuf feeds (a copy of `update`
+  with each part it lacks copied from `whole`; never `MergeFrom`, which appends repeated fields).
+
 Speed: see `shared/render/_builders.py` (per-type builders generated from the descriptors)
 and `bench/render.py`.
 """
@@ -61,12 +75,20 @@ from shared.render._core import (
     render_frame,
     render_frame_envelope,
 )
+from shared.render._merge import BRANCHES as BRANCH_BITS
+from shared.render._merge import LTPC as LTPC_BIT
+from shared.render._merge import merge_feed, merge_value, present_parts
 
 __all__ = [
+    "BRANCH_BITS",
+    "LTPC_BIT",
     "ProjectionError",
     "RenderError",
     "decode_frame",
     "feed_mode",
+    "merge_feed",
+    "merge_value",
+    "present_parts",
     "project",
     "render_feed",
     "render_frame",

@@ -63,7 +63,7 @@ def test_each_demanded_mode_is_rendered_once_and_stamped() -> None:
     result = processor.process(frame.SerializeToString())
 
     assert result.feeds == 2 and result.ts == TS and result.market_info is None
-    by_channel = {channel: (last, payload) for channel, last, payload in result.ticks}
+    by_channel = {channel: (last, payload) for channel, last, payload, _ in result.ticks}
     assert len(result.ticks) == 3
     for key, mode in ((EQ, Mode.FULL), (EQ, Mode.LTPC), ("NSE_EQ|INE009A01021", Mode.FULL)):
         last, payload = by_channel[rc.tick_channel(mode, key).encode()]
@@ -85,7 +85,9 @@ def test_sequences_count_per_key_and_mode_and_restart_with_a_new_epoch() -> None
         builders: dict[str, tuple[object, float]] = {EQ: (full_equity, 100.0 + n)}
         if n != 1:
             builders[IDX] = (ltpc_only, 22000.0 + n)
-        for channel, _, payload in processor.process(frame_of(builders).SerializeToString()).ticks:
+        for channel, _, payload, _ in processor.process(
+            frame_of(builders).SerializeToString()
+        ).ticks:
             seen.setdefault(channel, []).append(int(meta(payload)["seq"]))  # type: ignore[call-overload]
     assert seen == {
         rc.tick_channel(Mode.LTPC, EQ).encode(): [1, 2, 3],
@@ -96,7 +98,7 @@ def test_sequences_count_per_key_and_mode_and_restart_with_a_new_epoch() -> None
     second_epoch = processor.new_epoch()
     assert second_epoch != first_epoch
     ticks = processor.process(frame_of({IDX: (ltpc_only, 1.0)}).SerializeToString()).ticks
-    assert [meta(p) for _, _, p in ticks] == [{"seq": 1, "epoch": second_epoch, "ts": TS}]
+    assert [meta(p) for _, _, p, _ in ticks] == [{"seq": 1, "epoch": second_epoch, "ts": TS}]
 
 
 def test_demand_changes_keep_counters_within_an_epoch() -> None:
@@ -119,7 +121,7 @@ def test_keys_without_demand_and_modes_the_feed_lacks_are_skipped() -> None:
         frame_of({IDX: (ltpc_only, 5.0), EQ: (full_equity, 9.0)}).SerializeToString()
     )
     assert result.feeds == 2
-    assert [channel for channel, _, _ in result.ticks] == [rc.tick_channel(Mode.LTPC, IDX).encode()]
+    assert [tick[0] for tick in result.ticks] == [rc.tick_channel(Mode.LTPC, IDX).encode()]
 
 
 def test_market_info_frames_become_the_market_status() -> None:
@@ -141,11 +143,11 @@ def test_latest_keeps_the_newest_payload_of_each_demanded_route() -> None:
     processor.set_render({EQ: frozenset({Mode.FULL}), IDX: frozenset({Mode.LTPC})})
     processor.process(frame_of({EQ: (full_equity, 1.0), IDX: (ltpc_only, 2.0)}).SerializeToString())
     newest = processor.process(frame_of({EQ: (full_equity, 3.0)}).SerializeToString()).ticks[0]
-    latest = {channel: payload for channel, _, payload in processor.latest()}
+    latest = {channel: payload for channel, _, payload, _ in processor.latest()}
     assert latest[newest[0]] == newest[2]
     assert len(latest) == 2
     processor.set_render({EQ: frozenset({Mode.FULL})})
-    assert [channel for channel, _, _ in processor.latest()] == [newest[0]]
+    assert [tick[0] for tick in processor.latest()] == [newest[0]]
     processor.forget()
     assert processor.latest() == []
 
@@ -166,7 +168,7 @@ def test_a_large_frame_comes_out_in_parts() -> None:
     assert [part.more for part in parts] == [True, True, False]
     assert [part.feeds for part in parts] == [5, 0, 0]  # counted once per frame
     assert {part.ts for part in parts} == {TS}
-    channels = [channel for part in parts for channel, _, _ in part.ticks]
+    channels = [tick[0] for part in parts for tick in part.ticks]
     assert sorted(channels) == sorted(rc.tick_channel(Mode.LTPC, key).encode() for key in keys)
     whole = TickProcessor()
     whole.set_render({key: frozenset({Mode.LTPC}) for key in keys})

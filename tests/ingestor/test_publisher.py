@@ -22,7 +22,12 @@ from tests.support.waiting import eventually
 
 def tick(key: str, n: int, mode: Mode = Mode.LTPC) -> Tick:
     payload = rc.encode_tick(b'{"ltpc":{"ltp":%d.5}}' % n, n, "e1", 1_700_000_000_000 + n)
-    return (rc.tick_channel(mode, key).encode(), rc.last_value_key(mode, key).encode(), payload)
+    return (
+        rc.tick_channel(mode, key).encode(),
+        rc.last_value_key(mode, key).encode(),
+        payload,
+        b"",
+    )
 
 
 class Harness:
