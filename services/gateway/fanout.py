@@ -14,7 +14,10 @@ Delivery rules:
 - a subscriber that is *behind* (its sink refuses more: the write buffer is over its bound) is
   not written to; its pending map keeps only the latest item per key (conflation), which is
   flushed as soon as the sink drains; it never receives a value older than one it already has;
-- writes never wait: a sink buffers, so one slow subscriber never delays another.
+- writes never wait: a sink buffers, so one slow subscriber never delays another;
+- a partial value (a live tick that left out unchanged parts, flagged in its metadata) goes out
+  as it came, but never supersedes a pending value outright: conflated, it is merged onto it
+  part-wise, so the subscriber still gets every part the superseded value carried.
 
 Snapshots (`complete`): a subscriber starts a channel from its snapshot value, sent in an
 `initial_feed`; it gets the channel's live updates from then on, never one older than that
@@ -48,7 +51,8 @@ from services.gateway.protocol import (
 )
 from services.gateway.wsframe import text_frame_of
 from shared.instruments import Mode
-from shared.redis_contract import split_tick, tick_channel
+from shared.redis_contract import is_partial, split_tick, tick_channel, whole_meta
+from shared.render import merge_value
 
 
 class Sink(Protocol):
@@ -69,6 +73,7 @@ class Channel:
         "latest",
         "mode",
         "name",
+        "partial",
         "ready",
         "subscribers",
         "version",
@@ -84,7 +89,8 @@ class Channel:
         self.latest: FeedItem | None = None
         self.version = 0  # live updates received so far
         self.ready = False  # the Redis subscription is confirmed on the current connection
-        self.fresh = False  # `latest` came live over the confirmed subscription
+        self.fresh = False  # `latest` came live over the confirmed subscription, and is whole
+        self.partial = False  # `latest` is a partial value: not a snapshot by itself
 
     @property
     def refs(self) -> int:
@@ -213,13 +219,17 @@ class FanOut:
         self, channel: Channel, stored: bytes | None, version_before: int
     ) -> FeedItem | None:
         """The snapshot value of `channel`: the last value read from Redis (`stored`, fetched
-        when the channel had seen `version_before` live updates) unless a live update arrived
-        since, which is at least as new."""
-        if stored is None or channel.version != version_before:
+        when the channel had seen `version_before` live updates) unless a whole live update
+        arrived since, which is at least as new; partial ones are merged onto the value read."""
+        moved = channel.version != version_before
+        if stored is None or (moved and not channel.partial):
             return channel.latest
         value, meta = split_tick(stored)
         item = FeedItem.of(channel.encoded_key, value, meta)
+        if moved and channel.latest is not None:
+            item = _merged(channel.encoded_key, item, channel.latest)
         channel.latest = item
+        channel.partial = False
         return item
 
     def complete(
@@ -314,22 +324,37 @@ class FanOut:
             return False  # a channel nobody here holds any more
         value, meta = split_tick(payload)
         item = FeedItem.of(channel.encoded_key, value, meta)
-        channel.latest = item
+        partial = is_partial(meta)
+        if partial and channel.joining and channel.latest is not None:
+            # A snapshot is being read: keep every part since, for `resolve` to apply on it.
+            channel.latest = _merged(channel.encoded_key, channel.latest, item)
+            channel.partial = is_partial(channel.latest.meta)
+        else:
+            channel.latest = item
+            channel.partial = partial
         channel.version += 1
         if channel.ready:
-            channel.fresh = True
+            channel.fresh = not partial
         dirty = self.dirty
+        merged_onto: FeedItem | None = None  # subscribers behind mostly share a pending value
+        merged = item
         for sub in channel.subscribers:
             pending = sub.pending
+            update = item
             if channel in pending:
                 if sub.behind or not self.eager:
                     stats.conflated += 1
+                    if partial:  # superseding it would lose the parts it carried
+                        older = pending[channel]
+                        if older is not merged_onto:
+                            merged_onto, merged = older, _merged(channel.encoded_key, older, item)
+                        update = merged
                 else:
                     # The client keeps up: deliver the earlier update now instead of dropping it.
                     self._write_pending(sub, current_ts(self._clock_ms()))
             elif not pending:
                 dirty[sub] = None
-            pending[channel] = item
+            pending[channel] = update
         return bool(channel.subscribers)
 
     def resume(self, sub: Subscriber) -> bool:
@@ -384,3 +409,14 @@ class FanOut:
         self.stats.frames += 1
         self.stats.bytes += len(frame)
         return frame
+
+
+def _merged(encoded_key: bytes, older: FeedItem, newer: FeedItem) -> FeedItem:
+    """The partial `newer` completed with the parts it lacks from `older`: what a client that
+    applied both holds (whole if `older` was)."""
+    start = len(encoded_key) + 1
+    value = merge_value(older.feed[start:], newer.feed[start:])
+    if value is None:
+        return newer
+    meta = newer.meta[start:]
+    return FeedItem.of(encoded_key, value, meta if is_partial(older.meta) else whole_meta(meta))
