@@ -5,6 +5,12 @@ update once, and hands every connection one `live_feed` frame holding its keys (
 once per distinct subscription set). Each connection has a bounded outbox drained by its own
 sender task, so a slow reader skips live frames (counted) instead of holding up the others.
 
+Partial ticks (`partial_ticks`, on by default as Upstox does): a live entry leaves out what did
+not change since the previous tick of that instrument in that mode (`frames.unchanged_parts`).
+The frames stay shared because "the previous tick" is the same for every connection that got it;
+a connection that did not (it has just been sent its `initial_feed`, changed the key's mode, or
+skipped or was silenced through a live frame) makes those keys' next live entries whole for all.
+
 A stall is silence on data (no `initial_feed`, no `live_feed`; market status changes and pings
 go on): either of the connections open when it was asked for, each until its own `silent_until_ms`
 (what a stalled Upstox connection looks like: a fresh one gets data), or of the whole feed, new
@@ -19,13 +25,19 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from services.simulator import frames
 from services.simulator.accounts import TokenStore, User
 from services.simulator.clock import now_ms
-from services.simulator.market import DETAIL_FIRST_LEVEL, DETAIL_FULL, DETAIL_LTPC, MarketModel
+from services.simulator.market import (
+    DETAIL_FIRST_LEVEL,
+    DETAIL_FULL,
+    DETAIL_LTPC,
+    MarketModel,
+    Snapshot,
+)
 from services.simulator.protocol import KeyLimits, RequestError, Subscriptions, parse_request
 from services.simulator.universe import Instrument
 from shared.instruments import Mode
@@ -69,15 +81,17 @@ class FeedConnection:
     closing: bool = False
     silent_until_ms: int = 0  # stalled: no data frames before this (market time)
 
-    def offer_live(self, frame: bytes, feeds: int) -> None:
+    def offer_live(self, frame: bytes, feeds: int) -> bool:
+        """Queue a live frame; False when it was skipped (the outbox is full)."""
         if self.closing:
-            return
+            return True
         if len(self.outbox) >= self.max_queued:
             self.frames_skipped += 1
-            return
+            return False
         self.outbox.append(frame)
         self.feeds_offered += feeds
         self.wakeup.set()
+        return True
 
     def offer_control(self, frame: bytes) -> None:
         if not self.closing:
@@ -125,6 +139,7 @@ class FeedHub:
         max_queued_frames: int,
         clock: Callable[[], int] = now_ms,
         market_offset_ms: int = 0,
+        partial_ticks: bool = True,
     ) -> None:
         self.model = model
         self.tokens = tokens
@@ -147,6 +162,9 @@ class FeedHub:
         self.refused_connections = 0
         self._statuses: dict[str, str] = {}
         self._next_housekeeping = 0
+        self.partial_ticks = partial_ticks
+        self._previous: dict[tuple[str, Mode], Snapshot] = {}  # the previous live tick
+        self.partial_feeds = 0  # live entries that left an unchanged part out
 
     def market_now(self) -> int:
         """The market's time (epoch ms): real time shifted by `market_offset_ms`."""
@@ -193,6 +211,8 @@ class FeedHub:
                 len(request.rejected_keys),
             )
         conn.pending_snapshot.extend(conn.subscriptions.apply(request))
+        if request.method == "change_mode":  # no tick in its new mode yet: the next is whole
+            self._forget(request.keys)
         self._demand_dirty = True
         self._wake.set()
 
@@ -278,12 +298,20 @@ class FeedHub:
         self.close_for_invalid_tokens()
 
     def _entries(
-        self, wanted: dict[str, set[Mode]], now: int, only_open: bool
+        self,
+        wanted: dict[str, set[Mode]],
+        now: int,
+        only_open: bool,
+        previous: dict[tuple[str, Mode], Snapshot] | None = None,
     ) -> dict[tuple[str, Mode], bytes]:
+        """Each wanted (key, mode)'s entry at `now`. With `previous` (live ticks with partial
+        ticks on), the parts unchanged since the (key, mode)'s previous tick are left out, and
+        this tick becomes its previous one."""
         entries: dict[tuple[str, Mode], bytes] = {}
         open_segments: dict[str, bool] = {}
         only_open = only_open and self.model.clock.kind != "open"
         snapshot, build, entry = self.model.snapshot, frames.build_feed, frames.feed_entry
+        unchanged = frames.unchanged_parts
         for key, modes in wanted.items():
             instrument = self._instrument(key)
             if instrument is None:
@@ -301,13 +329,18 @@ class FeedHub:
                     (mode,) = modes
                     depth = 30 if mode is Mode.FULL_D30 else 5
                     snap = snapshot(instrument, now, _DETAIL[mode], depth)
-                    entries[(key, mode)] = entry(key, build(snap, mode, instrument.is_index))
-                    continue
-                detail = max(_DETAIL[mode] for mode in modes)
-                depth = 30 if Mode.FULL_D30 in modes else 5
-                snap = snapshot(instrument, now, detail, depth)
+                else:
+                    detail = max(_DETAIL[mode] for mode in modes)
+                    depth = 30 if Mode.FULL_D30 in modes else 5
+                    snap = snapshot(instrument, now, detail, depth)
                 for mode in modes:
-                    entries[(key, mode)] = entry(key, build(snap, mode, instrument.is_index))
+                    same = 0
+                    if previous is not None:
+                        same = unchanged(snap, previous.get((key, mode)), mode)
+                        previous[(key, mode)] = snap
+                    self.partial_feeds += same != 0
+                    feed = build(snap, mode, instrument.is_index, same)
+                    entries[(key, mode)] = entry(key, feed)
             except Exception:  # one broken instrument must not silence the others
                 logger.exception("cannot simulate %s; it gets no data from now on", key)
                 self._instruments[key] = None
@@ -323,6 +356,7 @@ class FeedHub:
             keys, conn.pending_snapshot = conn.pending_snapshot, []
             active = conn.subscriptions.active
             wanted = {key: {active[key]} for key in keys if key in active}
+            self._forget(wanted)  # their next live entries must not refer to ticks it never got
             entries = self._entries(wanted, now, only_open=False)
             for chunk in _chunks(list(entries.values())):
                 conn.offer_control(frames.initial_frame(chunk, now))
@@ -335,6 +369,11 @@ class FeedHub:
                 for key, mode in conn.subscriptions.active_pairs:
                     demand.setdefault(key, set()).add(mode)
             self._demand = demand
+            self._previous = {
+                (key, mode): snap
+                for (key, mode), snap in self._previous.items()
+                if mode in demand.get(key, ())
+            }
             self._demand_dirty = False
         return self._demand
 
@@ -343,12 +382,14 @@ class FeedHub:
         if not demand:
             return
         self.ticks += 1
-        entries = self._entries(demand, now, only_open=True)
+        previous = self._previous if self.partial_ticks else None
+        entries = self._entries(demand, now, only_open=True, previous=previous)
         if not entries:
             return
         built: dict[frozenset[tuple[str, Mode]], list[tuple[bytes, int]]] = {}
         for conn in self.connections.values():
             if conn.silent_until_ms > now:
+                self._missed(conn)
                 continue
             signature = conn.subscriptions.signature
             batch = built.get(signature)
@@ -357,7 +398,20 @@ class FeedHub:
                 batch = [(frames.live_frame(chunk, now), len(chunk)) for chunk in _chunks(parts)]
                 built[signature] = batch
             for frame, feeds in batch:
-                conn.offer_live(frame, feeds)
+                if not conn.offer_live(frame, feeds):
+                    self._missed(conn)
+
+    def _missed(self, conn: FeedConnection) -> None:
+        """`conn` did not get this tick: its keys' next live entries are whole."""
+        self._forget(conn.subscriptions.active)
+
+    def _forget(self, keys: Iterable[str]) -> None:
+        """The next live entries of `keys` (every mode) are whole."""
+        previous = self._previous
+        if previous:
+            for key in keys:
+                for mode in Mode:
+                    previous.pop((key, mode), None)
 
     def stats(self) -> dict[str, object]:
         return {
@@ -368,6 +422,8 @@ class FeedHub:
             "ticks": self.ticks,
             "tick_interval_ms": self.tick_interval_ms,
             "stalled": self.market_now() < self.stalled_until_ms,
+            "partial_ticks": self.partial_ticks,
+            "partial_feeds": self.partial_feeds,
         }
 
 

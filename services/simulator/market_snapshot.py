@@ -4,7 +4,11 @@ Owns the `Snapshot` and how much of it is filled in (`DETAIL_*`: last price and 
 volume, open interest, greeks and depth; then today's and the last minute's candles, average
 price and total buy/sell quantities), the last traded quantity, and the order book around the
 last price (`order_book`: bids below asks, gaps of 1-3 ticks, sizes from the instrument's seed).
-Pure and deterministic; keeps no state of its own.
+The book is quoted afresh once every `BOOK_REFRESH_MS` (at a phase of its own per instrument)
+around the price of that instant, and shown unchanged until the next quote, the way exchanges
+broadcast depth snapshots: so a live tick between two quotes has an unchanged book, which the
+feed leaves out (Upstox's partial ticks). Pure and deterministic; its only state is a cache of
+each instrument's current book.
 
 It must not compute prices, sessions, volumes or candles itself (`PriceModel`, `SessionModel`,
 `CandleModel`) nor know the wire format (`frames`).
@@ -23,6 +27,7 @@ from services.simulator.noise import hash3
 from services.simulator.universe import Instrument
 
 __all__ = [
+    "BOOK_REFRESH_MS",
     "DETAIL_FIRST_LEVEL",
     "DETAIL_FULL",
     "DETAIL_LTPC",
@@ -34,6 +39,8 @@ __all__ = [
 DETAIL_LTPC: Final = 0
 DETAIL_FIRST_LEVEL: Final = 1
 DETAIL_FULL: Final = 2
+
+BOOK_REFRESH_MS: Final = 1000
 
 _LCG_MULTIPLIER: Final = 6364136223846793005
 _LCG_INCREMENT: Final = 1442695040888963407
@@ -90,6 +97,7 @@ class SnapshotBuilder:
         self.prices = prices
         self.sessions = sessions
         self.candles = candles
+        self._books: dict[str, tuple[int, Book]] = {}  # key -> (quoted at, book)
 
     def _traded(self, instrument: Instrument, ms: int) -> tuple[float, Greeks | None]:
         """The unrounded price traded at `ms`, with an option's greeks."""
@@ -98,6 +106,19 @@ class SnapshotBuilder:
         if instrument.is_derivative:
             return self.prices.derivative_price(instrument, ms)[0], None
         return self.prices.cash_price(instrument, ms, False, True), None
+
+    def _book(self, instrument: Instrument, seed: int, ms: int, levels: int) -> Book:
+        """The book standing at `ms`: the one quoted at the last refresh, around that instant's
+        price (cached: every tick until the next refresh shows the same book)."""
+        quoted = ms - (ms + seed) % BOOK_REFRESH_MS
+        cached = self._books.get(instrument.instrument_key)
+        if cached is None or cached[0] != quoted or len(cached[1][0]) < levels:
+            tick = instrument.tick_size
+            price = max(tick, round_to_tick(self._traded(instrument, quoted)[0], tick))
+            cached = (quoted, order_book(instrument, seed, quoted, price, levels))
+            self._books[instrument.instrument_key] = cached
+        bids, asks = cached[1]
+        return bids[:levels], asks[:levels]
 
     def snapshot(
         self, instrument: Instrument, now_ms: int, detail: int = DETAIL_LTPC, depth: int = 5
@@ -123,7 +144,7 @@ class SnapshotBuilder:
         if greeks is not None:
             snap.greeks = greeks
             snap.iv = round(self.prices.implied_volatility(instrument, ms), 4)
-        snap.bids, snap.asks = order_book(instrument, seed, ms, ltp, depth)
+        snap.bids, snap.asks = self._book(instrument, seed, ms, depth)
         if detail == DETAIL_FULL:
             day = self.candles.today(instrument, session, ms, ltp, snap.vtt)
             snap.day = day

@@ -82,6 +82,11 @@ class SimulatorSettings(CommonSettings):
         ge=1,
         description="Frames queued per feed connection; live frames past it are skipped.",
     )
+    simulator_partial_ticks: bool = Field(
+        default=True,
+        description="Live ticks leave out the parts that did not change since the instrument's "
+        "previous tick (depth, greeks, candles), as Upstox's do; false: every part, always.",
+    )
 
     _split_uris = field_validator("simulator_redirect_uris", mode="before")(comma_list)
 

@@ -77,6 +77,7 @@ def build_state(settings: SimulatorSettings) -> SimulatorState:
         max_connections_per_user=settings.simulator_max_connections_per_user,
         max_queued_frames=settings.simulator_send_queue_frames,
         market_offset_ms=market_offset_ms(settings),
+        partial_ticks=settings.simulator_partial_ticks,
     )
     return SimulatorState(
         settings=settings,

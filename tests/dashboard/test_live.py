@@ -13,6 +13,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+import orjson
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page
 
@@ -24,6 +25,7 @@ from tests.dashboard.browser import (
     screenshot_wanted_for_docs,
 )
 from tests.support.stack import Stack, running_stack
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.browser
 
@@ -235,6 +237,47 @@ async def test_detail_panel_depth_chart_and_greeks(session: Session) -> None:
     )
     assert await page.locator('#stats [data-stat="oi"]').is_visible()
     await screenshot(page, "detail-option")
+
+
+# Counts, on the depth table, the moments its five levels were not all filled in.
+WATCH_DEPTH = """() => {
+  const filled = () => [...document.querySelectorAll('#depth-body tr')]
+    .filter(tr => tr.children[1].textContent && tr.children[2].textContent).length;
+  window.depthGaps = 0;
+  new MutationObserver(() => { if (filled() < 5) window.depthGaps += 1; })
+    .observe(document.getElementById('depth-body'),
+             {childList: true, subtree: true, characterData: true});
+}"""
+
+
+async def test_depth_stays_visible_across_partial_ticks(session: Session) -> None:
+    """The simulator leaves the unchanged book out of most live ticks (its book changes once a
+    second, the stack ticks every 100 ms): the page keeps showing the last book it got."""
+    page = session.page
+    partial: list[bool] = []  # per live value of the row without a book: flagged partial?
+
+    def on_frame(payload: str | bytes) -> None:
+        frame = orjson.loads(payload)
+        value = frame.get("feeds", {}).get(RELIANCE) if frame.get("type") == "live_feed" else None
+        if value is not None and "marketLevel" not in value["fullFeed"]["marketFF"]:
+            partial.append(frame["meta"][RELIANCE].get("partial") is True)
+
+    page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
+    await page.reload()  # its WebSocket opens again, now watched
+    await wait_for_state(page, "live")
+    await page.click(row(RELIANCE))
+    await page.wait_for_function(
+        "() => [...document.querySelectorAll('#depth-body tr')].filter(tr =>"
+        " tr.children[1].textContent && tr.children[2].textContent).length === 5",
+        timeout=WAIT_MS,
+    )
+    await page.evaluate(WATCH_DEPTH)
+    seen = len(partial)
+    await eventually(lambda: len(partial) >= seen + 10, "ten partial ticks of the selected row")
+    await wait_for_tick(page, RELIANCE, await ltp_text(page, RELIANCE))
+    assert await page.evaluate("() => window.depthGaps") == 0
+    assert all(partial)  # the gateway tells clients which values leave parts out
+    await screenshot(page, "depth-across-partial-ticks")
 
 
 async def add_first_option(page: Page) -> str:

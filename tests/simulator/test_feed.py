@@ -54,8 +54,12 @@ async def test_market_info_first_then_snapshot_then_live(simulator: SimulatorHan
         assert live.feeds[RELIANCE].ltpc.ltq > 0
 
 
-async def test_each_mode_gets_its_shape(simulator: SimulatorHandle) -> None:
-    async with websockets.connect(await authorized_url(simulator, simulator.demo_token)) as ws:
+async def test_each_mode_gets_its_shape() -> None:
+    # Whole live ticks: with partial ticks on, a part that did not change would be left out.
+    async with (
+        running_simulator(simulator_partial_ticks=False) as simulator,
+        websockets.connect(await authorized_url(simulator, simulator.demo_token)) as ws,
+    ):
         await frame_of_type(ws, pb.market_info)
         await send(ws, "sub", [OPTION], "option_greeks")
         await send(ws, "sub", [RELIANCE, NIFTY], "full")
