@@ -13,7 +13,7 @@ subscribed through the front to a few keys in full mode, and runs each drill in 
 | `ingestor` | SIGKILL of the active ingestor (the lease holder) |
 | `redis` | SIGKILL of Redis, then started again from its data directory |
 | `drop` | the simulator closes every feed connection (`POST /admin/drop-connections`) |
-| `stall` | the simulator goes silent for 20 s (`POST /admin/stall?seconds=20`) |
+| `stall` | the open upstream connection goes silent for 60 s (`POST /admin/stall?seconds=60`) |
 | `gateway` | SIGKILL of the gateway the client is connected to |
 
 The client reconnects on close with a short backoff and subscribes again, as a real client
@@ -53,7 +53,8 @@ from tests.system.feed import FeedClient
 __all__ = ["DRILLS", "FeedWatcher", "Outcome", "main"]
 
 KEYS = ("NSE_INDEX|Nifty 50", "NSE_EQ|INE002A01018", "NSE_INDEX|Nifty Bank")
-STALL_SECONDS = 20
+# Longer than two silence limits: the watchdog, not the end of the stall, must heal it.
+STALL_SECONDS = 60
 # Updates flow "steadily" when no gap in the last STEADY_SPAN seconds exceeded STEADY_GAP: well
 # above the demo's 500 ms tick, well below any fault's effect.
 STEADY_GAP = 1.5
