@@ -5,7 +5,7 @@ table for people. All names start with `PREFIX`.
 
 | name | kind | written by | payload |
 | --- | --- | --- | --- |
-| `session:{user_id}` | string, TTL to expiry | auth | `StoredSession` JSON |
+| `session:user:{user_id}` | string, TTL to expiry | auth | `StoredSession` JSON |
 | `session:active` | string, same TTL | auth | user id whose token the ingestor uses |
 | `events:token` | channel | auth, ingestor | `TokenEvent` JSON (never the token) |
 | `oauth:state:{state}` | string, short TTL | auth | `OAuthState` JSON |
@@ -54,7 +54,11 @@ INGESTOR_EVENTS: Final = f"{PREFIX}:events:ingestor"
 
 
 def session_key(user_id: str) -> str:
-    return f"{PREFIX}:session:{user_id}"
+    # Users live under `session:user:` so no user id (not even `active`) names the pointer.
+    # Sessions stored under the former `session:{user_id}` are not read: auth's durable copy
+    # puts the login back under the new name, else the user logs in again (a token dies at
+    # 03:30 IST anyway, and the old key's TTL with it).
+    return f"{PREFIX}:session:user:{user_id}"
 
 
 def oauth_state_key(state: str) -> str:

@@ -19,8 +19,9 @@ from services.auth.bootstrap import EnvToken, bootstrap_env_token
 from services.auth.context import AuthContext, Ctx
 from services.auth.durable import DurableState
 from services.auth.keeper import Keeper
+from services.auth.limits import AuthorizeLimit
 from services.auth.metrics import AuthCollector, AuthCounts
-from services.auth.respond import problem
+from services.auth.respond import NoFraming, problem
 from services.auth.restore import Restorer
 from services.auth.settings import DEMO_CLIENT_ID, AuthSettings
 from shared.metrics import metrics_response, registry_for
@@ -71,6 +72,7 @@ def create_app(settings: AuthSettings) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type"],
         )
+    app.add_middleware(NoFraming)
     app.include_router(login.router)
     app.include_router(session.router)
     _add_operations(app, registry_for(AuthCollector(metrics)))
@@ -94,6 +96,7 @@ def _open_context(settings: AuthSettings, metrics: AuthCounts) -> AuthContext:
         upstox=UpstoxClient(settings.upstox_base_url, settings.upstox_timeout_seconds),
         metrics=metrics,
         keeper=Keeper(None if directory is None else DurableState(directory), metrics),
+        authorize_limit=AuthorizeLimit(settings.auth_authorize_per_minute),
         env_token=None if token is None else EnvToken(token.get_secret_value()),
     )
 

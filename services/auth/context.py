@@ -1,5 +1,6 @@
 """What auth's request handlers share: settings, Redis, the session store, the Upstox client,
-the durable copy of the login (`Keeper`), and the background tasks' handles."""
+the durable copy of the login (`Keeper`), the login-start limit, and the background tasks'
+handles."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from services.auth.keeper import Keeper
+from services.auth.limits import AuthorizeLimit
 from services.auth.metrics import AuthCounts, EnvTokenOutcome
 from services.auth.settings import AuthSettings
 from shared.sessions import SessionStore
@@ -28,6 +30,7 @@ class AuthContext:
     upstox: UpstoxClient
     metrics: AuthCounts
     keeper: Keeper
+    authorize_limit: AuthorizeLimit  # logins started per client address
     env_token: EnvToken | None = None  # UPSTOX_ACCESS_TOKEN, if set
     bootstrap: asyncio.Task[EnvTokenOutcome] | None = None  # the UPSTOX_ACCESS_TOKEN check, if any
     restorer: asyncio.Task[None] | None = None  # the restore loop (`restore.py`)

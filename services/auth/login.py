@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -10,7 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from services.auth.context import AuthContext, Ctx
 from services.auth.metrics import LoginFailure
 from services.auth.respond import NO_STORE, prefers_json, problem
-from services.auth.state import consume_state, new_state, safe_next_url
+from services.auth.state import MAX_NEXT_LENGTH, consume_state, new_state, safe_next_url
 from shared.ist import format_ist
 from shared.redis_contract import StoredSession
 from shared.upstox.client import dialog_url
@@ -34,9 +35,34 @@ class LoginRefused(Exception):
 
 @router.get("/authorize")
 async def authorize(request: Request, context: Ctx, next: str | None = None) -> Response:
-    """302 to Upstox's login dialog; `Accept: application/json` gets `{"auth_url": ...}`."""
+    """302 to Upstox's login dialog; `Accept: application/json` gets `{"auth_url": ...}`.
+
+    Refused before anything is stored: a client over its rate (429, Retry-After), a `next`
+    that is not a short same-site path (400)."""
     settings = context.settings
+    client = request.client.host if request.client is not None else ""
+    wait = context.authorize_limit.take(client, time.monotonic())
+    if wait:
+        logger.warning("too many logins started from one address; refused for %d s", wait)
+        response = problem(
+            request,
+            429,
+            "too_many_logins",
+            "too many logins started; try again shortly",
+            "Slow down",
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
     next_url = safe_next_url(next, settings.auth_dashboard_url)
+    if next_url is None:
+        return problem(
+            request,
+            400,
+            "bad_next",
+            f"next must be a path on this site (starting with one /, at most {MAX_NEXT_LENGTH} "
+            "characters)",
+            "Login failed",
+        )
     state = await new_state(context.redis, settings.auth_state_ttl_seconds, next_url)
     url = dialog_url(
         settings.dialog_base_url, settings.api_key, settings.upstox_redirect_uri, state

@@ -58,6 +58,14 @@ class AuthSettings(CommonSettings):
         "Redis has not seen), so a Redis crash never loses a login; unset: the login lives in "
         "Redis only. Compose mounts a volume here; `tickstream dev` uses its working directory.",
     )
+    auth_authorize_per_minute: int = Field(
+        default=30,
+        ge=1,
+        le=6000,
+        description="Logins one client address may start (GET /authorize) per minute, in a "
+        "burst or spread out; beyond it auth answers 429 with Retry-After (each start stores "
+        "an OAuth state in Redis).",
+    )
     auth_restore_interval_seconds: float = Field(
         default=2.0,
         gt=0,

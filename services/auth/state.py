@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
+from typing import Final
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
@@ -31,8 +33,18 @@ async def consume_state(redis: aioredis.Redis, state: str) -> OAuthState | None:
         return None
 
 
-def safe_next_url(value: str | None, default: str) -> str:
-    """Only same-site paths may follow a login (an open redirect would leak the flow)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+# Where a login may return: a path on this site (RFC 3986 path, query and fragment characters;
+# no scheme, no `//host`, no backslash, no whitespace or control character a browser would
+# strip into `//host`), short enough that each stored OAuth state stays small.
+MAX_NEXT_LENGTH: Final = 512
+_SAME_SITE_PATH: Final = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@/%?#]*")
+
+
+def safe_next_url(value: str | None, default: str) -> str | None:
+    """`value` when it is a same-site path (an open redirect would leak the flow), `default`
+    when none was given, None when it must be refused."""
+    if value is None or value == "":
+        return default
+    if len(value) <= MAX_NEXT_LENGTH and _SAME_SITE_PATH.fullmatch(value):
         return value
-    return default
+    return None

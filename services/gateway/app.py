@@ -59,6 +59,7 @@ class PageHeaders:
                 headers = list(message.get("headers", []))
                 headers += [
                     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+                    (b"x-frame-options", b"DENY"),  # frame-ancestors for older browsers
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"same-origin"),
                 ]

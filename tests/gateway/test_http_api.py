@@ -224,6 +224,7 @@ async def test_dashboard_page_and_assets_carry_the_security_policy(gateway: Gate
         policy = response.headers["content-security-policy"]
         assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
         assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
     assert asset.status_code == 200
     assert "content-security-policy" not in api.headers
 
