@@ -4,16 +4,20 @@ address. The real auth app with a real Redis and the simulator as Upstox."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis.asyncio as aioredis
 
 from services.auth.limits import AuthorizeLimit
+from services.auth.recovery import Restore
 from services.auth.state import MAX_NEXT_LENGTH
-from shared.redis_contract import ACTIVE_SESSION, oauth_state_key
+from shared.redis_contract import ACTIVE_SESSION, TokenEvent, oauth_state_key, session_key
 from shared.sessions import SessionStore
 from shared.upstox.client import UpstoxClient
 from tests.auth.conftest import REDIRECT_URI, RunningAuth, TokenEvents, auth_settings, running_auth
 from tests.auth.test_auth_login import HTML, JSON, state_of
+from tests.auth.test_restore import QUIET, round_of
 from tests.support.simulator import SimulatorHandle, login_via_dialog
 
 
@@ -51,6 +55,36 @@ async def test_logout_of_user_active_touches_neither_the_pointer_nor_the_token(
     assert found is not None
     async with UpstoxClient(simulator.http_url) as upstox:
         assert (await upstox.profile(found[1])).user_id == "DEMO01"  # not revoked
+
+
+async def test_a_session_under_its_former_name_comes_back_from_the_durable_copy(
+    simulator: SimulatorHandle,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    token_events: TokenEvents,
+    tmp_path: Path,
+) -> None:
+    settings = auth_settings(
+        redis_url,
+        simulator.http_url,
+        auth_state_dir=tmp_path,
+        auth_restore_interval_seconds=QUIET,
+    )
+    store = SessionStore(redis_client)
+    async with running_auth(settings) as auth:
+        await log_in(auth, simulator)
+        assert (await token_events.next()).event == "login"
+        stored = await store.active()
+        assert stored is not None
+        # Redis as the previous release left it: the session under `session:{user_id}` (the
+        # former layout, spelled here only), the pointer where it always was.
+        await redis_client.rename(session_key("DEMO01"), "tickstream:session:DEMO01")
+        assert await store.active() is None  # the former name is not read
+
+        assert await round_of(auth) == [Restore(stored)]
+        assert await token_events.next() == TokenEvent(event="restored", user_id="DEMO01")
+        assert await store.active() == stored
+        assert (await auth.http.get("/session")).json()["logged_in"] is True
 
 
 async def test_no_answer_of_auth_may_be_framed(simulator: SimulatorHandle, redis_url: str) -> None:
