@@ -43,7 +43,10 @@ async def authorize(request: Request, context: Ctx, next: str | None = None) -> 
     client = request.client.host if request.client is not None else ""
     wait = context.authorize_limit.take(client, time.monotonic())
     if wait:
-        logger.warning("too many logins started from one address; refused for %d s", wait)
+        refused = context.metrics.login_starts_refused
+        refused["rate"] += 1
+        if refused["rate"] % 100 == 1:  # one line per hundred: a flood must not flood the log
+            logger.warning("login starts over the rate refused so far: %d", refused["rate"])
         response = problem(
             request,
             429,
@@ -55,6 +58,7 @@ async def authorize(request: Request, context: Ctx, next: str | None = None) -> 
         return response
     next_url = safe_next_url(next, settings.auth_dashboard_url)
     if next_url is None:
+        context.metrics.login_starts_refused["bad_next"] += 1
         return problem(
             request,
             400,

@@ -23,6 +23,7 @@ __all__ = [
     "AuthCounts",
     "EnvTokenOutcome",
     "LoginFailure",
+    "LoginStartRefusal",
     "RecoveryEvent",
     "TokenExchange",
     "TokenRead",
@@ -39,6 +40,8 @@ LoginFailure = Literal[
     "upstox_unavailable",
     "token_refused",
 ]
+# `rate`: over AUTH_AUTHORIZE_PER_MINUTE for its address; `bad_next`: not a short same-site path.
+LoginStartRefusal = Literal["rate", "bad_next"]
 TokenExchange = Literal["ok", "refused", "error"]
 EnvTokenOutcome = Literal["stored", "unchanged", "refused"]
 TokenRead = Literal["granted", "denied"]
@@ -56,6 +59,7 @@ RecoveryEvent = Literal[
 @dataclass
 class AuthCounts:
     login_starts: int = 0
+    login_starts_refused: Counter[str] = field(default_factory=Counter)
     logins: int = 0
     logouts: int = 0
     login_failures: Counter[str] = field(default_factory=Counter)
@@ -74,6 +78,13 @@ class AuthCollector(Collector):
         counts = self._counts
         yield counter(
             PREFIX + "login_starts", "Login links handed out (/authorize).", counts.login_starts
+        )
+        yield labelled_counter(
+            PREFIX + "login_starts_refused",
+            "Login starts (/authorize) refused before anything was stored, by reason.",
+            "reason",
+            counts.login_starts_refused,
+            get_args(LoginStartRefusal),
         )
         yield counter(PREFIX + "logins", "Completed logins (session stored).", counts.logins)
         yield labelled_counter(

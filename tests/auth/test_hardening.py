@@ -120,8 +120,10 @@ async def test_a_next_that_is_not_a_short_same_site_path_is_refused(
     async with running_auth(auth_settings(redis_url, simulator.http_url)) as auth:
         refused = await auth.http.get("/authorize", params={"next": next_url}, headers=JSON)
         page = await auth.http.get("/authorize", params={"next": next_url}, headers=HTML)
+        metrics = (await auth.http.get("/metrics")).text
     assert (refused.status_code, refused.json()["error"]) == (400, "bad_next")
     assert page.status_code == 400 and "location" not in page.headers
+    assert 'tickstream_auth_login_starts_refused_total{reason="bad_next"} 2.0' in metrics
     assert await redis_client.keys(oauth_state_key("*")) == []  # nothing stored
 
 
@@ -146,12 +148,15 @@ async def test_authorize_beyond_its_rate_is_answered_429_and_stores_nothing(
         refused = await auth.http.get("/authorize", headers=JSON)
         page = await auth.http.get("/authorize", headers=HTML)
         other = await auth.http.get("/session")  # only starting a login is limited
+        metrics = (await auth.http.get("/metrics")).text
 
     assert [answer.status_code for answer in admitted] == [200, 200]
     assert (refused.status_code, refused.json()["error"]) == (429, "too_many_logins")
     assert 1 <= int(refused.headers["retry-after"]) <= 30  # one start refills in 30 s
     assert page.status_code == 429 and "location" not in page.headers
     assert other.status_code == 200
+    assert 'tickstream_auth_login_starts_refused_total{reason="rate"} 2.0' in metrics
+    assert "tickstream_auth_login_starts_total 2.0" in metrics
     assert len(await redis_client.keys(oauth_state_key("*"))) == 2
 
 
