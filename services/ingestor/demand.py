@@ -65,8 +65,6 @@ class DemandSync:
         reporter: StatusReporter,
     ) -> None:
         self.plan = Plan()
-        # Kept until the next plan, a standby's included (the metric has always read so).
-        self.refused_keys = 0
         self._settings = settings
         self._link = link
         self._processor = processor
@@ -93,6 +91,11 @@ class DemandSync:
     def redis_recovered(self) -> None:
         self._grace_until = time.monotonic() + self._settings.ingestor_demand_grace_seconds
         self.reread()
+
+    @property
+    def refused_keys(self) -> int:
+        """Keys the current plan refuses: none on a standby, which has no plan."""
+        return len(self.plan.refused)
 
     def forget(self) -> None:
         """No plan any more (the instance became a standby)."""
@@ -126,7 +129,6 @@ class DemandSync:
         self._processor.set_render(new.render)
         await self._upstream.subscribe(new.upstream)
         await self._write_refusals(new.refused)
-        self.refused_keys = len(new.refused)
 
     async def _write_refusals(self, refused: Mapping[str, Refusal]) -> None:
         values = {key: rc.encode_refusal(r.modes, r.reason) for key, r in refused.items()}

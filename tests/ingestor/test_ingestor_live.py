@@ -343,6 +343,22 @@ async def test_without_a_token_it_waits_for_a_login(
     await connected(ingestor)
 
 
+async def test_a_standby_reports_no_refused_keys(
+    simulator: SimulatorHandle,
+    redis_client: aioredis.Redis,
+    logged_in: str,
+    start_ingestor: StartIngestor,
+) -> None:
+    ingestor = await start_ingestor(ingestor_mode_limits={"full": 2})
+    await connected(ingestor)
+    await put_demand(redis_client, "gw", {key: {FULL} for key in (EQ, EQ2, IDX)})
+    await eventually(lambda: sample(ingestor, "refused_keys") == 1, "one key refused")
+    # Another instance takes the lease (as after a pause longer than it): this one stands by.
+    await redis_client.set(rc.INGESTOR_LEASE, "someone-else", px=60_000)
+    await eventually(lambda: sample(ingestor, "active") == 0, "the instance standing by")
+    assert sample(ingestor, "refused_keys") == 0  # it plans nothing, so it refuses nothing
+
+
 async def test_a_refused_token_is_marked_invalid_and_not_retried(
     simulator: SimulatorHandle,
     redis_client: aioredis.Redis,
