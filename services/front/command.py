@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         ws_max_size=1 << 20,  # as the gateways: a bigger frame is closed with 1009 here
+        # h11 hands the app the request target as sent, so the front itself refuses what is not
+        # origin-form; httptools quietly makes `http://host/x` into `/x` first.
+        http="h11",
         # The front is the edge: the TCP peer is the client, and X-Forwarded-* from outside is
         # not trusted (shared.serve trusts it, which is right for services behind a proxy).
         proxy_headers=False,

@@ -22,17 +22,17 @@ from websockets.typing import Origin, Subprotocol
 
 from services.front.routes import (
     HEALTH_PATH,
-    INTERNAL_PATHS,
     ClientInfo,
+    Refusal,
     Target,
     Upstream,
+    admit,
     end_to_end,
     header,
     relay_close_to_client,
     relay_close_to_upstream,
     request_headers,
     rewrite_location,
-    route,
     websocket_request_headers,
 )
 
@@ -122,14 +122,20 @@ def _client_info(scope: Scope) -> ClientInfo:
     )
 
 
+def _raw_path(scope: Scope) -> str:
+    raw: bytes | None = scope.get("raw_path")
+    return raw.decode("latin-1") if raw is not None else quote(scope["path"])
+
+
 def _upstream_target(scope: Scope, target: Target) -> str:
     """Path and query for the upstream, keeping the client's percent-encoding."""
-    raw: bytes | None = scope.get("raw_path")
-    text = raw.decode("latin-1") if raw is not None else quote(scope["path"])
+    text = _raw_path(scope)
     if target.stripped:
-        # `/auth/...`: the prefix goes from the raw path too (it is plain ASCII in both forms)
+        # `/auth/...`: the prefix goes from the raw path too (it is plain ASCII in both forms),
+        # unless the raw path spells it otherwise (`/auth%2Fx`): then the decoded path, quoted.
         prefix = target.stripped
-        text = (text[len(prefix) :] or "/") if text.startswith(prefix) else quote(target.path)
+        plain = text == prefix or text.startswith(prefix + "/")
+        text = (text[len(prefix) :] or "/") if plain else quote(target.path)
     query: bytes = scope.get("query_string", b"")
     return text + ("?" + query.decode("latin-1") if query else "")
 
@@ -195,6 +201,9 @@ class FrontApp:
             await self._client.aclose()
             self._client = None
 
+    def _admit(self, scope: Scope) -> Target | Refusal:
+        return admit(_raw_path(scope), scope["path"], has_simulator=self.simulator_url is not None)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
@@ -219,10 +228,10 @@ class FrontApp:
         if scope["path"] == HEALTH_PATH:
             await _plain_response(send, 200, "ok")
             return
-        if scope["path"] in INTERNAL_PATHS:
-            await _plain_response(send, 404, "not found")
+        target = self._admit(scope)
+        if isinstance(target, Refusal):
+            await _plain_response(send, target.status, target.text)
             return
-        target = route(scope["path"], has_simulator=self.simulator_url is not None)
         info = _client_info(scope)
         headers = request_headers(scope["headers"], info)
         body = _RequestBody(receive) if _has_body(scope["headers"]) else None
@@ -289,7 +298,10 @@ class FrontApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        target = route(scope["path"], has_simulator=self.simulator_url is not None)
+        target = self._admit(scope)
+        if isinstance(target, Refusal):
+            await _deny(scope, send, target.status, (target.text + "\n").encode())
+            return
         upstream = await self._open_upstream(scope, send, target)
         if upstream is None:
             return

@@ -3,13 +3,20 @@
 | front path | upstream | upstream path |
 | --- | --- | --- |
 | `/authorize`, `/exchange-token`, `/session`, `/logout` | auth | same |
-| `/token/...`, `/user-profile/...` | auth | same |
+| `/user-profile/...` | auth | same |
 | `/auth`, `/auth/...` | auth | prefix `/auth` removed (`/auth/` is auth's own page `/`) |
 | `/v2/login/...` | simulator (when configured) | same: the simulated Upstox login dialog |
-| `/metrics` | none: 404 (scrape each service directly) | |
+| `/metrics`, `/metrics/...`, `/token/...` | none: 404 (callers inside reach each service) | |
 | everything else: `/`, `/static/...`, `/api/...`, `/ws`, `/healthz`, ... | gateways | same |
 
-Compose's nginx serves the same table, so a browser sees one origin either way.
+Before the table, `edge_refusal` turns away a request target that an upstream could read as
+another path than the one routed: not origin-form (`@host/x`, `http://host/x`, `*`), or a path
+with a dot segment or an empty one (`/api/../metrics`, `/api/%2e%2e/metrics`, `//metrics`): 400.
+An internal path is refused (404) both as the client spelled it and as it reaches the upstream
+(`/auth/metrics` is auth's `/metrics`). Paths are case-sensitive, as every upstream's routes:
+`/METRICS` is not `/metrics` and goes to the gateways (which have no such route).
+
+Compose's nginx serves the same table and refusals, so a browser sees one origin either way.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ from dataclasses import dataclass
 
 # The front's own liveness path (everything else is proxied); `tickstream dev` polls it.
 HEALTH_PATH = "/_front/healthz"
-# Served by each service to scrapers inside the topology, never to the outside through the edge.
+# Served to callers inside the topology, never to the outside through the edge: each service's
+# metrics (for scrapers) and auth's token route (for the ingestor and gateways).
 INTERNAL_PATHS = frozenset({"/metrics"})
+INTERNAL_PATH_PREFIXES = ("/metrics/", "/token/")
 
 AUTH_PATHS = frozenset({"/authorize", "/exchange-token", "/session", "/logout"})
-AUTH_PATH_PREFIXES = ("/token/", "/user-profile/")
+AUTH_PATH_PREFIXES = ("/user-profile/",)
 AUTH_PAGE_PREFIX = "/auth"
 SIMULATOR_PATH_PREFIXES = ("/v2/login/",)
 
@@ -73,6 +82,49 @@ class Target:
     upstream: Upstream
     path: str
     stripped: str = ""  # the prefix removed from the client's path to make `path`
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The edge's own answer to a request it does not route."""
+
+    status: int
+    text: str
+
+
+NOT_ORIGIN_FORM = Refusal(400, "origin-form request targets only")
+AMBIGUOUS_PATH = Refusal(400, "dot segments and empty segments are refused")
+NOT_FOUND = Refusal(404, "not found")
+
+
+def is_internal(path: str) -> bool:
+    return path in INTERNAL_PATHS or path.startswith(INTERNAL_PATH_PREFIXES)
+
+
+def edge_refusal(raw_path: str, path: str) -> Refusal | None:
+    """Why the edge refuses a request, or None to route it.
+
+    `raw_path` is the request target's path as sent (before `?`), `path` the same percent-decoded,
+    as the server gives both. An upstream must see the very path the table routed: no dot
+    segments for it to resolve and no empty ones to merge, encoded or not; and no other host.
+    """
+    if not raw_path.startswith("/"):
+        return NOT_ORIGIN_FORM
+    segments = path.split("/")[1:]
+    # a trailing slash leaves one empty segment at the end, which every upstream keeps as is
+    if any(segment in (".", "..") for segment in segments) or "" in segments[:-1]:
+        return AMBIGUOUS_PATH
+    return None
+
+
+def admit(raw_path: str, path: str, *, has_simulator: bool = True) -> Target | Refusal:
+    """Where a request goes, or the edge's refusal: an internal path is refused as the upstream
+    would get it, so a prefix the table removes (`/auth/metrics`) hides nothing."""
+    refusal = edge_refusal(raw_path, path)
+    if refusal is not None:
+        return refusal
+    target = route(path, has_simulator=has_simulator)
+    return NOT_FOUND if is_internal(target.path) else target
 
 
 def route(path: str, *, has_simulator: bool = True) -> Target:

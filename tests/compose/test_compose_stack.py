@@ -12,11 +12,13 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -124,6 +126,40 @@ def test_dashboard_and_auth_are_served_through_the_proxy(http: httpx.Client) -> 
             pytest.fail(f"not logged in with the demo token: {session.status_code} {session.text}")
         time.sleep(1)
     assert session.json()["user_id"], session.text
+
+
+def raw_status(stack: Stack, target: str) -> int:
+    """The status nginx answers for `target` sent exactly as written (httpx would normalise it)."""
+    address = urlsplit(stack.url)
+    with socket.create_connection((address.hostname, address.port or 80), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        # an upstream could read these as another path than the one nginx matched
+        ("/api/../metrics", 400),
+        ("/api/%2e%2e/metrics", 400),
+        ("/api/..%2Fmetrics", 400),
+        ("/api/./instruments", 400),
+        ("//metrics", 400),
+        ("/%2Fmetrics", 400),
+        ("@auth:8001/metrics", 400),  # not origin-form: nginx's own 400
+        # internal, as spelled or after /auth is removed
+        ("/metrics/", 404),
+        ("/auth/metrics", 404),
+        ("/token/DEMO01", 404),
+        ("/auth/token/DEMO01", 404),
+        ("/healthz", 200),
+    ],
+)
+def test_the_edge_routes_one_spelling_of_each_path(stack: Stack, target: str, status: int) -> None:
+    assert raw_status(stack, target) == status
 
 
 def test_a_websocket_client_receives_live_updates(stack: Stack) -> None:

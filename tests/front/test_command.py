@@ -39,6 +39,14 @@ async def test_front_command_relays_and_keeps_secrets_out_of_its_log(tmp_path: P
                     except httpx.TransportError:
                         await asyncio.sleep(0.05)
                 assert (await http.get(base + "/api/x")).json()["who"] == "gateway-1"
+            # under the command's h11 the front sees an absolute-form target as sent, and refuses it
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET http://elsewhere/api/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+            )
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 400 "), answer[:40]
             url = f"ws://127.0.0.1:{port}/ws?api_key=very-secret-key"
             async with connect(url, proxy=None) as ws:
                 assert "gateway-1" in str(await asyncio.wait_for(ws.recv(), 10))

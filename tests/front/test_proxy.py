@@ -33,12 +33,14 @@ class Upstream:
     """What one throwaway upstream saw."""
 
     name: str
+    paths: list[str] = field(default_factory=list)  # every HTTP request's path, as it arrived
     close_codes: list[tuple[int, str]] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def upstream_app(upstream: Upstream) -> Starlette:
     async def echo(request: Request) -> Response:
+        upstream.paths.append(request.scope["raw_path"].decode())
         body = await request.body()
         return JSONResponse(
             {
@@ -147,6 +149,8 @@ class Topology:
     auth: Upstream
     simulator: Upstream
 
+    auth_port: int = 0
+
     @property
     def url(self) -> str:
         return self.front.http_url
@@ -168,9 +172,11 @@ async def topology(
         dead = [dead_url() for _ in range(dead_gateways)]
         urls = dead + urls if dead_first else urls + dead
         app = create_front_app(urls, auth_server.http_url, sim_server.http_url)
-        # as `tickstream front` serves it: the edge, so the TCP peer is the client
-        front = await stack.enter_async_context(running_server(app, proxy_headers=False))
-        yield Topology(front, gateways, auth, simulator)
+        # as `tickstream front` serves it: the edge, so the TCP peer is the client; h11
+        front = await stack.enter_async_context(
+            running_server(app, proxy_headers=False, http="h11")
+        )
+        yield Topology(front, gateways, auth, simulator, auth_server.port)
 
 
 @pytest.fixture
@@ -185,7 +191,6 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 ROUTES = [
     ("/authorize", "auth", "/authorize"),
     ("/exchange-token", "auth", "/exchange-token"),
-    ("/token/U1", "auth", "/token/U1"),
     ("/user-profile/U1", "auth", "/user-profile/U1"),
     ("/auth/", "auth", "/"),
     ("/auth", "auth", "/"),
@@ -218,8 +223,101 @@ async def test_raw_path_encoding_survives_prefix_removal(http: httpx.AsyncClient
     async with topology(gateway_count=1) as top:
         auth_seen = (await http.get(top.url + "/auth/a%20b%2Fc")).json()
         gateway_seen = (await http.get(top.url + "/api/x%7Cy")).json()
+        # the prefix spelled with an encoded slash: routed as decoded, so auth gets `/static`
+        encoded_seen = (await http.get(top.url + "/auth%2Fstatic")).json()
     assert auth_seen["raw_path"] == "/a%20b%2Fc"
     assert gateway_seen["raw_path"] == "/api/x%7Cy"
+    assert (encoded_seen["who"], encoded_seen["path"]) == ("auth", "/static")
+
+
+# ---- the edge: what never reaches an upstream ----------------------------------------------
+
+
+async def raw_request(top: Topology, target: str, method: str = "GET") -> tuple[int, str]:
+    """One request with `target` exactly as written (httpx would normalise it): status, body."""
+    reader, writer = await asyncio.open_connection(top.front.host, top.front.port)
+    try:
+        head = f"{method} {target} HTTP/1.1\r\nHost: front.test\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode("latin-1"))
+        data = await asyncio.wait_for(reader.read(), WAIT)
+    finally:
+        writer.close()
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2].decode()
+
+
+def reached(top: Topology) -> list[str]:
+    return [path for u in (*top.gateways, top.auth, top.simulator) for path in u.paths]
+
+
+NOT_ORIGIN_FORM = (400, "origin-form request targets only\n")
+AMBIGUOUS = (400, "dot segments and empty segments are refused\n")
+INTERNAL = (404, "not found\n")
+
+
+@pytest.mark.parametrize(
+    ("target", "method", "answer"),
+    [
+        # h11 passes it on as sent: base + target named another host (auth, as userinfo@host)
+        ("@{auth}/authorize", "GET", NOT_ORIGIN_FORM),
+        ("http://{auth}/authorize", "GET", NOT_ORIGIN_FORM),  # absolute-form
+        ("*", "OPTIONS", NOT_ORIGIN_FORM),  # asterisk-form
+        # an upstream could resolve or merge these into another path than the one routed
+        ("/api/../metrics", "GET", AMBIGUOUS),
+        ("/api/%2e%2e/metrics", "GET", AMBIGUOUS),
+        ("/api/%2E%2e/metrics", "GET", AMBIGUOUS),
+        ("/api/..%2Fmetrics", "GET", AMBIGUOUS),
+        ("/auth/../metrics", "GET", AMBIGUOUS),
+        ("/auth/%2e%2e/token/U1", "GET", AMBIGUOUS),
+        ("/api/./instruments", "GET", AMBIGUOUS),
+        ("/api/%2e/instruments", "GET", AMBIGUOUS),
+        ("/..", "GET", AMBIGUOUS),
+        ("//metrics", "GET", AMBIGUOUS),
+        ("/%2Fmetrics", "GET", AMBIGUOUS),
+        ("/auth//metrics", "GET", AMBIGUOUS),
+        ("/api//instruments", "GET", AMBIGUOUS),
+        # internal, as spelled or as the upstream would get it once /auth is removed
+        ("/metrics", "GET", INTERNAL),
+        ("/metrics?format=text", "GET", INTERNAL),
+        ("/metrics/", "GET", INTERNAL),
+        ("/metrics/x", "GET", INTERNAL),
+        ("/auth/metrics", "GET", INTERNAL),
+        ("/auth/metrics/", "GET", INTERNAL),
+        ("/%6detrics", "GET", INTERNAL),
+        ("/token/U1", "GET", INTERNAL),
+        ("/token/", "GET", INTERNAL),
+        ("/auth/token/U1", "GET", INTERNAL),
+    ],
+)
+async def test_the_edge_refuses_before_any_upstream(
+    target: str, method: str, answer: tuple[int, str]
+) -> None:
+    async with topology(gateway_count=1) as top:
+        auth = f"127.0.0.1:{top.auth_port}"
+        assert await raw_request(top, target.format(auth=auth), method) == answer
+        assert reached(top) == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/METRICS",
+        "/Metrics",
+        "/metricsx",
+        "/api/metrics",
+        "/token",
+        "/api/x/",
+        "/api/..x",
+        "/.well",
+    ],
+)
+async def test_near_misses_are_routed_as_spelled(target: str) -> None:
+    """Paths are case-sensitive (every upstream's routes are): `/METRICS` is not `/metrics`."""
+    async with topology(gateway_count=1) as top:
+        status, body = await raw_request(top, target)
+        assert status == 200
+        assert json.loads(body)["raw_path"] == target
+        assert reached(top) == [target]
 
 
 async def test_forwarding_headers_and_host(http: httpx.AsyncClient) -> None:
@@ -365,6 +463,19 @@ async def test_upstream_refusing_the_handshake_is_passed_on() -> None:
             async with connect(ws_url(top, "/ws-deny"), proxy=None):
                 pass
     assert refused.value.response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/api/%2e%2e/ws", 400), ("//ws", 400), ("/auth/metrics", 404), ("/token/U1", 404)],
+)
+async def test_the_edge_refuses_websocket_handshakes_as_requests(path: str, status: int) -> None:
+    async with topology(gateway_count=1) as top:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(top, path), proxy=None):
+                pass
+        assert refused.value.response.status_code == status
+        assert top.gateways[0].close_codes == [] and reached(top) == []
 
 
 async def test_no_replica_reachable_refuses_the_handshake() -> None:

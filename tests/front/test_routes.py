@@ -6,8 +6,14 @@ import pytest
 
 from services.front.proxy import RoundRobin
 from services.front.routes import (
+    AMBIGUOUS_PATH,
+    NOT_FOUND,
+    NOT_ORIGIN_FORM,
     ClientInfo,
+    Refusal,
+    Target,
     Upstream,
+    admit,
     end_to_end,
     relay_close_to_client,
     relay_close_to_upstream,
@@ -25,7 +31,6 @@ from services.front.routes import (
         ("/exchange-token", Upstream.AUTH, "/exchange-token"),
         ("/session", Upstream.AUTH, "/session"),
         ("/logout", Upstream.AUTH, "/logout"),
-        ("/token/USER1", Upstream.AUTH, "/token/USER1"),
         ("/user-profile/USER1", Upstream.AUTH, "/user-profile/USER1"),
         ("/auth", Upstream.AUTH, "/"),
         ("/auth/", Upstream.AUTH, "/"),
@@ -46,6 +51,38 @@ from services.front.routes import (
 def test_route_table(path: str, upstream: Upstream, upstream_path: str) -> None:
     target = route(path)
     assert (target.upstream, target.path) == (upstream, upstream_path)
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "path", "expected"),
+    [
+        ("@host/x", "@host/x", NOT_ORIGIN_FORM),
+        ("http://host/x", "http://host/x", NOT_ORIGIN_FORM),
+        ("*", "*", NOT_ORIGIN_FORM),
+        ("", "", NOT_ORIGIN_FORM),
+        ("/api/../metrics", "/api/../metrics", AMBIGUOUS_PATH),
+        ("/api/%2e%2e/metrics", "/api/../metrics", AMBIGUOUS_PATH),
+        ("/api/..%2Fmetrics", "/api/../metrics", AMBIGUOUS_PATH),
+        ("/api/./x", "/api/./x", AMBIGUOUS_PATH),
+        ("/..", "/..", AMBIGUOUS_PATH),
+        ("/.", "/.", AMBIGUOUS_PATH),
+        ("//metrics", "//metrics", AMBIGUOUS_PATH),
+        ("/%2Fmetrics", "//metrics", AMBIGUOUS_PATH),
+        ("/metrics", "/metrics", NOT_FOUND),
+        ("/metrics/", "/metrics/", NOT_FOUND),
+        ("/metrics/x", "/metrics/x", NOT_FOUND),
+        ("/auth/metrics", "/auth/metrics", NOT_FOUND),
+        ("/token/USER1", "/token/USER1", NOT_FOUND),
+        ("/auth/token/USER1", "/auth/token/USER1", NOT_FOUND),
+        ("/METRICS", "/METRICS", Target(Upstream.GATEWAY, "/METRICS")),
+        ("/api/x/", "/api/x/", Target(Upstream.GATEWAY, "/api/x/")),
+        ("/api/...", "/api/...", Target(Upstream.GATEWAY, "/api/...")),
+        ("/", "/", Target(Upstream.GATEWAY, "/")),
+        ("/auth/", "/auth/", Target(Upstream.AUTH, "/", "/auth")),
+    ],
+)
+def test_the_edge_admits_or_refuses(raw_path: str, path: str, expected: Target | Refusal) -> None:
+    assert admit(raw_path, path) == expected
 
 
 def test_login_dialog_goes_to_the_gateways_without_a_simulator() -> None:
