@@ -32,7 +32,7 @@ def serve(
         "access_log": False,
         "ws_max_size": 1 << 20,
         "proxy_headers": True,
-        "forwarded_allow_ips": "*",
+        "forwarded_allow_ips": ",".join(settings.trusted_proxies),
         "timeout_graceful_shutdown": 5,
     }
     config_options.update(options)

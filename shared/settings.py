@@ -7,16 +7,28 @@ fail at start with a message naming the variable (`load_settings`).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8765"
+
+
+def comma_list(value: Any) -> Any:
+    """`mode="before"` validator for list settings: a JSON list, or a comma-separated string, as
+    a list of non-empty, stripped items (how a list is written in an environment variable)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    if isinstance(value, list | tuple):
+        return [str(item).strip() for item in value if str(item).strip()]
+    return value
 
 
 class CommonSettings(BaseSettings):
@@ -52,6 +64,27 @@ class CommonSettings(BaseSettings):
             ".decode())'`."
         ),
     )
+
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default=["127.0.0.1", "::1"],
+        description="Addresses or networks (CIDR) of the proxies in front of this service "
+        "(tickstream front, nginx), comma separated: only their X-Forwarded-For and "
+        "X-Forwarded-Proto are believed, so no other client can choose the address it is "
+        "counted and rate-limited under. `*` believes anyone.",
+    )
+
+    _split_proxies = field_validator("trusted_proxies", mode="before")(comma_list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            if proxy != "*":
+                try:
+                    ipaddress.ip_network(proxy, strict=False)
+                except ValueError:
+                    raise ValueError(f"{proxy!r} is not an IP address or network") from None
+        return proxies
 
     @field_validator("token_encryption_key")
     @classmethod
@@ -97,14 +130,3 @@ def load_settings_or_exit(cls: type[SettingsT]) -> SettingsT:
     except SettingsError as error:
         sys.stderr.write(f"tickstream: {error}\n")
         raise SystemExit(2) from None
-
-
-def comma_list(value: Any) -> Any:
-    """`mode="before"` validator for list settings: a JSON list, or a comma-separated string, as
-    a list of non-empty, stripped items (how a list is written in an environment variable)."""
-    if isinstance(value, str):
-        text = value.strip()
-        value = json.loads(text) if text.startswith("[") else text.split(",")
-    if isinstance(value, list | tuple):
-        return [str(item).strip() for item in value if str(item).strip()]
-    return value
