@@ -128,17 +128,12 @@ def decode_refusal(value: str | bytes) -> tuple[set[Mode], str]:
 
 TICK_SEPARATOR: Final = b"\n"
 PARTIAL_META_END: Final = b',"partial":true}'
+_PARTIAL_MARK: Final = PARTIAL_META_END[:-1]
 
 
 def encode_tick(value: bytes, seq: int, epoch: str, ts: int, partial: bool = False) -> bytes:
-    if partial:
-        return b'%b\n{"seq":%d,"epoch":"%b","ts":%d,"partial":true}' % (
-            value,
-            seq,
-            epoch.encode(),
-            ts,
-        )
-    return b'%b\n{"seq":%d,"epoch":"%b","ts":%d}' % (value, seq, epoch.encode(), ts)
+    mark = _PARTIAL_MARK if partial else b""
+    return b'%b\n{"seq":%d,"epoch":"%b","ts":%d%b}' % (value, seq, epoch.encode(), ts, mark)
 
 
 def is_partial(meta: bytes) -> bool:

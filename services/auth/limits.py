@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+
+from shared.token_bucket import TokenBucket
 
 __all__ = ["AuthorizeLimit"]
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    at: float  # when `tokens` was counted (seconds, the caller's clock)
 
 
 class AuthorizeLimit:
@@ -32,7 +27,7 @@ class AuthorizeLimit:
         self._capacity = float(per_minute)
         self._rate = per_minute / 60.0  # tokens per second
         self._max_clients = max_clients
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -42,14 +37,10 @@ class AuthorizeLimit:
         seconds until it may (the Retry-After)."""
         bucket = self._buckets.pop(client, None)
         if bucket is None:
-            bucket = _Bucket(self._capacity, now)
-        else:
-            elapsed = max(0.0, now - bucket.at)
-            bucket = _Bucket(min(self._capacity, bucket.tokens + elapsed * self._rate), now)
+            bucket = TokenBucket(self._rate, now, capacity=self._capacity)
         self._buckets[client] = bucket  # most recently seen last
         while len(self._buckets) > self._max_clients:
             self._buckets.popitem(last=False)
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+        if bucket.take(now):
             return 0
-        return max(1, math.ceil((1.0 - bucket.tokens) / self._rate))
+        return max(1, math.ceil(bucket.seconds_to_next()))

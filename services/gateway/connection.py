@@ -43,6 +43,7 @@ from services.gateway.protocol import (
 )
 from services.gateway.security import key_accepted, origin_allowed, presented_key
 from services.gateway.wsframe import text_frame
+from shared.token_bucket import TokenBucket
 
 if TYPE_CHECKING:
     from services.gateway.fanout import Subscriber
@@ -56,25 +57,6 @@ _wire_logger.setLevel(logging.WARNING)
 
 WS_PATH: Final = "/ws"
 HUB_STATE_KEY: Final = "gateway_hub"  # where the app's lifespan state holds the Hub
-
-
-class TokenBucket:
-    """`rate` operations per second on average, bursts of up to `rate`. Pure state."""
-
-    __slots__ = ("_at", "_rate", "_tokens")
-
-    def __init__(self, rate: float, now: float) -> None:
-        self._rate = rate
-        self._tokens = rate
-        self._at = now
-
-    def take(self, now: float) -> bool:
-        self._tokens = min(self._rate, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 class GatewayConnection(asyncio.Protocol):

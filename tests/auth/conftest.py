@@ -7,6 +7,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -19,7 +20,11 @@ from services.auth.settings import AuthSettings
 from shared.redis_contract import TOKEN_EVENTS, TokenEvent
 from shared.settings import load_settings
 from tests.support.servers import RunningServer, running_server
-from tests.support.simulator import simulator  # noqa: F401  (a fixture for the tests here)
+from tests.support.simulator import (
+    SimulatorHandle,
+    login_via_dialog,
+    simulator,  # noqa: F401  (a fixture for the tests here)
+)
 
 
 @dataclass
@@ -127,3 +132,25 @@ async def running_auth(settings: AuthSettings) -> AsyncIterator[RunningAuth]:
         httpx.AsyncClient(base_url=server.http_url, timeout=30) as http,
     ):
         yield RunningAuth(app, server, http)
+
+
+async def dialog_login(
+    auth: RunningAuth,
+    upstox: SimulatorHandle,
+    *,
+    user_id: str | None = None,
+    next_url: str | None = None,
+    json: bool = True,
+) -> httpx.Response:
+    """A whole browser login: /authorize, the simulated dialog, and the callback's answer
+    (JSON, or the browser's redirect)."""
+    accept = {"Accept": "application/json"}
+    params = {} if next_url is None else {"next": next_url}
+    auth_url = (await auth.http.get("/authorize", params=params, headers=accept)).json()["auth_url"]
+    state = parse_qs(urlsplit(auth_url).query)["state"][0]
+    code = await login_via_dialog(
+        upstox.http_url, upstox.client_id, REDIRECT_URI, state, user_id=user_id
+    )
+    return await auth.http.get(
+        "/exchange-token", params={"code": code, "state": state}, headers=accept if json else {}
+    )

@@ -15,19 +15,21 @@ from services.auth.state import MAX_NEXT_LENGTH
 from shared.redis_contract import ACTIVE_SESSION, TokenEvent, oauth_state_key, session_key
 from shared.sessions import SessionStore
 from shared.upstox.client import UpstoxClient
-from tests.auth.conftest import REDIRECT_URI, RunningAuth, TokenEvents, auth_settings, running_auth
-from tests.auth.test_auth_login import HTML, JSON, state_of
+from tests.auth.conftest import (
+    RunningAuth,
+    TokenEvents,
+    auth_settings,
+    dialog_login,
+    running_auth,
+)
+from tests.auth.test_auth_login import HTML, JSON
 from tests.auth.test_restore import QUIET, round_of
-from tests.support.simulator import SimulatorHandle, login_via_dialog
+from tests.support.simulator import SimulatorHandle
 
 
 async def log_in(auth: RunningAuth, simulator: SimulatorHandle, next_url: str | None = None) -> str:
     """A whole login through the simulated dialog; the callback's Location."""
-    params = {} if next_url is None else {"next": next_url}
-    start = await auth.http.get("/authorize", params=params, headers=JSON)
-    state = state_of(start.json()["auth_url"])
-    code = await login_via_dialog(simulator.http_url, simulator.client_id, REDIRECT_URI, state)
-    done = await auth.http.get("/exchange-token", params={"code": code, "state": state})
+    done = await dialog_login(auth, simulator, next_url=next_url, json=False)
     assert done.status_code == 303
     return done.headers["location"]
 

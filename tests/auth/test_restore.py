@@ -16,7 +16,6 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -30,31 +29,23 @@ from shared.sessions import SessionStore
 from shared.upstox.client import UpstoxClient
 from shared.upstox.errors import UpstoxAuthError
 from tests.auth.conftest import (
-    REDIRECT_URI,
     RunningAuth,
     TokenEvents,
     auth_settings,
+    dialog_login,
     listening,
     running_auth,
 )
-from tests.support.simulator import SimulatorHandle, login_via_dialog
+from tests.support.simulator import SimulatorHandle
 from tests.support.waiting import eventually
 
-JSON = {"Accept": "application/json"}
 QUIET = 60.0  # a restore interval no test waits for: rounds are run by hand
 
 
 async def browser_login(
     auth: RunningAuth, simulator: SimulatorHandle, user_id: str | None = None
 ) -> None:
-    auth_url = (await auth.http.get("/authorize", headers=JSON)).json()["auth_url"]
-    state = parse_qs(urlsplit(auth_url).query)["state"][0]
-    code = await login_via_dialog(
-        simulator.http_url, simulator.client_id, REDIRECT_URI, state, user_id=user_id
-    )
-    done = await auth.http.get(
-        "/exchange-token", params={"code": code, "state": state}, headers=JSON
-    )
+    done = await dialog_login(auth, simulator, user_id=user_id)
     assert done.status_code == 200, done.text
 
 

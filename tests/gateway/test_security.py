@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from services.gateway.connection import TokenBucket
 from services.gateway.security import key_accepted, origin_allowed, presented_key
 from services.gateway.settings import GatewaySettings
 from shared.settings import SettingsError, load_settings
+from shared.token_bucket import TokenBucket
 
 
 @pytest.mark.parametrize(
