@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from shared.ports import free_port
+from shared.settings import CommonSettings, SettingsError, load_settings
 
 
 @asynccontextmanager
@@ -67,3 +68,12 @@ async def test_forwarded_for_is_believed_from_trusted_proxies_only(
     async with auth_process(redis_url, tmp_path / "auth.log", TRUSTED_PROXIES=trusted) as base:
         found = await statuses(base)
     assert found[:2] == [302, 302] and found[2] == third, found
+
+
+def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.0.0.0/8, ::1,192.0.2.7")
+    assert load_settings(CommonSettings).trusted_proxies == ["10.0.0.0/8", "::1", "192.0.2.7"]
+    monkeypatch.setenv("TRUSTED_PROXIES", "127.0.0.1,nginx")
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES") as caught:
+        load_settings(CommonSettings)
+    assert "'nginx' is not an IP address or network" in str(caught.value)
