@@ -73,7 +73,6 @@ class Channel:
         "latest",
         "mode",
         "name",
-        "partial",
         "ready",
         "subscribers",
         "version",
@@ -90,7 +89,11 @@ class Channel:
         self.version = 0  # live updates received so far
         self.ready = False  # the Redis subscription is confirmed on the current connection
         self.fresh = False  # `latest` came live over the confirmed subscription, and is whole
-        self.partial = False  # `latest` is a partial value: not a snapshot by itself
+
+    @property
+    def partial(self) -> bool:
+        """`latest` is a partial value: not a snapshot by itself."""
+        return self.latest is not None and is_partial(self.latest.meta)
 
     @property
     def refs(self) -> int:
@@ -229,7 +232,6 @@ class FanOut:
         if moved and channel.latest is not None:
             item = _merged(channel.encoded_key, item, channel.latest)
         channel.latest = item
-        channel.partial = False
         return item
 
     def complete(
@@ -328,10 +330,8 @@ class FanOut:
         if partial and channel.joining and channel.latest is not None:
             # A snapshot is being read: keep every part since, for `resolve` to apply on it.
             channel.latest = _merged(channel.encoded_key, channel.latest, item)
-            channel.partial = is_partial(channel.latest.meta)
         else:
             channel.latest = item
-            channel.partial = partial
         channel.version += 1
         if channel.ready:
             channel.fresh = not partial
