@@ -271,6 +271,8 @@ async def test_depth_stays_visible_across_partial_ticks(session: Session) -> Non
         " tr.children[1].textContent && tr.children[2].textContent).length === 5",
         timeout=WAIT_MS,
     )
+    # The selection settles (its resubscription answered, a tick of it shown) before watching.
+    await wait_for_tick(page, RELIANCE, await ltp_text(page, RELIANCE))
     await page.evaluate(WATCH_DEPTH)
     seen = len(partial)
     await eventually(lambda: len(partial) >= seen + 10, "ten partial ticks of the selected row")
