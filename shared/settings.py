@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.hosts import LOOPBACK_HOSTS, normalise_entry
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8765"
@@ -85,6 +87,29 @@ class CommonSettings(BaseSettings):
                 except ValueError:
                     raise ValueError(f"{proxy!r} is not an IP address or network") from None
         return proxies
+
+    tickstream_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default=list(LOOPBACK_HOSTS),
+        description="Host names this service answers to (any port), comma separated; "
+        "`*.example.com` allows its subdomains. A request or WebSocket handshake for any other "
+        "Host (or X-Forwarded-Host from a trusted proxy) is refused with 421 before routing, "
+        "which defeats DNS rebinding. The host of the service's public URL (auth: "
+        "UPSTOX_REDIRECT_URI's) is always added. `*` turns the check off: unsafe.",
+    )
+
+    _split_hosts = field_validator("tickstream_allowed_hosts", mode="before")(comma_list)
+
+    @field_validator("tickstream_allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, hosts: list[str]) -> list[str]:
+        return [normalise_entry(host) for host in hosts]
+
+    def public_hosts(self) -> list[str]:
+        """Hosts a service with a public URL of its own must answer to (none here)."""
+        return []
+
+    def allowed_hosts(self) -> list[str]:
+        return [*self.tickstream_allowed_hosts, *self.public_hosts()]
 
     @field_validator("token_encryption_key")
     @classmethod

@@ -7,40 +7,16 @@ from typing import Final
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.auth.pages import error_page
+from shared.framing import NoFraming
 
 # Login responses carry one-time values in their URLs: never cache them, never leak them on.
 NO_STORE: Final = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
-# No page of auth may be framed: a decoy page over a framed "Log out" gets the user's click.
-# X-Frame-Options for browsers that predate CSP's frame-ancestors.
-NO_FRAMING: Final = (
-    (b"content-security-policy", b"frame-ancestors 'none'"),
-    (b"x-frame-options", b"DENY"),
-    (b"x-content-type-options", b"nosniff"),
-)
-
-
-class NoFraming:
-    """Adds `NO_FRAMING` to every HTTP answer, errors and redirects included."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [*message.get("headers", []), *NO_FRAMING]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+# No page of auth may be framed (`shared.framing`; auth applies it itself too, so its tests
+# and any server of the app get it).
+__all__ = ["NO_STORE", "NoFraming", "prefers_html", "prefers_json", "problem"]
 
 
 def prefers_html(request: Request) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Final
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
@@ -77,6 +78,10 @@ class AuthSettings(CommonSettings):
     @property
     def dialog_base_url(self) -> str:
         return self.upstox_dialog_base_url or self.upstox_base_url
+
+    def public_hosts(self) -> list[str]:
+        """The browser comes back to auth at the redirect URI: its host must be served."""
+        return [host for host in (urlsplit(self.upstox_redirect_uri).hostname,) if host]
 
     @field_validator("api_key", "api_secret", mode="before")
     @classmethod

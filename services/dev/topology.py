@@ -19,9 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from services.auth.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from services.front.routes import HEALTH_PATH as FRONT_HEALTH_PATH
+from shared.hosts import LOOPBACK_HOSTS
+from shared.settings import comma_list
 
 # Default ports (README): the front is the one a user opens.
 FRONT_PORT: Final = 8080
@@ -232,6 +235,17 @@ def _origins(options: Options) -> list[str]:
     return origins
 
 
+def allowed_hosts(options: Options, given: str | None) -> str:
+    """`TICKSTREAM_ALLOWED_HOSTS` of every service: the caller's (default: loopback names), plus
+    the front's host (the front passes the browser's Host on to the services) and 127.0.0.1
+    (where the services, and this command's readiness checks, reach each other)."""
+    hosts: list[str] = comma_list(given) if given else list(LOOPBACK_HOSTS)
+    for host in ("127.0.0.1", urlsplit(options.front_url).hostname):
+        if host and host not in hosts:
+            hosts.append(host)
+    return ",".join(hosts)
+
+
 def plan(
     options: Options,
     ports: Mapping[str, int],
@@ -250,6 +264,7 @@ def plan(
         **wiring_env(options, redis_url, simulator_url, secrets_),
         **(overrides or {}),
     }
+    env["TICKSTREAM_ALLOWED_HOSTS"] = allowed_hosts(options, env.get("TICKSTREAM_ALLOWED_HOSTS"))
 
     def service(name: str, command: str, stage: int, **extra: str) -> ServiceSpec:
         return ServiceSpec(name, command, ports[name], stage, {**env, **extra})

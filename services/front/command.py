@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from shared.logs import configure_logging
-from shared.serve import add_server_arguments
+from shared.serve import add_server_arguments, protect
 from shared.settings import CommonSettings, load_settings_or_exit
 
 DEFAULT_PORT = 8080
@@ -52,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit(CommonSettings)
     configure_logging(settings.log_level, settings.log_format, service="front")
     logging.getLogger("uvicorn.error").addFilter(NoQueryInLogs())
-    app = create_front_app(args.gateway, args.auth, args.simulator)
+    # The Host allowlist first, and no framing of the front's own answers (`protect`).
+    app = protect(
+        create_front_app(args.gateway, args.auth, args.simulator), settings, behind_proxies=False
+    )
     config = uvicorn.Config(
         app,
         host=args.host,

@@ -43,6 +43,7 @@ from services.gateway.protocol import (
 )
 from services.gateway.security import key_accepted, origin_allowed, presented_key
 from services.gateway.wsframe import text_frame
+from shared.hosts import MISDIRECTED, MISDIRECTED_TEXT, handshake_admitted
 from shared.token_bucket import TokenBucket
 
 if TYPE_CHECKING:
@@ -201,6 +202,8 @@ class GatewayConnection(asyncio.Protocol):
         path, _, query = request.path.partition("?")
         if hub is None:
             response = ws.reject(503, "The gateway is not running (lifespan not started).\n")
+        elif not handshake_admitted(hub.settings, request.headers, self._transport):
+            response = ws.reject(MISDIRECTED, MISDIRECTED_TEXT)  # a foreign Host: DNS rebinding
         elif path != WS_PATH:
             response = ws.reject(404, f"No WebSocket endpoint here; connect to {WS_PATH}.\n")
         else:

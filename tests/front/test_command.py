@@ -42,7 +42,8 @@ async def test_front_command_relays_and_keeps_secrets_out_of_its_log(tmp_path: P
             # under the command's h11 the front sees an absolute-form target as sent, and refuses it
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
-                b"GET http://elsewhere/api/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+                b"GET http://elsewhere/api/x HTTP/1.1\r\n"
+                b"Host: localhost\r\nConnection: close\r\n\r\n"
             )
             answer = await asyncio.wait_for(reader.read(), 10)
             writer.close()
