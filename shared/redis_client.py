@@ -11,6 +11,11 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError
+
+# How Redis words a refused AUTH or a command sent without one (redis-py raises
+# AuthenticationError for both; a hand-written RESP client sees the error reply itself).
+_REFUSALS = ("NOAUTH", "WRONGPASS", "Authentication required", "invalid username-password")
 
 
 def connect_redis(url: str, *, max_connections: int | None = None) -> aioredis.Redis:
@@ -30,3 +35,13 @@ def connect_redis(url: str, *, max_connections: int | None = None) -> aioredis.R
         )
     client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool on aclose()
     return client
+
+
+def describe_redis_error(error: BaseException) -> str:
+    """`error` for a log line. A refused password is said to be one, so an operator looks at
+    REDIS_URL's password rather than the network (redis-py calls it a connection error);
+    neither Redis's nor redis-py's wording ever includes the password."""
+    text = str(error) or type(error).__name__
+    if isinstance(error, AuthenticationError) or any(word in text for word in _REFUSALS):
+        return f"Redis refused this service's password: REDIS_URL's is missing or wrong ({text})"
+    return f"Redis is unreachable ({text})"

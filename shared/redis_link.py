@@ -19,6 +19,7 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from shared.redis_client import describe_redis_error
 from shared.upstox.backoff import Backoff
 
 __all__ = ["REDIS_ERRORS", "RedisHealth", "RedisLink", "guarded"]
@@ -57,6 +58,9 @@ class RedisHealth:
         self._up = asyncio.Event()
         self._down = asyncio.Event()  # wakes whoever probes for the recovery
         (self._up if up else self._down).set()
+        # Whether this outage was logged: a service that starts with Redis down (or refusing
+        # its password) says why once, not at every retry, and not never.
+        self._told = False
         self.on_fail: list[Callable[[], None]] = []
         self.on_recover: list[Callable[[], None]] = []
         self.errors = 0
@@ -67,8 +71,10 @@ class RedisHealth:
 
     def failed(self, error: BaseException) -> None:
         self.errors += 1
+        if not self._told:
+            logger.warning("%s; retrying with backoff", describe_redis_error(error))
+            self._told = True
         if self._up.is_set():
-            logger.warning("Redis is unreachable (%s); retrying with backoff", error)
             self._up.clear()
             self._down.set()
             for hook in self.on_fail:
@@ -79,6 +85,7 @@ class RedisHealth:
             return
         self._down.clear()
         self._up.set()
+        self._told = False
         for hook in self.on_recover:
             hook()
 
@@ -87,6 +94,7 @@ class RedisHealth:
         logged and no hook runs; a later recovery starts from here."""
         self._up.clear()
         self._down.set()
+        self._told = True
 
     async def wait_up(self) -> None:
         await self._up.wait()

@@ -10,6 +10,7 @@ import sys
 import threading
 from types import FrameType
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from services.dev.stack import DevStack
@@ -108,9 +109,23 @@ def _banner(stack: DevStack) -> str:
         "",
         "  services (each answers /healthz):",
     ]
-    lines += [f"    {name:<12} {url}" for name, url in stack.urls.items() if name != "front"]
+    lines += [
+        f"    {name:<12} {_without_password(url)}"
+        for name, url in stack.urls.items()
+        if name != "front"
+    ]
+    if "redis" in stack.names:
+        lines.append(f"    (Redis's password: {stack.workdir / 'redis.conf'})")
     lines += ["", "  Ctrl-C stops everything.", ""]
     return "\n".join(lines) + "\n"
+
+
+def _without_password(url: str) -> str:
+    """A terminal's scrollback is no place for Redis's password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _watch(stack: DevStack, printer: _Printer) -> None:

@@ -2,7 +2,8 @@
 
 Owns what must hold before anything starts (the front's port is free; `redis-server` is on PATH
 unless an existing Redis is used), each service's `Command`: its argv (a `tickstream` subcommand
-run by this Python, or `redis-server` with its data in the run's working directory), its
+run by this Python, or `redis-server` with its data and its config file, which holds its
+password, in the run's working directory), its
 environment and its directory; and `StartError`, the one error a failed start-up is reported as.
 
 It must not start, signal or wait for processes, nor choose ports or settings: those come
@@ -17,7 +18,7 @@ import socket
 from pathlib import Path
 
 from services.dev.process import Command
-from services.dev.topology import FRONT, Options, ServiceSpec
+from services.dev.topology import FRONT, REDIS_PASSWORD, Options, ServiceSpec
 
 __all__ = [
     "PROJECT_ROOT",
@@ -27,6 +28,7 @@ __all__ = [
     "command",
     "environment",
     "preflight",
+    "redis_config",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +76,7 @@ def argv(spec: ServiceSpec, options: Options, python: str, workdir: Path) -> lis
         # keeps the stored login, as a restarted Redis with a volume does under compose.
         return [
             "redis-server",
+            str(redis_config(workdir, spec.env[REDIS_PASSWORD])),
             "--port", str(spec.port),
             "--bind", "127.0.0.1",
             "--dir", str(data),
@@ -92,6 +95,18 @@ def argv(spec: ServiceSpec, options: Options, python: str, workdir: Path) -> lis
         str(spec.port),
         *spec.args,
     ]
+
+
+def redis_config(workdir: Path, password: str) -> Path:
+    """Redis's config file, 0600 from its creation: `--requirepass` on the command line would
+    show the password to anyone on the machine (`ps`)."""
+    path = workdir / "redis.conf"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as config:
+        # a token_urlsafe password: nothing in it needs quoting
+        config.write(f"requirepass {password}\n")
+    return path
 
 
 def environment(spec: ServiceSpec) -> dict[str, str]:

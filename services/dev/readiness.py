@@ -18,18 +18,24 @@ import httpx
 
 from services.dev.launch import StartError
 from services.dev.process import ChildProcess
-from services.dev.topology import ServiceSpec
+from services.dev.topology import REDIS_PASSWORD, ServiceSpec
 
 __all__ = ["redis_ping", "wait_all_ready", "wait_ready"]
 
 POLL_INTERVAL = 0.1
 
 
-def redis_ping(port: int) -> bool:
+def redis_ping(port: int, password: str | None = None) -> bool:
+    """Whether Redis answers PING (after AUTH with `password`, a token_urlsafe one)."""
+    auth = f"AUTH {password}\r\n".encode() if password else b""
+    expected = (b"+OK\r\n" if password else b"") + b"+PONG\r\n"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(auth + b"PING\r\n")
+            answer = b""
+            while len(answer) < len(expected) and (chunk := sock.recv(64)):
+                answer += chunk
+            return answer.startswith(expected)
     except OSError:
         return False
 
@@ -63,7 +69,7 @@ def wait_ready(
                 + process.tail()
             )
         if path is None:
-            if redis_ping(spec.port):
+            if redis_ping(spec.port, spec.env.get(REDIS_PASSWORD)):
                 return
         else:
             try:

@@ -85,6 +85,11 @@ class DevStack(TopologyAddresses):
         self._closed = False
         atexit.register(self._kill_all_at_exit)
 
+    @property
+    def workdir(self) -> Path:
+        """The run's working directory: Redis's data and config file, auth's durable login."""
+        return self._workdir
+
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self, name: str | None = None) -> None:

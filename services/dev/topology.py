@@ -38,6 +38,8 @@ DEMO_SETTINGS: Final[Mapping[str, str]] = {
 }
 
 REDIS = "redis"
+# Where a redis-server spec carries its password (a planned value, not its process environment).
+REDIS_PASSWORD = "REDIS_PASSWORD"
 SIMULATOR = "simulator"
 AUTH = "auth"
 FRONT = "front"
@@ -84,6 +86,7 @@ class Secrets:
     token_encryption_key: str
     simulator_admin_key: str
     demo_token: str
+    redis_password: str  # the private redis-server's; unused with an existing Redis
 
     @classmethod
     def generate(cls) -> Secrets:
@@ -92,6 +95,7 @@ class Secrets:
             token_encryption_key=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
             simulator_admin_key=secrets.token_urlsafe(24),
             demo_token="demo-" + secrets.token_urlsafe(24),
+            redis_password=secrets.token_urlsafe(24),
         )
 
 
@@ -256,7 +260,9 @@ def plan(
 ) -> Topology:
     """The services to run, in start order. `ports` has one entry per `internal_names()`;
     `workdir`, the run's working directory, holds auth's durable copy of the login."""
-    redis_url = options.redis_url or f"redis://127.0.0.1:{ports[REDIS]}/0"
+    redis_url = options.redis_url or (
+        f"redis://:{secrets_.redis_password}@127.0.0.1:{ports[REDIS]}/0"
+    )
     simulator_url = f"http://127.0.0.1:{ports[SIMULATOR]}"
     env = {
         **DEMO_SETTINGS,
@@ -271,7 +277,11 @@ def plan(
 
     services: list[ServiceSpec] = []
     if not options.redis_url:
-        services.append(ServiceSpec(REDIS, "redis-server", ports[REDIS], 0, ready_path=None))
+        # Its password goes into its config file (launch), never on its command line.
+        redis_env = {REDIS_PASSWORD: secrets_.redis_password}
+        services.append(
+            ServiceSpec(REDIS, "redis-server", ports[REDIS], 0, redis_env, ready_path=None)
+        )
     services.append(service(SIMULATOR, "simulator", 1))
     auth_state = {} if workdir is None else {"AUTH_STATE_DIR": str(workdir / "auth")}
     services.append(service(AUTH, "auth", 2, **{**auth_state, **(overrides or {})}))

@@ -18,7 +18,7 @@ from services.dev.stack import DevStack, StartError
 from services.dev.topology import DEMO_SETTINGS, Options, Secrets, internal_names, plan
 from shared.ports import free_port
 
-SECRETS = Secrets("internal", "fernet", "admin", "demo-token")
+SECRETS = Secrets("internal", "fernet", "admin", "demo-token", "redis-password")
 
 
 def ports_for(options: Options) -> dict[str, int]:
@@ -50,7 +50,11 @@ def test_plan_is_compose_topology_in_dependency_order() -> None:
     )  # fmt: skip
     assert topology.spec("ingestor-2").env["INGESTOR_INSTANCE_ID"] == "ingestor-2"
     assert topology.spec("gateway-3").env["GATEWAY_REPLICA_ID"] == "gateway-3"
-    assert topology.redis_url == f"redis://127.0.0.1:{topology.spec('redis').port}/0"
+    redis_port = topology.spec("redis").port
+    assert topology.redis_url == f"redis://:redis-password@127.0.0.1:{redis_port}/0"
+    assert topology.spec("auth").env["REDIS_URL"] == topology.redis_url
+    # for its config file (launch), not its process: Redis's environment is the caller's
+    assert topology.spec("redis").env == {"REDIS_PASSWORD": "redis-password"}
 
 
 def test_plan_wires_the_login_through_the_front_and_the_demo_token() -> None:
@@ -224,6 +228,7 @@ def test_command_runs_the_whole_system_and_stops_it_on_sigterm(tmp_path: Path) -
         assert f"dashboard      http://127.0.0.1:{port}/" in text
         for name in ("redis", "simulator", "auth", "ingestor-1", "ingestor-2", "gateway-2"):
             assert f"\n{name:<10} | " in text, f"no {name} lines"
+        assert "redis://127.0.0.1:" in text and "redis://:" not in text  # no password shown
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
             assert http.get("/").status_code == 200
             assert http.get("/auth/").status_code == 200
