@@ -465,11 +465,12 @@ def percentile(histogram: list[int], fraction: float) -> int:
 
 
 def universe_keys(count: int) -> list[str]:
+    """Listed keys only: the gateway subscribes nothing outside its catalogue."""
     from services.simulator.universe import universe
 
     keys = [i.instrument_key for i in universe()]
     if count > len(keys):
-        keys += [f"NSE_FO|{900000 + n}" for n in range(count - len(keys))]
+        raise SystemExit(f"--universe {count}: the simulator lists {len(keys)} instruments")
     return keys[:count]
 
 

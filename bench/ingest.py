@@ -57,8 +57,14 @@ HISTOGRAMS = ("lag", "processing")
 
 
 def instrument_keys(count: int) -> list[str]:
-    """Option-like derivative keys: full mode carries depth, OHLC and greeks for them."""
-    return [f"NSE_FO|{45000 + i}" for i in range(count)]
+    """Listed option keys (the simulator streams nothing for others): full mode carries depth,
+    OHLC and greeks for them."""
+    from services.simulator.universe import universe
+
+    keys = [i.instrument_key for i in universe() if i.is_option]
+    if count > len(keys):
+        raise SystemExit(f"--keys {count}: the simulator lists {len(keys)} options")
+    return keys[:count]
 
 
 # ---- the SDK-style consumer (run as a child process: --sdk-consumer) --------------------------

@@ -19,11 +19,12 @@ import asyncio
 import logging
 import secrets
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -32,21 +33,31 @@ from services.gateway.protocol import (
     CLOSE_IDLE,
     CLOSE_POLICY,
     CLOSE_SLOW_CONSUMER,
+    CLOSE_TOKEN_EXPIRED,
     CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
     Command,
     Ping,
     ProtocolError,
     RequestId,
+    Subscribe,
     error_frame,
     parse_command,
     pong_frame,
 )
-from services.gateway.security import key_accepted, origin_allowed, presented_key
+from services.gateway.security import (
+    client_address,
+    origin_allowed,
+    presented_key,
+    split_forbidden,
+)
 from services.gateway.wsframe import text_frame
 from shared.hosts import MISDIRECTED, MISDIRECTED_TEXT, handshake_admitted
 from shared.token_bucket import TokenBucket
+from shared.viewer_tokens import TokenRefused, Viewer
 
 if TYPE_CHECKING:
+    from services.gateway.access import Admission
     from services.gateway.fanout import Subscriber
     from services.gateway.hub import Hub
 
@@ -58,6 +69,7 @@ _wire_logger.setLevel(logging.WARNING)
 
 WS_PATH: Final = "/ws"
 HUB_STATE_KEY: Final = "gateway_hub"  # where the app's lifespan state holds the Hub
+ADMISSION_STATE_KEY: Final = "gateway_admission"  # ... and the viewer access and caps
 
 
 class GatewayConnection(asyncio.Protocol):
@@ -65,11 +77,14 @@ class GatewayConnection(asyncio.Protocol):
 
     # Thousands of these live at once: slots keep each a few hundred bytes smaller.
     __slots__ = (
+        "_address",
+        "_admission",
         "_behind_timer",
         "_bucket",
         "_close_timer",
         "_commands",
         "_connections",
+        "_expiry",
         "_fragmented_binary",
         "_fragments",
         "_hub",
@@ -80,6 +95,7 @@ class GatewayConnection(asyncio.Protocol):
         "_open",
         "_sub",
         "_transport",
+        "_viewer",
         "_worker",
         "_ws",
     )
@@ -94,6 +110,10 @@ class GatewayConnection(asyncio.Protocol):
         self._loop = _loop or asyncio.get_event_loop()
         self._connections: set[Any] = server_state.connections
         self._hub: Hub | None = app_state.get(HUB_STATE_KEY)
+        self._admission: Admission | None = app_state.get(ADMISSION_STATE_KEY)
+        self._address: str | None = None  # counted against the caps while set
+        self._viewer: Viewer | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         max_size = self._hub.settings.gateway_max_message_bytes if self._hub else 1024
         self._ws = ServerProtocol(max_size=max_size, logger=_wire_logger)
         self._transport: asyncio.Transport | None = None
@@ -153,10 +173,13 @@ class GatewayConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._open = False
         self._connections.discard(self)
-        for timer in (self._keepalive, self._behind_timer, self._close_timer):
+        for timer in (self._keepalive, self._behind_timer, self._close_timer, self._expiry):
             if timer is not None:
                 timer.cancel()
-        self._keepalive = self._behind_timer = self._close_timer = None
+        self._keepalive = self._behind_timer = self._close_timer = self._expiry = None
+        if self._address is not None and self._admission is not None:
+            self._admission.caps.release(self._address)
+            self._address = None
         if self._worker is not None:
             self._worker.cancel()
             self._worker = None
@@ -208,8 +231,8 @@ class GatewayConnection(asyncio.Protocol):
             response = ws.reject(404, f"No WebSocket endpoint here; connect to {WS_PATH}.\n")
         else:
             response = ws.accept(request)
-        ws.send_response(response)
         if response.status_code != 101 or hub is None:
+            ws.send_response(response)
             if hub is not None:
                 hub.stats.rejected["handshake" if path == WS_PATH else "path"] += 1
             return
@@ -221,32 +244,97 @@ class GatewayConnection(asyncio.Protocol):
             settings.gateway_allowed_origins,
         ):
             hub.stats.rejected["origin"] += 1
-            self._refuse("origin not allowed", None)
+            self._refuse(response, CLOSE_POLICY, "origin not allowed", None)
             return
-        if not key_accepted(
-            presented_key(query, headers.get("Authorization")), settings.gateway_api_keys
-        ):
-            hub.stats.rejected["unauthorized"] += 1
-            self._refuse("unauthorized", b"a valid API key is required")
+        admission = self._admission
+        if admission is None:
+            self._admit(response, None)
             return
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        address = client_address(
+            peer[0] if isinstance(peer, tuple) else None,
+            headers.get_all("X-Forwarded-For"),
+            settings.trusted_proxies,
+        )
+        over = admission.caps.admit(address)
+        if over is not None:
+            hub.stats.rejected[over] += 1
+            message = "this replica is at its connection cap: try again later"
+            if over == "connections_per_address":
+                message = "too many connections from this address: try again later"
+            error = ProtocolError("too_many_connections", message)
+            self._refuse(response, CLOSE_TRY_AGAIN_LATER, "try again later", error)
+            return
+        self._address = address
+        credential = presented_key(query, headers.get("Authorization"), headers.get("Cookie"))
+        try:
+            viewer = admission.viewers.check(credential)
+        except TokenRefused as refused:
+            self._unauthorized(response, refused)
+            return
+        if viewer is None:
+            # The identity provider's keys are not cached: the 101 waits for them.
+            self._worker = self._loop.create_task(self._verify_then_admit(response, credential))
+            return
+        self._admit(response, viewer)
+
+    async def _verify_then_admit(self, response: Response, credential: str | None) -> None:
+        assert self._admission is not None
+        try:
+            viewer = await self._admission.viewers.verify(credential)
+        except TokenRefused as refused:
+            self._worker = None
+            self._unauthorized(response, refused)
+        else:
+            self._worker = None
+            self._admit(response, viewer)
+        self._write_ws()
+
+    def _admit(self, response: Response, viewer: Viewer | None) -> None:
+        assert self._hub is not None
+        self._ws.send_response(response)
+        settings = self._hub.settings
         self._open = True
+        self._viewer = viewer
         now = self._loop.time()
         self._bucket = TokenBucket(settings.gateway_max_ops_per_second, now)
         self._notices = TokenBucket(settings.gateway_max_ops_per_second, now)
         self._write_ws()  # the 101 response goes out before any frame
-        self._sub = hub.register(self)
+        self._sub = self._hub.register(self)
         self._keepalive = self._loop.call_later(
             settings.gateway_ping_interval_seconds, self._keepalive_tick
         )
+        if viewer is not None and viewer.exp is not None:
+            self._expiry = self._loop.call_later(
+                max(0.0, viewer.exp - time.time()), self._token_expired
+            )
 
-    def _refuse(self, reason: str, message: bytes | None) -> None:
-        """Close a just-opened connection with 1008 (a browser sees the code and the reason,
-        which a refused HTTP handshake would not show it)."""
+    def _unauthorized(self, response: Response, refused: TokenRefused) -> None:
+        assert self._hub is not None
+        self._hub.stats.rejected["unauthorized"] += 1
+        error = ProtocolError("unauthorized", refused.message)
+        self._refuse(response, CLOSE_POLICY, "unauthorized", error)
+
+    def _refuse(
+        self, response: Response, code: int, reason: str, error: ProtocolError | None
+    ) -> None:
+        """Accept, then close at once with `code` (a browser sees the code and the reason,
+        which a refused HTTP handshake would not show it), after an error frame saying why."""
+        self._ws.send_response(response)
         self._open = True
-        if message is not None:
+        if error is not None:
             self._write_ws()
-            self.send_frame(text_frame(error_frame("unauthorized", message.decode(), None)))
-        self.close(CLOSE_POLICY, reason)
+            self.send_frame(text_frame(error.frame()))
+        self.close(code, reason)
+
+    def _token_expired(self) -> None:
+        """The credential's `exp` has come: a client that wants to go on signs in again."""
+        self._expiry = None
+        if self._open:
+            self.send_frame(
+                text_frame(error_frame("token_expired", "the token has expired: get a new one"))
+            )
+            self.close(CLOSE_TOKEN_EXPIRED, "token expired")
 
     # ---- frames from the client ------------------------------------------------------------
 
@@ -328,6 +416,11 @@ class GatewayConnection(asyncio.Protocol):
         try:
             while self._commands and self._sub is not None and self._hub is not None:
                 command = self._commands.popleft()
+                if isinstance(command, Subscribe):
+                    screened = self._screen(command)
+                    if screened is None:
+                        continue
+                    command = screened
                 try:
                     await self._hub.handle(self._sub, command)
                 except Exception:
@@ -340,6 +433,16 @@ class GatewayConnection(asyncio.Protocol):
         finally:
             self._worker = None
             self._commands = None
+
+    def _screen(self, command: Subscribe) -> Subscribe | None:
+        """The subscribe less the keys the viewer's token does not allow (refused first, with
+        `forbidden_key`); None when nothing is left to do."""
+        if self._viewer is None or self._viewer.keys is None:
+            return command
+        allowed, error = split_forbidden(command, self._viewer.keys)
+        if error is not None:
+            self._reply_error(error)
+        return allowed
 
     # ---- keepalive, slow clients, closing --------------------------------------------------
 

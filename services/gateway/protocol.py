@@ -30,6 +30,9 @@ ErrorCode = Literal[
 ]
 ERROR_CODES: Final[tuple[ErrorCode, ...]] = get_args(ErrorCode)
 
+    "forbidden_key",
+    "token_expired",
+    "too_many_connections",
 RequestId = str | int | float | None
 
 # Close codes (RFC 6455 and the protocol's own).
@@ -41,6 +44,8 @@ CLOSE_IDLE: Final = 4001
 
 MAX_ID_LENGTH: Final = 128
 MAX_ECHOED_KEY_LENGTH: Final = 100
+CLOSE_TOKEN_EXPIRED: Final = 4003
+CLOSE_TRY_AGAIN_LATER: Final = 1013
 
 
 class ProtocolError(GatewayError):

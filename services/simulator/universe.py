@@ -1,17 +1,20 @@
 """The simulated market's instruments: what exists, under which key, with which parameters.
 
-Pure data, no web framework: the gateway's `/api/instruments` reuses `universe()`. The built-in
-universe holds the main NSE/BSE indices, a few dozen NSE equities under their real ISINs, and
-index options and futures whose expiries follow today's date (NIFTY weeklies and monthlies on
-Tuesdays, BANKNIFTY monthlies). `lookup()` also answers for any well-formed key that is not in
-the universe, with a synthetic instrument derived from the key, so every valid key trades.
+Pure data, no web framework: the gateway's instrument catalogue (`/api/instruments`, and the
+only keys it lets clients subscribe) is `universe()`. The built-in universe holds the main
+NSE/BSE indices, a few dozen equities under their real ISINs (listed on NSE and BSE), their
+stock futures, and index options and futures whose expiries follow today's date (NIFTY weeklies
+and monthlies on Tuesdays, BANKNIFTY and FINNIFTY monthlies; strikes around each index's price,
+as exchanges list them), and MCX's gold, silver and crude oil futures (on the same monthly
+expiries, a simplification). Like Upstox, the simulator knows nothing else: `lookup()` answers None
+for a key that is not listed, and such a key streams nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Final, Literal
 
@@ -48,7 +51,6 @@ class Instrument:
     annual_volatility: float
     annual_drift: float
     daily_volume: int
-    synthetic: bool = False
 
     @property
     def is_index(self) -> bool:
@@ -133,15 +135,30 @@ _INDICES: Final = (
     ("NSE_INDEX|Nifty FMCG", "NIFTY FMCG", 55500.0, 0.14, 0.08),
     ("BSE_INDEX|SENSEX", "SENSEX", 85000.0, 0.14, 0.11),
     ("BSE_INDEX|BANKEX", "BANKEX", 66000.0, 0.16, 0.11),
+    # MCX's commodity indices, here at the level of the commodity's price: its futures trade
+    # into the evening, after the equity segments close.
+    ("MCX_INDEX|MCXGOLDEX", "MCXGOLDEX", 130000.0, 0.15, 0.10),
+    ("MCX_INDEX|MCXSILVDEX", "MCXSILVDEX", 160000.0, 0.25, 0.10),
+    ("MCX_INDEX|MCXCRUDEX", "MCXCRUDEX", 5200.0, 0.35, 0.0),
 )
 
-# Derivatives listed on the built-in underlyings: (symbol, underlying key, lot, strike step,
-# strikes each side of the money, weekly expiries too).
+# Index derivatives listed on the built-in underlyings: (symbol, underlying key, lot, strike
+# step, strikes each side of the money, weekly option expiries, monthly option expiries).
+# Enough strikes and expiries that benchmarks find well over a thousand real option keys.
 _DERIVATIVES: Final = (
-    ("NIFTY", "NSE_INDEX|Nifty 50", 75, 50.0, 10, True),
-    ("BANKNIFTY", "NSE_INDEX|Nifty Bank", 35, 100.0, 10, False),
+    ("NIFTY", "NSE_INDEX|Nifty 50", 75, 50.0, 40, 4, 3),
+    ("BANKNIFTY", "NSE_INDEX|Nifty Bank", 35, 100.0, 30, 0, 3),
+    ("FINNIFTY", "NSE_INDEX|Nifty Fin Service", 65, 50.0, 20, 0, 3),
 )
-_STOCK_FUTURES: Final = (("RELIANCE", "NSE_EQ|INE002A01018", 500),)
+FUTURE_EXPIRIES: Final = 3  # near, next and far month, for index and stock futures
+STOCK_FUTURE_VALUE: Final = 600_000.0  # rupees a stock future's lot is worth, about
+_LOTS: Final = {"RELIANCE": 500}  # lots as listed, where the rule above would differ
+# Commodity futures on MCX: (symbol, the index that stands for its spot price, lot).
+_COMMODITY_FUTURES: Final = (
+    ("GOLD", "MCX_INDEX|MCXGOLDEX", 1),
+    ("SILVER", "MCX_INDEX|MCXSILVDEX", 30),
+    ("CRUDEOIL", "MCX_INDEX|MCXCRUDEX", 100),
+)
 
 _MONTHS: Final = (
     "JAN",
@@ -158,14 +175,6 @@ _MONTHS: Final = (
     "DEC",
 )
 _EXCHANGE_OF_PREFIX: Final = {"NCD": "NSE", "BCD": "BSE", "NSE": "NSE", "BSE": "BSE", "MCX": "MCX"}
-# where a synthetic derivative's synthetic underlying trades
-_CASH_SEGMENT: Final = {
-    "NSE_FO": "NSE_EQ",
-    "NCD_FO": "NSE_EQ",
-    "BSE_FO": "BSE_EQ",
-    "BCD_FO": "BSE_EQ",
-    "MCX_FO": "NSE_COM",
-}
 _OPTION_VOLATILITY: Final = 0.13  # at-the-money implied volatility of index options
 
 
@@ -278,10 +287,11 @@ def _future(
     symbol: str, underlying: Instrument, lot: int, expiry: dt.date, taken: set[int]
 ) -> Instrument:
     token = _token(taken, symbol, "FUT", expiry)
+    segment = "MCX_FO" if underlying.segment.startswith("MCX") else "NSE_FO"
     return Instrument(
-        instrument_key=f"NSE_FO|{token}",
-        segment="NSE_FO",
-        exchange="NSE",
+        instrument_key=f"{segment}|{token}",
+        segment=segment,
+        exchange=exchange_of(segment),
         instrument_type="FUT",
         trading_symbol=f"{symbol} FUT {_expiry_text(expiry)}",
         name=symbol,
@@ -331,52 +341,64 @@ def _option(
     )
 
 
+def _stock_lot(symbol: str, price: float) -> int:
+    listed = _LOTS.get(symbol)
+    if listed is not None:
+        return listed
+    units = STOCK_FUTURE_VALUE / price
+    return max(25, round(units / 25) * 25) if units >= 25 else max(1, round(units / 5) * 5)
+
+
 def _derivatives(today: dt.date, by_key: dict[str, Instrument]) -> list[Instrument]:
     taken: set[int] = set()
     found: list[Instrument] = []
-    for symbol, underlying_key, lot, step, width, weekly in _DERIVATIVES:
+    monthlies = monthly_expiries(today, FUTURE_EXPIRIES)
+    for symbol, underlying_key, lot, step, width, weeklies, months in _DERIVATIVES:
         underlying = by_key[underlying_key]
-        monthlies = monthly_expiries(today, 2)
         found.extend(_future(symbol, underlying, lot, expiry, taken) for expiry in monthlies)
-        expiries = sorted(set(monthlies[:1] + (weekly_expiries(today, 2) if weekly else [])))
+        expiries = sorted(set(monthlies[:months] + weekly_expiries(today, weeklies)))
         atm = round(underlying.base_price / step) * step
         for expiry in expiries:
             for offset in range(-width, width + 1):
                 strike = atm + offset * step
                 for kind in ("CE", "PE"):
                     found.append(_option(symbol, underlying, lot, expiry, strike, kind, taken))
-    for symbol, underlying_key, lot in _STOCK_FUTURES:
-        expiry = monthly_expiries(today, 1)[0]
-        found.append(_future(symbol, by_key[underlying_key], lot, expiry, taken))
+    for equity in _equities():
+        lot = _stock_lot(equity.trading_symbol, equity.base_price)
+        for expiry in monthlies:
+            found.append(_future(equity.trading_symbol, equity, lot, expiry, taken))
+    for symbol, underlying_key, lot in _COMMODITY_FUTURES:
+        for expiry in monthlies:
+            found.append(_future(symbol, by_key[underlying_key], lot, expiry, taken))
     return found
+
+
+def _bse_listings(equities: list[Instrument]) -> list[Instrument]:
+    """The same companies trade on BSE under the same ISIN."""
+    return [
+        _replace_listing(equity, f"BSE_EQ|{equity.isin}", "BSE_EQ", "BSE") for equity in equities
+    ]
 
 
 @lru_cache(maxsize=4)
 def _universe_of(today: dt.date) -> tuple[Instrument, ...]:
-    base = _indices() + _equities()
+    equities = _equities()
+    base = _indices() + equities
     by_key = {instrument.instrument_key: instrument for instrument in base}
-    return tuple(base + _derivatives(today, by_key))
+    return tuple(base + _bse_listings(equities) + _derivatives(today, by_key))
 
 
 def universe(today: dt.date | None = None) -> list[Instrument]:
-    """Every built-in instrument; derivatives are listed as of `today` (IST) by default."""
+    """Every listed instrument; derivatives are listed as of `today` (IST) by default."""
     return list(_universe_of(today or _ist_today()))
 
 
 @lru_cache(maxsize=8)
 def _index_of(today: dt.date) -> dict[str, Instrument]:
-    found = {instrument.instrument_key: instrument for instrument in _universe_of(today)}
-    # the same companies trade on BSE under the same ISIN
-    for instrument in _universe_of(today):
-        if instrument.segment == "NSE_EQ":
-            key = f"BSE_EQ|{instrument.isin}"
-            found[key] = _replace_listing(instrument, key, "BSE_EQ", "BSE")
-    return found
+    return {instrument.instrument_key: instrument for instrument in _universe_of(today)}
 
 
 def _replace_listing(instrument: Instrument, key: str, segment: str, exchange: str) -> Instrument:
-    from dataclasses import replace
-
     return replace(
         instrument,
         instrument_key=key,
@@ -387,73 +409,13 @@ def _replace_listing(instrument: Instrument, key: str, segment: str, exchange: s
 
 
 def lookup(key: str, today: dt.date | None = None) -> Instrument | None:
-    """The instrument behind `key`: built in, or synthetic for any other well-formed key."""
+    """The instrument listed under `key` as of `today` or, failing that, as of the current day
+    (a simulator running for days lists the new contracts the gateway's catalogue offers, as
+    an exchange does); None for any other key, well-formed or not."""
     if not is_instrument_key(key):
         return None
-    day = today or _ist_today()
-    found = _index_of(day).get(key)
-    return found if found is not None else _synthetic(key, day)
-
-
-@lru_cache(maxsize=65_536)
-def _synthetic(key: str, today: dt.date) -> Instrument:
-    segment, identifier = key.split("|", 1)
-    digest = stable_hash(key)
-    unit = (digest % 10_000) / 10_000.0
-    common = {
-        "instrument_key": key,
-        "segment": segment,
-        "exchange": exchange_of(segment),
-        "exchange_token": identifier if identifier.isdigit() else str(digest % 1_000_000),
-        "synthetic": True,
-    }
-    if segment.endswith("_INDEX") or segment.startswith("GLOBAL_"):
-        return Instrument(
-            **common,  # type: ignore[arg-type]
-            instrument_type="INDEX",
-            trading_symbol=identifier.upper(),
-            name=identifier,
-            lot_size=0,
-            tick_size=0.01,
-            base_price=round(1000 + 49_000 * unit, 2),
-            annual_volatility=0.15,
-            annual_drift=0.08,
-            daily_volume=0,
-        )
-    if segment.endswith("_FO"):
-        underlying_key = f"{_CASH_SEGMENT[segment]}|SYN{digest % 100_000:05d}"
-        underlying = _synthetic(underlying_key, today)
-        step = 10.0 ** max(0, len(str(int(underlying.base_price))) - 2)
-        strike = round(underlying.base_price * (0.9 + 0.2 * unit) / step) * step
-        kind: Literal["CE", "PE"] = "CE" if digest % 2 else "PE"
-        expiry = monthly_expiries(today, 1)[0]
-        lot = 50 * (1 + digest % 10)
-        return Instrument(
-            **common,  # type: ignore[arg-type]
-            instrument_type=kind,
-            trading_symbol=f"SYN{digest % 100_000:05d} {strike:g} {kind} {_expiry_text(expiry)}",
-            name=f"SYN{digest % 100_000:05d}",
-            expiry=expiry,
-            strike_price=strike,
-            lot_size=lot,
-            tick_size=0.05,
-            underlying_key=underlying_key,
-            underlying_symbol=underlying.trading_symbol,
-            base_price=underlying.base_price,
-            annual_volatility=0.25,
-            annual_drift=0.0,
-            daily_volume=lot * 20_000,
-        )
-    return Instrument(
-        **common,  # type: ignore[arg-type]
-        instrument_type="EQ",
-        trading_symbol=identifier.upper()[:20],
-        name=f"SYNTHETIC {identifier.upper()}",
-        isin=identifier if len(identifier) == 12 and identifier[:2].isalpha() else None,
-        lot_size=1,
-        tick_size=0.05,
-        base_price=round(50 + 4950 * unit * unit, 2),
-        annual_volatility=0.2 + 0.2 * ((digest >> 20) % 100) / 100.0,
-        annual_drift=0.02 + 0.15 * ((digest >> 30) % 100) / 100.0,
-        daily_volume=100_000 + (digest >> 40) % 5_000_000,
-    )
+    current = _ist_today()
+    found = _index_of(today or current).get(key)
+    if found is None and today is not None and today != current:
+        found = _index_of(current).get(key)
+    return found

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection
 
+from services.simulator.universe import Instrument, universe
 from shared.proto import pb
 from tests.support.simulator import SimulatorHandle
+
+
+def at_the_money_call(today: dt.date | None = None) -> Instrument:
+    """The nearest expiry's call struck closest to its underlying's price: an option whose
+    greeks are all well away from their limits (deep strikes have vega ~0, delta ~1)."""
+    calls = [i for i in universe(today) if i.instrument_type == "CE"]
+    return min(calls, key=lambda i: (i.expiry, abs((i.strike_price or 0) - i.base_price)))
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from services.simulator.universe import universe
 from shared.instruments import SEGMENTS
 from shared.proto import pb
 from tests.simulator.helpers import (
+    at_the_money_call,
     authorized_url,
     barrier,
     frame_of_type,
@@ -30,7 +31,7 @@ BANK = "NSE_INDEX|Nifty Bank"
 RELIANCE = "NSE_EQ|INE002A01018"
 TCS = "NSE_EQ|INE467B01029"
 INFY = "NSE_EQ|INE009A01021"
-OPTION = next(i.instrument_key for i in universe() if i.instrument_type == "CE")
+OPTION = at_the_money_call().instrument_key
 
 
 async def test_market_info_first_then_snapshot_then_live(simulator: SimulatorHandle) -> None:
@@ -285,7 +286,7 @@ async def test_server_pings_an_idle_connection() -> None:
 
 
 async def test_big_subscriptions_come_in_several_frames() -> None:
-    keys = [f"NSE_EQ|SYNTH{i:04d}" for i in range(1_200)]
+    keys = [i.instrument_key for i in universe()][:1_200]
     # a slow tick: a client that stops reading stalls its own close handshake behind queued
     # frames (websockets' max_queue), which a 20 ms tick of 1200 keys fills at once
     async with (

@@ -11,9 +11,11 @@ from services.simulator.clock import MarketClock, ist_ms
 from services.simulator.feed import CloseRequest, FeedConnection, FeedHub
 from services.simulator.market import MarketModel
 from services.simulator.protocol import UPSTOX_LIMITS
+from services.simulator.universe import universe
 from shared.proto import pb
 
 DAY = dt.date(2026, 11, 18)  # a Wednesday
+GOLD = next(i.instrument_key for i in universe(DAY) if i.segment == "MCX_FO")  # trades at night
 
 
 class Clock:
@@ -52,7 +54,7 @@ async def test_market_info_follows_the_ist_clock_and_closed_markets_are_silent()
     conn = hub.register(DEMO_USERS[0], "t")
     (info,) = frames_of(conn)
     assert info.marketInfo.segmentStatus["NSE_EQ"] == pb.NORMAL_OPEN
-    subscribe(hub, conn, "NSE_EQ|INE002A01018", "MCX_FO|12345")
+    subscribe(hub, conn, "NSE_EQ|INE002A01018", GOLD)
     hub._send_snapshots(clock.ms)
     hub._tick(clock.ms)
     snapshot, live = frames_of(conn)
@@ -66,7 +68,7 @@ async def test_market_info_follows_the_ist_clock_and_closed_markets_are_silent()
     assert info.type == pb.market_info
     assert info.marketInfo.segmentStatus["NSE_EQ"] == pb.CLOSING_START
     assert info.marketInfo.segmentStatus["MCX_FO"] == pb.NORMAL_OPEN
-    assert list(live.feeds) == ["MCX_FO|12345"]
+    assert list(live.feeds) == [GOLD]
 
     clock.ms = ist_ms(DAY, 23, 59)  # everything shut: a silent feed, snapshots still answer
     hub._housekeeping(clock.ms)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,7 @@ from services.simulator.noise import MultiScaleNoise
 from services.simulator.universe import lookup, universe
 from shared.instruments import KEY_SEGMENTS, SEGMENTS, is_instrument_key
 from shared.ist import IST
+from tests.simulator.helpers import at_the_money_call
 
 DAY = dt.date(2026, 11, 18)  # a Wednesday, not a holiday
 ANCHOR = dt.date(2026, 11, 20)
@@ -73,15 +75,33 @@ def test_universe_holds_indices_equities_and_derivatives() -> None:
         assert instrument.to_dict()["instrument_key"] == instrument.instrument_key
 
 
-def test_any_well_formed_key_is_a_synthetic_instrument() -> None:
-    equity = lookup("NSE_EQ|INE999Z01011", ANCHOR)
-    option = lookup("NSE_FO|99999", ANCHOR)
-    index = lookup("BSE_INDEX|Made Up", ANCHOR)
-    assert equity is not None and equity.synthetic and equity.instrument_type == "EQ"
-    assert option is not None and option.is_option and option.underlying_key
-    assert index is not None and index.is_index
+def test_only_listed_instruments_exist() -> None:
+    for key in ("NSE_EQ|INE999Z01011", "NSE_FO|99999", "BSE_INDEX|Made Up", "NSE_FO|NOSUCH"):
+        assert lookup(key, ANCHOR) is None and lookup(key) is None
     assert lookup("NOT_A_SEGMENT|X", ANCHOR) is None
     assert lookup("NSE_EQ|", ANCHOR) is None
+    bse = lookup("BSE_EQ|INE002A01018", ANCHOR)
+    assert bse is not None and bse.exchange == "BSE" and bse.trading_symbol == "RELIANCE"
+
+
+def test_the_universe_is_big_enough_for_the_benchmarks_and_the_same_every_run() -> None:
+    instruments = universe(ANCHOR)
+    options = [i for i in instruments if i.is_option]
+    assert len(options) >= 1500  # bench.ingest's default: 1500 keys in full mode
+    assert [i.to_dict() for i in instruments] == [i.to_dict() for i in universe(ANCHOR)]
+    futures = {i.name for i in instruments if i.instrument_type == "FUT"}
+    assert {"NIFTY", "BANKNIFTY", "FINNIFTY", "RELIANCE", "TCS"} <= futures
+    assert all(i.strike_price and i.strike_price > 0 for i in options)
+
+
+def test_contracts_listed_since_the_anchor_day_are_known_too() -> None:
+    """A simulator started weeks ago knows the contracts the gateway's catalogue lists today."""
+    today = universe()
+    month_ago = dt.date.today() - dt.timedelta(days=35)
+    newer = [
+        i for i in today if i.instrument_key not in {j.instrument_key for j in universe(month_ago)}
+    ]
+    assert newer and all(lookup(i.instrument_key, month_ago) == i for i in newer)
 
 
 def test_noise_is_deterministic_and_linear_between_grid_points() -> None:
@@ -159,7 +179,7 @@ def test_history_and_live_meet_at_the_previous_close() -> None:
 
 def test_full_snapshot_is_believable() -> None:
     market = model()
-    option = next(i for i in universe(ANCHOR) if i.instrument_type == "CE")
+    option = at_the_money_call(ANCHOR)
     now = ms_at(DAY, 11, 7)
     snap = market.snapshot(option, now, DETAIL_FULL, 30)
     assert snap.greeks is not None and 0.0 < snap.greeks.delta < 1.0
@@ -198,9 +218,12 @@ def test_black_scholes_put_call_parity_and_greek_signs() -> None:
 
 
 @pytest.mark.parametrize("segment", KEY_SEGMENTS)
-def test_every_segment_simulates_a_synthetic_key(segment: str) -> None:
-    instrument = lookup(f"{segment}|12345", ANCHOR)
-    assert instrument is not None and instrument.segment == segment
+def test_the_model_simulates_an_instrument_of_every_segment(segment: str) -> None:
+    # The universe lists no instrument in some segments (MCX, currencies): the model's hours
+    # and prices for them are checked on an instrument made here, never a key clients can use.
+    listed = lookup("NSE_EQ|INE002A01018", ANCHOR)
+    assert listed is not None
+    instrument = replace(listed, instrument_key=f"{segment}|12345", segment=segment)
     for clock in ("open", "ist"):
         snap = model(clock=clock).snapshot(instrument, ms_at(DAY, 12), DETAIL_FULL, 30)
         assert snap.ltp > 0 and snap.cp > 0

@@ -15,16 +15,22 @@ from services.simulator.accounts import DEMO_USERS, TokenStore
 from services.simulator.clock import ist_ms
 from services.simulator.feed import FeedConnection, FeedHub
 from services.simulator.market import DETAIL_FULL
-from services.simulator.universe import lookup, universe
+from services.simulator.universe import lookup
 from shared.instruments import Mode
 from shared.proto import pb
-from tests.simulator.helpers import authorized_url, frame_of_type, live_with, send
+from tests.simulator.helpers import (
+    at_the_money_call,
+    authorized_url,
+    frame_of_type,
+    live_with,
+    send,
+)
 from tests.simulator.test_hub import DAY, Clock, data_frames, hub_at
 from tests.support.simulator import SimulatorHandle
 
 RELIANCE = "NSE_EQ|INE002A01018"
 NIFTY = "NSE_INDEX|Nifty 50"
-OPTION = next(i.instrument_key for i in universe(DAY) if i.instrument_type == "CE")
+OPTION = at_the_money_call(DAY).instrument_key
 STEP_MS = 100
 
 
