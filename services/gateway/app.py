@@ -20,12 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.gateway.access import Admission
 from services.gateway.api import ApiContext, router
 from services.gateway.connection import ADMISSION_STATE_KEY, HUB_STATE_KEY, GatewayConnection
-from services.gateway.history import History, HistoryCollector
 from services.gateway.hub import Hub
 from services.gateway.instruments import CatalogueSource
 from services.gateway.metrics import HubCollector
-from services.gateway.signin import ViewerGuard, add_signin_routes
 from services.gateway.settings import GatewaySettings
+from services.gateway.signin import ViewerGuard, add_signin_routes
 from shared.metrics import registry_for
 from shared.sessions import SessionStore
 from shared.upstox.client import UpstoxClient
@@ -83,8 +82,8 @@ def server_options(settings: GatewaySettings) -> dict[str, Any]:
 def create_app(settings: GatewaySettings | None = None, static_dir: Path | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     static = STATIC_DIR if static_dir is None else static_dir
-    admission = Admission.of(settings)
     hub = Hub(settings)
+    admission = Admission.of(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -94,22 +93,23 @@ def create_app(settings: GatewaySettings | None = None, static_dir: Path | None 
             hub=hub,
             upstox=upstox,
             sessions=SessionStore(hub.broker.redis, settings.token_encryption_key),
-            catalogue=hub.catalogue,
-            registry=registry_for(HubCollector(hub), HistoryCollector(history.stats)),
-            history=history,
+            catalogue=CatalogueSource(settings.gateway_instruments_source),
+            registry=registry_for(HubCollector(hub)),
         )
         logger.info("gateway replica %s started", hub.replica_id)
         try:
             yield {HUB_STATE_KEY: hub, ADMISSION_STATE_KEY: admission}
         finally:
+            await admission.viewers.aclose()
             await upstox.aclose()
             await hub.stop()
 
     app = FastAPI(title="tickstream gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-            await admission.viewers.aclose()
     app.state.hub = hub
     app.include_router(router)
     _add_pages(app, static)
+    add_signin_routes(app, admission.viewers, STATIC_DIR / "signin.html")
+    app.add_middleware(ViewerGuard, access=admission.viewers)
     app.add_middleware(PageHeaders)
     return app
 

@@ -27,12 +27,12 @@ ErrorCode = Literal[
     "not_subscribed",
     "refused_by_upstream",
     "unauthorized",
-]
-ERROR_CODES: Final[tuple[ErrorCode, ...]] = get_args(ErrorCode)
-
     "forbidden_key",
     "token_expired",
     "too_many_connections",
+]
+ERROR_CODES: Final[tuple[ErrorCode, ...]] = get_args(ErrorCode)
+
 RequestId = str | int | float | None
 
 # Close codes (RFC 6455 and the protocol's own).
@@ -41,11 +41,11 @@ CLOSE_POLICY: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_SLOW_CONSUMER: Final = 4000
 CLOSE_IDLE: Final = 4001
+CLOSE_TOKEN_EXPIRED: Final = 4003
+CLOSE_TRY_AGAIN_LATER: Final = 1013
 
 MAX_ID_LENGTH: Final = 128
 MAX_ECHOED_KEY_LENGTH: Final = 100
-CLOSE_TOKEN_EXPIRED: Final = 4003
-CLOSE_TRY_AGAIN_LATER: Final = 1013
 
 
 class ProtocolError(GatewayError):

@@ -64,14 +64,6 @@ class GatewaySettings(CommonSettings):
         default_factory=list,
         description="Comma-separated client API keys; empty: no client authentication.",
     )
-    gateway_demand_lease_seconds: float = Field(default=10.0, ge=1, le=600)
-    gateway_instruments_source: str = Field(
-        default="simulator",
-        description=(
-            "'simulator' (the simulator's universe) or the path or URL of Upstox's instrument "
-            "master (JSON, optionally gzipped)."
-        ),
-    )
     gateway_viewer_access: Literal["open", "token"] = Field(
         default="open",
         description=(
@@ -109,6 +101,14 @@ class GatewaySettings(CommonSettings):
         description="WebSocket connections per client address (forwarded-for believed only "
         "from TRUSTED_PROXIES); 0: no cap.",
     )
+    gateway_demand_lease_seconds: float = Field(default=10.0, ge=1, le=600)
+    gateway_instruments_source: str = Field(
+        default="simulator",
+        description=(
+            "'simulator' (the simulator's universe) or the path or URL of Upstox's instrument "
+            "master (JSON, optionally gzipped)."
+        ),
+    )
     gateway_close_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a closing connection may take to drain."
     )
@@ -135,18 +135,6 @@ class GatewaySettings(CommonSettings):
     _split_origins = field_validator("gateway_allowed_origins", mode="before")(comma_list)
     _split_keys = field_validator("gateway_api_keys", mode="before")(comma_list)
 
-    @model_validator(mode="after")
-    def _check_timings(self) -> GatewaySettings:
-        if self.gateway_idle_timeout_seconds <= self.gateway_ping_interval_seconds:
-            raise ValueError(
-                "GATEWAY_IDLE_TIMEOUT_SECONDS must exceed GATEWAY_PING_INTERVAL_SECONDS "
-                "(a live client answers each ping)"
-            )
-        return self
-
-    @property
-    def flush_interval(self) -> float:
-        return self.gateway_flush_interval_ms / 1000.0
     @field_validator(
         "gateway_token_secret", "gateway_token_jwks_url", "gateway_token_audience", mode="before"
     )
@@ -176,3 +164,15 @@ class GatewaySettings(CommonSettings):
         """Token mode, or API keys listed (which have always required a key)."""
         return self.gateway_viewer_access == "token" or bool(self.gateway_api_keys)
 
+    @model_validator(mode="after")
+    def _check_timings(self) -> GatewaySettings:
+        if self.gateway_idle_timeout_seconds <= self.gateway_ping_interval_seconds:
+            raise ValueError(
+                "GATEWAY_IDLE_TIMEOUT_SECONDS must exceed GATEWAY_PING_INTERVAL_SECONDS "
+                "(a live client answers each ping)"
+            )
+        return self
+
+    @property
+    def flush_interval(self) -> float:
+        return self.gateway_flush_interval_ms / 1000.0
