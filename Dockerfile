@@ -19,11 +19,14 @@ COPY services /src/services
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels /src
 
 FROM python:3.12-slim
-# auth's AUTH_STATE_DIR (compose's auth-state volume) exists in the image, owned by the service
-# user: a named volume mounted there starts with this owner and mode.
+# auth's AUTH_STATE_DIR (compose's auth-state volume) and the mount points of compose's secrets
+# volumes exist in the image, owned by the service user: a named volume mounted there starts with
+# this owner and mode. The services' secrets are for this user alone (0700); Redis's are read by
+# the Redis image's own user, so that directory can be entered by anyone in Redis's container.
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin tickstream \
- && install -d -m 0700 -o 10001 -g 10001 /var/lib/tickstream/auth
+ && install -d -m 0700 -o 10001 -g 10001 /var/lib/tickstream/auth /run/tickstream/secrets \
+ && install -d -m 0755 -o 10001 -g 10001 /run/tickstream/redis-secrets
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /wheels /tmp/wheels
 RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir --disable-pip-version-check \

@@ -9,17 +9,29 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import sys
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from shared.hosts import LOOPBACK_HOSTS, normalise_entry
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8765"
+
+# A directory of one file per setting (file name: the variable's name, content: its value), read
+# after the environment and `.env`: compose hands each service its secrets this way, so they
+# are in no container's environment (`docker inspect`) and only in the services that need them.
+SECRETS_DIR_VARIABLE = "TICKSTREAM_SECRETS_DIR"
 
 
 def comma_list(value: Any) -> Any:
@@ -39,6 +51,20 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        directory = os.environ.get(SECRETS_DIR_VARIABLE)
+        if directory:
+            file_secret_settings = SecretsSettingsSource(settings_cls, secrets_dir=directory)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",

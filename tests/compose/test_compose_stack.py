@@ -132,7 +132,8 @@ def raw_status(stack: Stack, target: str) -> int:
     """The status nginx answers for `target` sent exactly as written (httpx would normalise it)."""
     address = urlsplit(stack.url)
     with socket.create_connection((address.hostname, address.port or 80), timeout=10) as sock:
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n".encode())
+        host = address.netloc  # a name the stack answers to (TICKSTREAM_ALLOWED_HOSTS)
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
@@ -160,6 +161,29 @@ def raw_status(stack: Stack, target: str) -> int:
 )
 def test_the_edge_routes_one_spelling_of_each_path(stack: Stack, target: str, status: int) -> None:
     assert raw_status(stack, target) == status
+
+
+def redis_cli(container: str, *command: str, password: bool = True) -> str:
+    """redis-cli in Redis's container; with `password`, authenticated with the stack's password
+    (REDISCLI_AUTH, read inside the container: never on a command line)."""
+    auth = 'REDISCLI_AUTH="$(cat /run/tickstream/redis-secrets/password)" ' if password else ""
+    done = subprocess.run(
+        ["docker", "exec", container, "sh", "-c", auth + 'redis-cli "$@"', "redis-cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return (done.stdout + done.stderr).strip()
+
+
+def edge_address(container: str) -> str:
+    """The container's address on the edge network, the one nginx reaches it at."""
+    networks: dict[str, dict[str, Any]] = json.loads(
+        docker_inspect(container, "{{json .NetworkSettings.Networks}}")
+    )
+    [address] = [v["IPAddress"] for k, v in networks.items() if k.endswith("_edge")]
+    return str(address)
 
 
 def test_a_websocket_client_receives_live_updates(stack: Stack) -> None:
@@ -199,13 +223,7 @@ def test_one_ingestor_holds_the_lease_and_the_other_stands_by(stack: Stack) -> N
         time.sleep(1)
     active = next(h["instance"] for h in health if h["state"] == "connected")
     [redis] = stack.container_ids("redis")
-    lease = subprocess.run(
-        ["docker", "exec", redis, "redis-cli", "GET", rc.INGESTOR_LEASE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
+    lease = redis_cli(redis, "GET", rc.INGESTOR_LEASE)
     assert lease == active, (lease, health)
 
 
@@ -246,10 +264,7 @@ def test_a_replica_added_by_scale_gets_traffic(stack: Stack, http: httpx.Client)
     assert len(after) == 3 and len(added) == 1, (before, after)
     new = added.pop()
     wait_healthy(new, within=120)
-    address = {
-        name: docker_inspect(name, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
-        for name in after
-    }
+    address = {name: edge_address(name) for name in after}
     new_address = address[new]
 
     # Plain requests: spread over all three replicas once the proxy's DNS cache (5s) expired.
@@ -309,3 +324,97 @@ def test_a_login_runs_through_the_proxy(stack: Stack, http: httpx.Client) -> Non
     session = http.get("/session").json()
     assert session["logged_in"] is True and session["user_id"] == "DEMO01", session
     assert session["issued_at"] != before.get("issued_at"), (before, session)
+
+
+# --- hardening (issue 13) -------------------------------------------------------------------------
+
+
+def running_containers(stack: Stack) -> dict[str, str]:
+    """Every running container of the stack by its compose service name (the one-shot `secrets`
+    service has exited by now)."""
+    found: dict[str, str] = {}
+    for container in stack.run("ps", "-q").split():
+        state, service = docker_inspect(
+            container, '{{.State.Status}} {{index .Config.Labels "com.docker.compose.service"}}'
+        ).split()
+        if state == "running":
+            found.setdefault(service, container)
+    return found
+
+
+def test_every_container_runs_read_only_unprivileged_with_no_capabilities(stack: Stack) -> None:
+    containers = running_containers(stack)
+    assert {"redis", "simulator", "auth", "ingestor-1", "gateway", "proxy"} <= set(containers)
+    for service, container in containers.items():
+        config = json.loads(docker_inspect(container, "{{json .HostConfig}}"))
+        assert config["ReadonlyRootfs"] is True, service
+        assert "no-new-privileges:true" in (config["SecurityOpt"] or []), service
+        assert [c.upper().removeprefix("CAP_") for c in config["CapDrop"]] == ["ALL"], service
+        assert not config["CapAdd"], service
+        assert not config["Privileged"], service
+        user = docker_inspect(container, "{{.Config.User}}")
+        assert user not in ("", "0", "root", "0:0"), (service, user)
+
+
+def test_redis_requires_its_password_which_is_in_no_environment(stack: Stack) -> None:
+    containers = running_containers(stack)
+    redis = containers["redis"]
+    assert "NOAUTH" in redis_cli(redis, "GET", rc.INGESTOR_LEASE, password=False)
+    assert redis_cli(redis, "PING") == "PONG"
+    assert redis_cli(redis, "CONFIG", "GET", "maxmemory-policy").split() == [
+        "maxmemory-policy",
+        "noeviction",
+    ]
+    secret = subprocess.run(
+        ["docker", "exec", redis, "cat", "/run/tickstream/redis-secrets/password"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert len(secret) >= 32
+    for service, container in containers.items():
+        seen = docker_inspect(container, "{{json .Config.Env}} {{json .Config.Cmd}} {{json .Args}}")
+        assert secret not in seen, f"Redis's password is in {service}'s configuration"
+
+
+def test_each_secret_volume_is_mounted_only_where_it_is_needed(stack: Stack) -> None:
+    readers: dict[str, set[str]] = {}
+    for service, container in running_containers(stack).items():
+        mounts = json.loads(docker_inspect(container, "{{json .Mounts}}"))
+        for mount in mounts:
+            name = str(mount.get("Name") or "")
+            if name.endswith(("_redis-secrets", "_service-secrets")):
+                readers.setdefault(name.rsplit("_", 1)[1], set()).add(service)
+                assert mount["RW"] is False, (service, mount)
+    assert readers == {
+        "redis-secrets": {"redis"},
+        "service-secrets": {"auth", "ingestor-1", "ingestor-2", "gateway"},
+    }
+
+
+def test_the_proxy_cannot_reach_redis(stack: Stack) -> None:
+    containers = running_containers(stack)
+    proxy, redis = containers["proxy"], containers["redis"]
+    networks = {
+        name: set(json.loads(docker_inspect(c, "{{json .NetworkSettings.Networks}}")))
+        for name, c in (("proxy", proxy), ("redis", redis))
+    }
+    assert not networks["proxy"] & networks["redis"], networks
+
+    def fetch(url: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            # not -q: GNU wget says nothing at all then, not even why it failed
+            ["docker", "exec", proxy, "wget", "-T", "5", "-O", "/dev/null", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    # The probe works: a gateway, on the proxy's network, answers it.
+    assert fetch("http://gateway:8000/healthz").returncode == 0
+    refused = fetch("http://redis:6379/")
+    assert refused.returncode != 0
+    # The name does not even resolve (busybox: "bad address", GNU wget: "unable to resolve").
+    assert re.search(r"bad address|unable to resolve|not known", refused.stderr), refused.stderr
