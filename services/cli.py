@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "holidays": ("services.tools.holidays", "list market holidays (this year, or one date)"),
     "front": ("services.front.command", "reverse proxy: one port for dashboard, /ws, auth, login"),
     "dev": ("services.dev.command", "run the whole system locally without Docker"),
+    "token": ("services.tools.token", "issue a viewer token (GATEWAY_TOKEN_SECRET, HS256)"),
 }
 
 

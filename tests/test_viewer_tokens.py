@@ -5,6 +5,7 @@ a subscribe screened by a token's `keys` claim. Keys are generated here (cryptog
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -31,6 +32,7 @@ from shared.viewer_tokens import (
     verify_with_jwk,
 )
 from tests.support.tokens import claims, ec_key, hmac_signed, rsa_key, unsigned
+from tests.test_cli_tools import tickstream
 
 SECRET = "s" * 40
 OTHER_SECRET = "o" * 40
@@ -198,3 +200,25 @@ def test_settings_for_token_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not load_settings(GatewaySettings).viewers_need_credentials
     monkeypatch.setenv("GATEWAY_API_KEYS", "k1")
     assert load_settings(GatewaySettings).viewers_need_credentials
+
+
+async def test_tickstream_token_issue(tmp_path: Path) -> None:
+    run = await tickstream(
+        "token", "issue", "--sub", "desk-7", "--ttl", "12h", "--keys", f"{NIFTY},NSE_FO|*",
+        "--aud", "tickstream", cwd=tmp_path, GATEWAY_TOKEN_SECRET=SECRET,
+    )  # fmt: skip
+    assert run.status == 0, run.err
+    token = run.out.strip()
+    viewer = verify_hmac(token, SECRET, "tickstream")
+    assert viewer.sub == "desk-7" and viewer.allows(NIFTY) and viewer.allows("NSE_FO|123")
+    assert not viewer.allows(RELIANCE)
+    assert viewer.exp is not None and 11 * 3600 < viewer.exp - time.time() <= 12 * 3600
+    assert token not in run.err and "desk-7" in run.err
+    unset = await tickstream("token", "issue", "--sub", "x", cwd=tmp_path)
+    assert "GATEWAY_TOKEN_SECRET is not set" in unset.assert_one_line_error()
+    short = await tickstream("token", "issue", "--sub", "x", cwd=tmp_path, GATEWAY_TOKEN_SECRET="s")
+    assert "GATEWAY_TOKEN_SECRET" in short.assert_one_line_error() and short.status == 2
+    bad_ttl = await tickstream(
+        "token", "issue", "--sub", "x", "--ttl", "5w", cwd=tmp_path, GATEWAY_TOKEN_SECRET=SECRET
+    )
+    assert bad_ttl.status == 2 and "5w" in bad_ttl.err
