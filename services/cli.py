@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulator": ("services.simulator.cli", "run the Upstox simulator (login, REST, V3 feed)"),
     "decode": ("shared.decode_cli", "print raw feed frames as JSON lines (MessageToDict form)"),
     "auth": ("services.auth.command", "run the auth service (Upstox OAuth login, stored session)"),
+    "operator-link": ("services.auth.link_command", "print a one-time operator sign-in link"),
     "gateway": ("services.gateway.command", "run a gateway replica (WebSocket fan-out, HTTP API)"),
     "ingestor": ("services.ingestor.command", "run the ingestor (upstream feed -> Redis ticks)"),
     "profile": ("services.tools.profile", "show the Upstox profile of the logged-in user"),

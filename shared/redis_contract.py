@@ -9,6 +9,8 @@ table for people. All names start with `PREFIX`.
 | `session:active` | string, same TTL | auth | user id whose token the ingestor uses |
 | `events:token` | channel | auth, ingestor | `TokenEvent` JSON (never the token) |
 | `oauth:state:{state}` | string, short TTL | auth | `OAuthState` JSON |
+| `operator:code:{sha256}` | string, TTL = link lifetime | auth | "1": a sign-in code not yet used |
+| `operator:session:{sha256}` | string, TTL = session lifetime | auth | `OperatorSession` JSON |
 | `demand:{replica}` | hash, TTL = lease | gateway | field instrument key, value modes "ltpc,full" |
 | `events:demand` | channel | gateway | replica id whose demand changed |
 | `tick:{mode}:{key}` | channel | ingestor | tick payload (`encode_tick`) |
@@ -63,6 +65,16 @@ def session_key(user_id: str) -> str:
 
 def oauth_state_key(state: str) -> str:
     return f"{PREFIX}:oauth:state:{state}"
+
+
+# The operator's one-time sign-in codes and session cookies are kept only as the sha256 of
+# their value (hex), so a copy of Redis holds nothing that signs anyone in.
+def operator_code_key(code_digest: str) -> str:
+    return f"{PREFIX}:operator:code:{code_digest}"
+
+
+def operator_session_key(session_digest: str) -> str:
+    return f"{PREFIX}:operator:session:{session_digest}"
 
 
 def demand_key(replica_id: str) -> str:
@@ -180,6 +192,13 @@ class TokenEvent(BaseModel):
 class OAuthState(BaseModel):
     created_at: int
     next_url: str = "/"
+
+
+class OperatorSession(BaseModel):
+    """What auth keeps of a signed-in operator: the CSRF token of that session."""
+
+    csrf_token: str
+    created_at: int  # epoch seconds
 
 
 # `stalled`: connected, but the feed sent nothing while data was due (the stall watchdog is

@@ -59,7 +59,9 @@ async def statuses(base: str) -> list[int]:
     ("trusted", "third"),
     [
         ("192.0.2.1", 429),  # the test is no trusted proxy: its header is ignored
-        ("127.0.0.1", 302),  # the test is the proxy: each claimed client has its own bucket
+        # the test is the proxy: each claimed client has its own bucket, and, being no
+        # operator, is refused after the rate check
+        ("127.0.0.1", 401),
     ],
 )
 async def test_forwarded_for_is_believed_from_trusted_proxies_only(
@@ -67,7 +69,7 @@ async def test_forwarded_for_is_believed_from_trusted_proxies_only(
 ) -> None:
     async with auth_process(redis_url, tmp_path / "auth.log", TRUSTED_PROXIES=trusted) as base:
         found = await statuses(base)
-    assert found[:2] == [302, 302] and found[2] == third, found
+    assert found[:2] == [401, 401] and found[2] == third, found
 
 
 def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:

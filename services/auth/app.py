@@ -1,4 +1,5 @@
-"""auth: the Upstox OAuth login, the stored session, and the user-profile endpoint."""
+"""auth: the Upstox OAuth login, the stored session, the user-profile endpoint, and the
+operator who alone may use them (`signin.py`, `guard.py`)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
-from services.auth import login, session
+from services.auth import login, session, signin
 from services.auth.bootstrap import EnvToken, bootstrap_env_token
 from services.auth.context import AuthContext, Ctx
 from services.auth.durable import DurableState
 from services.auth.keeper import Keeper
 from services.auth.limits import AuthorizeLimit
 from services.auth.metrics import AuthCollector, AuthCounts
+from services.auth.operator import Operators, announce_link
 from services.auth.respond import NoFraming, problem
 from services.auth.restore import Restorer
 from services.auth.settings import DEMO_CLIENT_ID, AuthSettings
@@ -54,12 +56,21 @@ def create_app(settings: AuthSettings) -> FastAPI:
                 name="auth-env-token",
             )
         context.restorer = asyncio.create_task(Restorer(context).run(), name="auth-restore")
+        if settings.auth_operator_password is None:
+            context.announcer = asyncio.create_task(
+                announce_link(
+                    context.redis,
+                    settings.upstox_redirect_uri,
+                    settings.auth_operator_link_minutes,
+                    Backoff(initial=1.0, maximum=30.0),
+                ),
+                name="auth-operator-link",
+            )
         try:
             yield
         finally:
-            await cancel_and_wait(
-                [task for task in (context.bootstrap, context.restorer) if task is not None]
-            )
+            tasks = (context.bootstrap, context.restorer, context.announcer)
+            await cancel_and_wait([task for task in tasks if task is not None])
             await context.upstox.aclose()
             await context.redis.aclose()
 
@@ -75,6 +86,7 @@ def create_app(settings: AuthSettings) -> FastAPI:
     app.add_middleware(NoFraming)
     app.include_router(login.router)
     app.include_router(session.router)
+    app.include_router(signin.router)
     _add_operations(app, registry_for(AuthCollector(metrics)))
     _add_error_handlers(app)
     return app
@@ -97,6 +109,8 @@ def _open_context(settings: AuthSettings, metrics: AuthCounts) -> AuthContext:
         metrics=metrics,
         keeper=Keeper(None if directory is None else DurableState(directory), metrics),
         authorize_limit=AuthorizeLimit(settings.auth_authorize_per_minute),
+        operators=Operators(redis, round(settings.auth_operator_session_hours * 3600)),
+        operator_login_limit=AuthorizeLimit(settings.auth_operator_logins_per_minute),
         env_token=None if token is None else EnvToken(token.get_secret_value()),
     )
 

@@ -1,6 +1,6 @@
 """What auth's request handlers share: settings, Redis, the session store, the Upstox client,
-the durable copy of the login (`Keeper`), the login-start limit, and the background tasks'
-handles."""
+the durable copy of the login (`Keeper`), the login-start and operator sign-in limits, the
+operator sessions, and the background tasks' handles."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from services.auth.keeper import Keeper
 from services.auth.limits import AuthorizeLimit
 from services.auth.metrics import AuthCounts, EnvTokenOutcome
+from services.auth.operator import Operators
 from services.auth.settings import AuthSettings
 from shared.sessions import SessionStore
 from shared.upstox.client import UpstoxClient
@@ -31,9 +32,12 @@ class AuthContext:
     metrics: AuthCounts
     keeper: Keeper
     authorize_limit: AuthorizeLimit  # logins started per client address
+    operators: Operators  # operator sign-in codes and sessions
+    operator_login_limit: AuthorizeLimit  # operator sign-in attempts per client address
     env_token: EnvToken | None = None  # UPSTOX_ACCESS_TOKEN, if set
     bootstrap: asyncio.Task[EnvTokenOutcome] | None = None  # the UPSTOX_ACCESS_TOKEN check, if any
     restorer: asyncio.Task[None] | None = None  # the restore loop (`restore.py`)
+    announcer: asyncio.Task[None] | None = None  # the start's operator sign-in link, if any
 
 
 def get_context(request: Request) -> AuthContext:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from services.auth.context import AuthContext, Ctx
+from services.auth.guard import current_operator, operator_required
 from services.auth.metrics import LoginFailure
 from services.auth.respond import NO_STORE, prefers_json, problem
 from services.auth.state import MAX_NEXT_LENGTH, consume_state, new_state, safe_next_url
@@ -37,8 +38,10 @@ class LoginRefused(Exception):
 async def authorize(request: Request, context: Ctx, next: str | None = None) -> Response:
     """302 to Upstox's login dialog; `Accept: application/json` gets `{"auth_url": ...}`.
 
-    Refused before anything is stored: a client over its rate (429, Retry-After), a `next`
-    that is not a short same-site path (400)."""
+    Refused before anything is stored: a client over its rate (429, Retry-After), anyone but
+    the operator (401, a browser is sent to sign in), a `next` that is not a short same-site
+    path (400). Only here is an OAuth state created, so only the operator starts a login that
+    `/exchange-token` completes."""
     settings = context.settings
     client = request.client.host if request.client is not None else ""
     wait = context.authorize_limit.take(client, time.monotonic())
@@ -56,6 +59,8 @@ async def authorize(request: Request, context: Ctx, next: str | None = None) -> 
         )
         response.headers["Retry-After"] = str(wait)
         return response
+    if await current_operator(request, context) is None:
+        return operator_required(request)
     next_url = safe_next_url(next, settings.auth_dashboard_url)
     if next_url is None:
         context.metrics.login_starts_refused["bad_next"] += 1
@@ -85,7 +90,11 @@ async def exchange_token(
     state: str | None = None,
     error: str | None = None,
 ) -> Response:
-    """The OAuth callback: state checked and spent, code exchanged, session stored, event sent."""
+    """The OAuth callback: state checked and spent, code exchanged, session stored, event sent.
+
+    Open to anyone, as it must be: Upstox's redirect is a cross-site navigation, which carries
+    no SameSite=Strict cookie. It completes only a state that the operator's `/authorize`
+    stored (single use, short TTL); any other state is refused before Upstox is asked."""
     try:
         session, next_url = await _complete_login(context, code, state, error)
     except LoginRefused as refused:

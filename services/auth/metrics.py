@@ -24,6 +24,7 @@ __all__ = [
     "EnvTokenOutcome",
     "LoginFailure",
     "LoginStartRefusal",
+    "OperatorSignIn",
     "RecoveryEvent",
     "TokenExchange",
     "TokenRead",
@@ -45,6 +46,8 @@ LoginStartRefusal = Literal["rate", "bad_next"]
 TokenExchange = Literal["ok", "refused", "error"]
 EnvTokenOutcome = Literal["stored", "unchanged", "refused"]
 TokenRead = Literal["granted", "denied"]
+# `rate`: over AUTH_OPERATOR_LOGINS_PER_MINUTE for its address; `refused`: wrong password or code.
+OperatorSignIn = Literal["ok", "refused", "rate"]
 # What the restore loop and a logout without Redis did with the durable copy (`restore.py`).
 RecoveryEvent = Literal[
     "restored",
@@ -67,6 +70,7 @@ class AuthCounts:
     env_token: Counter[str] = field(default_factory=Counter)
     internal_token_reads: Counter[str] = field(default_factory=Counter)
     recovery: Counter[str] = field(default_factory=Counter)
+    operator_sign_ins: Counter[str] = field(default_factory=Counter)
     state_errors: int = 0  # AUTH_STATE_DIR could not be read or written
 
 
@@ -122,6 +126,13 @@ class AuthCollector(Collector):
             "event",
             counts.recovery,
             get_args(RecoveryEvent),
+        )
+        yield labelled_counter(
+            PREFIX + "operator_sign_ins",
+            "Operator sign-in attempts (password or one-time link), by outcome.",
+            "outcome",
+            counts.operator_sign_ins,
+            get_args(OperatorSignIn),
         )
         yield counter(
             PREFIX + "state_errors",

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
 import time
 from typing import Annotated, Any, Final
-from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from redis.exceptions import RedisError
 
 from services.auth.context import AuthContext, Ctx
-from services.auth.pages import home_page
+from services.auth.guard import (
+    body_fields,
+    current_operator,
+    operator_acting,
+    operator_required,
+)
+from services.auth.pages import home_page, sign_in_page
 from services.auth.respond import NO_STORE, prefers_html, problem
 from shared.ist import format_ist
 from shared.redis_contract import StoredSession
@@ -79,17 +83,30 @@ async def token(
 
 
 @router.get("/session")
-async def active_session(context: Ctx) -> Response:
-    """Who is logged in until when (the dashboard's header), or `{"logged_in": false}`."""
+async def active_session(request: Request, context: Ctx) -> Response:
+    """Whether the feed is logged in to Upstox, and until when (the dashboard's header).
+
+    Anyone gets only `logged_in`, `valid`, `expires_at` (or `{"logged_in": false}`); the
+    operator also gets who is logged in, `"operator": true` and the CSRF token of their
+    session (only a page of this site can read it: auth sends no permissive CORS)."""
+    operator = await current_operator(request, context)
     session = await context.store.active()
-    if session is None:
-        return JSONResponse({"logged_in": False}, headers=NO_STORE)
-    return JSONResponse({"logged_in": True, **session_metadata(session)}, headers=NO_STORE)
+    body: dict[str, Any] = {"logged_in": session is not None}
+    if session is not None:
+        shown = session_metadata(session)
+        if operator is None:
+            shown = {name: shown[name] for name in ("valid", "expires_at")}
+        body.update(shown)
+    if operator is not None:
+        body.update(operator=True, csrf_token=operator.session.csrf_token)
+    return JSONResponse(body, headers=NO_STORE)
 
 
 @router.get("/user-profile/{user_id}")
 async def user_profile(request: Request, context: Ctx, user_id: UserId) -> Response:
-    """The user's profile, fetched from Upstox with the stored token."""
+    """The user's profile, fetched from Upstox with the stored token: the operator's only."""
+    if await current_operator(request, context) is None:
+        return operator_required(request)
     session = await context.store.get(user_id)
     if session is None:
         return _no_session(request, user_id)
@@ -118,9 +135,12 @@ async def logout(request: Request, context: Ctx) -> Response:
 
     With Redis down the logout is still taken when auth keeps a durable copy: revoked at Upstox
     with the copy's token, the copy removed, the logout recorded; the restore loop deletes the
-    session and announces the logout once Redis is back (`restore.py`)."""
-    if not _origin_allowed(request, context):
-        return problem(request, 403, "forbidden", "cross-site logout refused", "Forbidden")
+    session and announces the logout once Redis is back (`restore.py`).
+
+    The operator's only, same-site, with the session's CSRF token (`guard.py`)."""
+    acting = await operator_acting(request, context)
+    if isinstance(acting, Response):
+        return acting
     requested = await _logout_user_id(request)
     copy = context.keeper.session()
     redis_up = True
@@ -183,43 +203,23 @@ async def _logout_at_upstox(context: AuthContext, session: StoredSession | None)
 
 async def _logout_user_id(request: Request) -> str | None:
     """`user_id` from the query, a JSON body or a form body; None: the active user."""
-    value: object = request.query_params.get("user_id")
+    value = request.query_params.get("user_id")
     if value is None:
-        body = await request.body()
-        content_type = request.headers.get("content-type", "")
-        if body and len(body) <= 4096:
-            if "json" in content_type:
-                try:
-                    parsed = json.loads(body)
-                except ValueError:
-                    parsed = None
-                value = parsed.get("user_id") if isinstance(parsed, dict) else None
-            elif "x-www-form-urlencoded" in content_type:
-                values = parse_qs(body.decode("utf-8", "replace")).get("user_id", [])
-                value = values[0] if values else None
-    if isinstance(value, str) and re.fullmatch(USER_ID_PATTERN, value):
+        value = (await body_fields(request)).get("user_id")
+    if value is not None and re.fullmatch(USER_ID_PATTERN, value):
         return value
     return None
 
 
-def _origin_allowed(request: Request, context: AuthContext) -> bool:
-    """A browser POST must come from this site or an allowed origin (logout is not a GET)."""
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True  # not a cross-site browser request: curl, a service, a same-origin form
-    if origin.rstrip("/") in context.settings.auth_cors_origins:
-        return True
-    # Compare host names only: a proxy may drop the port from Host, and ports are not sites.
-    origin_host = urlsplit(origin).hostname
-    hosts = (request.headers.get("host"), request.headers.get("x-forwarded-host"))
-    return origin_host is not None and any(
-        host and urlsplit(f"//{host}").hostname == origin_host for host in hosts
-    )
-
-
 @router.get("/", response_class=HTMLResponse)
-async def home(context: Ctx) -> Response:
+async def home(request: Request, context: Ctx) -> Response:
+    """The operator's page; anyone else gets the sign-in page (and learns nobody's name)."""
+    operator = await current_operator(request, context)
+    dashboard = context.settings.auth_dashboard_url
+    if operator is None:
+        page = sign_in_page(context.settings.auth_operator_password is not None, dashboard)
+        return HTMLResponse(page, headers=NO_STORE)
     session = await context.store.active()
     valid = session is not None and is_valid(session)
-    page = home_page(session, valid, context.settings.auth_dashboard_url)
+    page = home_page(session, valid, dashboard, operator.session.csrf_token)
     return HTMLResponse(page, headers=NO_STORE)

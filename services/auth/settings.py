@@ -1,6 +1,6 @@
 """auth's settings: the Upstox app's credentials (API_KEY, API_SECRET), an optional
-UPSTOX_ACCESS_TOKEN, where the login returns, which browser origins may call auth, and where
-the login's durable copy lives."""
+UPSTOX_ACCESS_TOKEN, where the login returns, which browser origins may call auth, where the
+login's durable copy lives, and the operator's credential and session."""
 
 from __future__ import annotations
 
@@ -67,6 +67,32 @@ class AuthSettings(CommonSettings):
         "burst or spread out; beyond it auth answers 429 with Retry-After (each start stores "
         "an OAuth state in Redis).",
     )
+    auth_operator_password: SecretStr | None = Field(
+        default=None,
+        description="The operator's password (an .env secret): signs in on auth's page "
+        "(/auth/). Unset: auth prints a one-time sign-in link in its log at start, and "
+        "`tickstream operator-link` mints another.",
+    )
+    auth_operator_session_hours: float = Field(
+        default=12,
+        gt=0,
+        le=720,
+        description="How long an operator stays signed in (the cookie's Max-Age and the "
+        "session's TTL in Redis).",
+    )
+    auth_operator_link_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=1440,
+        description="How long a one-time operator sign-in link stays redeemable.",
+    )
+    auth_operator_logins_per_minute: int = Field(
+        default=5,
+        ge=1,
+        le=600,
+        description="Operator sign-in attempts (password or link) one client address may make "
+        "per minute; beyond it auth answers 429 with Retry-After.",
+    )
     auth_restore_interval_seconds: float = Field(
         default=2.0,
         gt=0,
@@ -91,10 +117,20 @@ class AuthSettings(CommonSettings):
             return DEMO_CLIENT_ID if info.field_name == "api_key" else DEMO_CLIENT_SECRET
         return value
 
-    @field_validator("upstox_access_token", "auth_state_dir", mode="before")
+    @field_validator(
+        "upstox_access_token", "auth_state_dir", "auth_operator_password", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("auth_operator_password")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # Guessing is rate-limited per address, not per account: a short password is guessable.
+        if value is not None and len(value.get_secret_value()) < 12:
+            raise ValueError("at least 12 characters (or leave it unset to sign in by link)")
+        return value
 
     @field_validator("upstox_dialog_base_url", mode="before")
     @classmethod

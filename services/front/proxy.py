@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -190,9 +191,14 @@ class FrontApp:
     def _http_client(self) -> httpx.AsyncClient:
         if self._client is None:
             # trust_env=False: every upstream is local; a proxy from the environment must not
-            # intercept them.
+            # intercept them. A cookie jar that keeps nothing: the client is shared by every
+            # browser, so a Set-Cookie it kept (the operator's session) would go out with
+            # everyone's requests; cookies pass through as headers, each browser its own.
             self._client = httpx.AsyncClient(
-                timeout=HTTP_TIMEOUT, follow_redirects=False, trust_env=False
+                timeout=HTTP_TIMEOUT,
+                follow_redirects=False,
+                trust_env=False,
+                cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
             )
         return self._client
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from services.auth.app import create_app
 from services.auth.context import AuthContext
+from services.auth.operator import mint_code
 from services.auth.settings import AuthSettings
 from shared.redis_contract import TOKEN_EVENTS, TokenEvent
 from shared.settings import load_settings
@@ -124,14 +125,35 @@ class RunningAuth:
 
 
 @contextlib.asynccontextmanager
-async def running_auth(settings: AuthSettings) -> AsyncIterator[RunningAuth]:
-    """auth under uvicorn on a free port, and an HTTP client for it (redirects not followed)."""
+async def running_auth(
+    settings: AuthSettings, *, operator: bool = True
+) -> AsyncIterator[RunningAuth]:
+    """auth under uvicorn on a free port, and an HTTP client for it (redirects not followed).
+
+    `operator`: the client signs in as the operator first (a one-time code, as the CLI mints
+    it) and sends the session's CSRF token with every request; else it is anyone."""
     app = create_app(settings)
     async with (
         running_server(app) as server,
         httpx.AsyncClient(base_url=server.http_url, timeout=30) as http,
     ):
-        yield RunningAuth(app, server, http)
+        auth = RunningAuth(app, server, http)
+        if operator:
+            await sign_in_as_operator(auth)
+        yield auth
+
+
+async def sign_in_as_operator(auth: RunningAuth) -> str:
+    """Redeem a fresh one-time code with `auth.http`: its cookie jar then holds the operator's
+    cookie, and its headers the session's CSRF token (returned)."""
+    code = await mint_code(auth.context.redis, 600)
+    signed = await auth.http.get(
+        "/operator", params={"code": code}, headers={"Accept": "application/json"}
+    )
+    assert signed.status_code == 200, signed.text
+    token: str = signed.json()["csrf_token"]
+    auth.http.headers["X-CSRF-Token"] = token
+    return token
 
 
 async def dialog_login(

@@ -247,7 +247,7 @@ async def test_a_refused_environment_token_is_logged_and_auth_still_serves(
         assert await auth.context.bootstrap == "refused"
         assert (await auth.http.get("/healthz")).status_code == 200
         assert (await auth.http.get("/readyz")).status_code == 200
-        assert (await auth.http.get("/session")).json() == {"logged_in": False}
+        assert (await auth.http.get("/session")).json()["logged_in"] is False
         login = await auth.http.get("/authorize", headers=HTML)
         assert login.status_code == 302
         metrics = (await auth.http.get("/metrics")).text
@@ -330,7 +330,7 @@ async def test_logout_ends_the_session_at_upstox_and_here(
     assert logout.status_code == 200
     assert logout.json() == {"logged_out": True, "user_id": "DEMO01", "upstox": "ok"}
     assert token not in logout.text
-    assert session == {"logged_in": False}
+    assert session["logged_in"] is False
     assert await token_events.next() == TokenEvent(event="logout", user_id="DEMO01")
     assert await redis_client.keys("tickstream:session:*") == []
     async with UpstoxClient(simulator.http_url) as upstox:

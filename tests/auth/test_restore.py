@@ -35,6 +35,7 @@ from tests.auth.conftest import (
     dialog_login,
     listening,
     running_auth,
+    sign_in_as_operator,
 )
 from tests.support.simulator import SimulatorHandle
 from tests.support.waiting import eventually
@@ -166,6 +167,7 @@ async def test_the_environment_token_is_stored_again_when_missing(
         assert await SessionStore(redis_client).active_token() == ("DEMO01", simulator.demo_token)
 
         # After a logout it stays logged out (and Upstox revoked the token anyway).
+        await sign_in_as_operator(auth)  # the flush ended the operator's session too
         assert (await auth.http.post("/logout")).status_code == 200
         assert await token_events.next() == TokenEvent(event="logout", user_id="DEMO01")
         await round_of(auth)
@@ -264,6 +266,7 @@ async def test_a_login_while_a_logout_is_pending_voids_it(
 ) -> None:
     async with redis_down(redis_server, redis_client):
         assert (await auth.http.post("/logout")).status_code == 200
+    await sign_in_as_operator(auth)  # Redis came back empty: the operator signs in again
     await browser_login(auth, simulator)  # the same user again, before a round ran
     assert auth.context.keeper.logouts() == {}
     assert await round_of(auth) == []

@@ -372,9 +372,25 @@ async def test_new_epoch_after_an_ingestor_failover_takes_a_snapshot(session: Se
     assert await page.evaluate("() => window.tickstream.conn.stats.connects") == connects
 
 
-async def test_logout_and_login_through_the_simulated_upstox_dialog(session: Session) -> None:
+async def test_the_operator_signs_in_logs_out_and_in_through_the_simulated_upstox_dialog(
+    session: Session,
+) -> None:
     page = session.page
-    await page.wait_for_selector('#session[data-state="in"]', timeout=WAIT_MS)
+    # A viewer: whether the feed is logged in, nobody's name, no buttons but "Operator".
+    await page.wait_for_selector('#session[data-state="in"][data-role="viewer"]', timeout=WAIT_MS)
+    viewer = await page.locator("#session-text").inner_text()
+    assert viewer.startswith("Upstox feed: logged in, until") and "DEMO01" not in viewer
+    assert not await page.locator("#logout").is_visible()
+    assert not await page.locator("#login").is_visible()
+    assert await page.locator("#operator").get_attribute("href") == "/auth/"
+
+    # The operator opens the one-time link, then comes back to the dashboard.
+    await page.goto(await session.stack.mint_operator_link())
+    assert await page.locator("form[action=sign-out]").is_visible()
+    await page.goto(session.stack.front_url + "/")
+    await page.wait_for_selector('#session[data-state="in"][data-role="operator"]', timeout=WAIT_MS)
+    assert "DEMO01" in await page.locator("#session-text").inner_text()
+    assert not await page.locator("#operator").is_visible()
     await page.click("#logout")
     await page.wait_for_selector('#session[data-state="out"]', timeout=WAIT_MS)
     assert await page.locator("#login").is_visible()

@@ -10,7 +10,8 @@ with running_stack(gateways=2) as stack:      # blocks until every service is re
     stack.start("gateway-1")                  # same port, waits until ready
     await stack.astart("gateway-1")           # the same from async code (keeps the loop free)
     await stack.admin("drop-connections")     # the simulator's fault API
-    await stack.login()                       # the browser's login, through the front
+    await stack.login()                       # the operator's login, through the front
+    async with stack.operator() as browser: ...  # a client signed in as the operator
 ```
 
 or as a pytest fixture: `whole_stack` (module scope: one stack per test module) — import it into a
@@ -31,7 +32,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -39,6 +40,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from services.auth.operator import mint_code
 from services.dev.stack import DevStack
 from services.dev.topology import Options, gateway_name, ingestor_name
 from shared import redis_contract as rc
@@ -62,6 +64,9 @@ FAST_SETTINGS: Mapping[str, str] = {
     "INGESTOR_PING_TIMEOUT": "5",
     "GATEWAY_DEMAND_LEASE_SECONDS": "3",
 }
+
+# Every test signs in as the operator from 127.0.0.1: many sign-ins a minute from one address.
+TEST_SETTINGS: Mapping[str, str] = {"AUTH_OPERATOR_LOGINS_PER_MINUTE": "600"}
 
 _counter = itertools.count(1)
 
@@ -221,13 +226,35 @@ class Stack:
 
     # ---- the browser's login -------------------------------------------------------------
 
+    async def mint_operator_link(self) -> str:
+        """A one-time operator sign-in link, minted as `tickstream operator-link` does."""
+        client: aioredis.Redis = aioredis.Redis.from_url(self.redis_url)
+        try:
+            code = await mint_code(client, 600)
+        finally:
+            await client.aclose()
+        return f"{self.front_url}/auth/operator?code={code}"
+
+    @contextlib.asynccontextmanager
+    async def operator(self) -> AsyncIterator[httpx.AsyncClient]:
+        """A browser signed in as the operator through the front (its cookie jar holds the
+        operator's cookie; every request carries the session's CSRF token)."""
+        async with httpx.AsyncClient(timeout=20, trust_env=False, follow_redirects=True) as browser:
+            signed = await browser.get(await self.mint_operator_link())
+            _expect_ok(signed, "the operator's sign-in link")
+            session = await browser.get(self.front_url + "/session")
+            _expect_ok(session, "GET /session as the operator")
+            browser.headers["X-CSRF-Token"] = session.json()["csrf_token"]
+            yield browser
+
     async def login(self, user_id: str | None = None) -> httpx.Response:
-        """Log in as a user does: the front's /authorize, the simulated Upstox dialog (through
-        the front), its button, back to /exchange-token, on to the dashboard.
+        """Log in as the operator does: sign in (a one-time link), the front's /authorize, the
+        simulated Upstox dialog (through the front), its button, back to /exchange-token, on
+        to the dashboard.
 
         Returns the last response (the dashboard page). Raises if any step fails.
         """
-        async with httpx.AsyncClient(timeout=20, trust_env=False, follow_redirects=True) as browser:
+        async with self.operator() as browser:
             dialog = await browser.get(self.front_url + "/authorize")
             _expect_ok(dialog, "GET /authorize (to the login dialog)")
             form = _parse_form(dialog.text)
@@ -287,7 +314,7 @@ def running_stack(
     fast: bool = True,
 ) -> Iterator[Stack]:
     """The whole topology on free ports until the block ends (then every process is stopped)."""
-    env = {**(FAST_SETTINGS if fast else {}), **(overrides or {})}
+    env = {**TEST_SETTINGS, **(FAST_SETTINGS if fast else {}), **(overrides or {})}
     options = Options(port=0, gateways=gateways, redis_url=redis_url)
     dev = DevStack(options, overrides=env, base_env=_base_env())
     log_path = ARTIFACTS / f"stack-{os.getpid()}-{next(_counter)}.log"

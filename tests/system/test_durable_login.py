@@ -113,7 +113,8 @@ async def test_a_redis_crash_then_an_upstream_drop_resumes_without_a_login(
 
     assert await feed_users(stack) == [USER]
     assert await logins(stack) == signed_in  # nobody logged in again
-    session = (await auth_get(stack, "/session")).json()
+    async with stack.operator() as operator:
+        session = (await operator.get(stack.front_url + "/session")).json()
     assert (session["logged_in"], session["user_id"]) == (True, USER)
     assert client.connections == 1
     stack.assert_survivors(before, killed="redis")
@@ -149,14 +150,14 @@ async def test_a_logout_while_redis_is_down_stops_the_feed_once_it_is_back(
     # The snapshot holds the login: Redis comes back with it, and must still forget it.
     await snapshot_now(stack)
 
-    await stack.akill("redis")
-    try:
-        async with httpx.AsyncClient(timeout=20, trust_env=False) as browser:
+    async with stack.operator() as browser:  # signed in while Redis is up
+        await stack.akill("redis")
+        try:
             logout = await browser.post(
                 stack.front_url + "/logout", headers={"Accept": "application/json"}
             )
-    finally:
-        await stack.astart("redis")
+        finally:
+            await stack.astart("redis")
     assert logout.status_code == 200, logout.text
     assert (logout.json()["logged_out"], logout.json()["user_id"]) == (True, USER)
 

@@ -457,6 +457,9 @@ function showNotice(text) {
   }, 8000);
 }
 
+// The operator's CSRF token, from the last /session (empty for a viewer).
+let csrfToken = "";
+
 async function refreshSession() {
   const s = await fetchSession();
   const root = $("session");
@@ -468,6 +471,11 @@ async function refreshSession() {
   const text = $("session-text");
   const loginBtn = $("login");
   const logoutBtn = $("logout");
+  // Log in / Log out are the operator's; a viewer gets only the way to sign in as one.
+  const operator = s.available && s.operator === true;
+  csrfToken = operator ? s.csrf_token : "";
+  root.dataset.role = operator ? "operator" : "viewer";
+  $("operator").hidden = !s.available || operator;
   if (!s.available) {
     root.dataset.state = "unavailable";
     text.textContent = "Login service unavailable";
@@ -476,20 +484,29 @@ async function refreshSession() {
     return;
   }
   if (s.logged_in) {
-    const who = s.user_name ? `${s.user_name} (${s.user_id})` : s.user_id;
     const until = expiryMs(s);
     root.dataset.state = s.valid === false ? "invalid" : "in";
-    text.textContent =
-      s.valid === false
-        ? `${who} · token rejected, log in again`
-        : `${who} · until ${fmt.dateTimeIst(until)}`;
-    text.title = `Upstox user ${s.user_id}`;
-    loginBtn.hidden = s.valid !== false;
-    logoutBtn.hidden = false;
+    if (operator) {
+      const who = s.user_name ? `${s.user_name} (${s.user_id})` : s.user_id;
+      text.textContent =
+        s.valid === false
+          ? `${who} · token rejected, log in again`
+          : `${who} · until ${fmt.dateTimeIst(until)}`;
+      text.title = `Upstox user ${s.user_id}`;
+    } else {
+      text.textContent =
+        s.valid === false
+          ? "Upstox feed: login rejected"
+          : `Upstox feed: logged in, until ${fmt.dateTimeIst(until)}`;
+      text.title = "";
+    }
+    loginBtn.hidden = !operator || s.valid !== false;
+    logoutBtn.hidden = !operator;
   } else {
     root.dataset.state = "out";
-    text.textContent = "Not logged in to Upstox";
-    loginBtn.hidden = false;
+    text.textContent = operator ? "Not logged in to Upstox" : "Upstox feed: not logged in";
+    text.title = "";
+    loginBtn.hidden = !operator;
     logoutBtn.hidden = true;
   }
 }
@@ -497,7 +514,7 @@ async function refreshSession() {
 $("login").addEventListener("click", () => login());
 $("logout").addEventListener("click", async () => {
   try {
-    if (!(await logout())) showNotice("Logout failed; try again.");
+    if (!(await logout(csrfToken))) showNotice("Logout failed; try again.");
   } catch {
     showNotice("Logout failed: the login service is unreachable.");
   }

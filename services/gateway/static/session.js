@@ -1,7 +1,10 @@
-// Login state from the auth service on the same origin: who is logged in to Upstox and until
-// when. The token itself never reaches the page; `/session` says only who and until when.
+// Login state from the auth service on the same origin: whether the feed is logged in to Upstox
+// and until when. The token itself never reaches the page. Only the signed-in operator (auth's
+// HttpOnly cookie, sent along by the browser) also learns who, and gets the CSRF token that
+// logging out needs.
 
-/** GET /session -> {logged_in, user_id, user_name, expires_at, valid} or {available: false}. */
+/** GET /session -> {logged_in, valid, expires_at} for anyone; the operator also gets
+ * {user_id, user_name, operator: true, csrf_token}; {available: false} when auth is down. */
 export async function fetchSession(fetchImpl = window.fetch.bind(window)) {
   try {
     const res = await fetchImpl("/session", {
@@ -22,11 +25,14 @@ export function login(loc = window.location) {
   loc.assign("/authorize");
 }
 
-export async function logout(fetchImpl = window.fetch.bind(window)) {
+// Where the operator signs in (auth's own page, behind the front).
+export const OPERATOR_PAGE = "/auth/";
+
+export async function logout(csrfToken, fetchImpl = window.fetch.bind(window)) {
   const res = await fetchImpl("/logout", {
     method: "POST",
     credentials: "same-origin",
-    headers: { Accept: "application/json" },
+    headers: { Accept: "application/json", "X-CSRF-Token": csrfToken || "" },
   });
   return res.ok;
 }
