@@ -15,6 +15,19 @@ export function feedUrl(loc = window.location) {
   return `${scheme}//${loc.host}/ws`;
 }
 
+/**
+ * Whether a close means this viewer's credential is gone (4003: the token expired; 1008
+ * "unauthorized": none or a bad one), so reconnecting would only be refused again.
+ */
+export function needsSignIn(code, reason) {
+  return code === 4003 || (code === 1008 && reason === "unauthorized");
+}
+
+/** The sign-in page, coming back to where the page is now. */
+export function signInUrl(loc = window.location) {
+  return `/signin?next=${encodeURIComponent(loc.pathname + loc.search)}`;
+}
+
 const CHUNK = 100; // keys per subscribe message: small frames, well under any size limit
 
 function chunks(list, size) {
@@ -77,6 +90,7 @@ export class FeedConnection {
     this.pingIntervalMs = options.pingIntervalMs ?? 15000;
     this.deadAfterMs = options.deadAfterMs ?? 30000;
     this.backoff = options.backoff || {};
+    this.signIn = options.signIn || (() => window.location.assign(signInUrl()));
     this.wanted = new Map(); // key -> mode
     this.sent = new Map(); // key -> mode, as the server has it on this connection
     this.pending = new Map(); // request id -> keys of a subscribe not yet acknowledged
@@ -196,7 +210,14 @@ export class FeedConnection {
       clearInterval(this.watchTimer);
       this.sent.clear();
       this.pending.clear();
-      if (!this.stopped) this.scheduleReconnect({ code: event.code, reason: event.reason });
+      if (this.stopped) return;
+      if (needsSignIn(event.code, event.reason)) {
+        this.stopped = true;
+        this.emitState("stopped", { code: event.code, reason: event.reason });
+        this.signIn();
+        return;
+      }
+      this.scheduleReconnect({ code: event.code, reason: event.reason });
     };
     ws.onerror = () => {
       // onclose follows and does the work; nothing useful is in an error event.
