@@ -85,10 +85,11 @@ def histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, buckets=buckets.cumulative(), sum_value=buckets.total)
 
 
-def registry_for(collector: Collector) -> CollectorRegistry:
-    """A registry of its own holding `collector` (no process-wide default registry)."""
+def registry_for(*collectors: Collector) -> CollectorRegistry:
+    """A registry of its own holding `collectors` (no process-wide default registry)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    for collector in collectors:
+        registry.register(collector)
     return registry
 
 

@@ -21,6 +21,8 @@ table for people. All names start with `PREFIX`.
 | `ingestor:status` | string, TTL | ingestor | `IngestorStatus` JSON |
 | `ingestor:refused` | hash | ingestor | field instrument key, value "modes: reason" (refusal) |
 | `events:ingestor` | channel | ingestor | `IngestorStatus` JSON, on change |
+| `history:cache:{key}:{unit}:{interval}:{span}` | string, TTL | gateway | candle rows or error |
+| `history:lock:{key}:{unit}:{interval}:{span}` | string, PX | gateway | id of the replica asking |
 """
 
 from __future__ import annotations
@@ -83,6 +85,16 @@ def demand_key(replica_id: str) -> str:
 
 def replica_of_demand_key(name: str) -> str:
     return name.removeprefix(f"{PREFIX}:demand:")
+
+
+# /api/history's cache, shared by the replicas: one entry per chart part (`span` is
+# `intraday:{date}` or `{from}..{to}`), and the single-flight lock of the replica filling it.
+def history_cache_key(instrument_key: str, unit: str, interval: int, span: str) -> str:
+    return f"{PREFIX}:history:cache:{instrument_key}:{unit}:{interval}:{span}"
+
+
+def history_lock_key(instrument_key: str, unit: str, interval: int, span: str) -> str:
+    return f"{PREFIX}:history:lock:{instrument_key}:{unit}:{interval}:{span}"
 
 
 def tick_channel(mode: Mode, instrument_key: str) -> str:

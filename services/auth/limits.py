@@ -12,37 +12,11 @@ longest.
 
 from __future__ import annotations
 
-import math
-from collections import OrderedDict
-
-from shared.token_bucket import TokenBucket
+from shared.token_bucket import BucketTable
 
 __all__ = ["AuthorizeLimit"]
 
 
-class AuthorizeLimit:
-    """Admits or refuses one start per call, per client address."""
-
-    def __init__(self, per_minute: int, max_clients: int = 10_000) -> None:
-        if per_minute < 1 or max_clients < 1:
-            raise ValueError("per_minute and max_clients must be at least 1")
-        self._capacity = float(per_minute)
-        self._rate = per_minute / 60.0  # tokens per second
-        self._max_clients = max_clients
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def take(self, client: str, now: float) -> int:
-        """0 when `client` may start a login now (a token is spent), else how many whole
-        seconds until it may (the Retry-After)."""
-        bucket = self._buckets.pop(client, None)
-        if bucket is None:
-            bucket = TokenBucket(self._rate, now, capacity=self._capacity)
-        self._buckets[client] = bucket  # most recently seen last
-        while len(self._buckets) > self._max_clients:
-            self._buckets.popitem(last=False)
-        if bucket.take(now):
-            return 0
-        return max(1, math.ceil(bucket.seconds_to_next()))
+class AuthorizeLimit(BucketTable):
+    """Admits or refuses one start per call, per client address (`take` answers 0, or the
+    Retry-After in whole seconds)."""

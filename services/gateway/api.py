@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -12,6 +14,15 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 
+from services.gateway.history import (
+    Failure,
+    History,
+    Part,
+    Rows,
+    chart_parts,
+    merge_rows,
+    viewer_of,
+)
 from services.gateway.hub import Hub
 from services.gateway.instruments import CatalogueError, CatalogueSource
 from shared import redis_contract as rc
@@ -46,6 +57,7 @@ class ApiContext:
     sessions: SessionStore
     catalogue: CatalogueSource
     registry: CollectorRegistry
+    history: History
 
 
 def _context(request: Request) -> ApiContext:
@@ -122,33 +134,66 @@ async def history(
     interval: Annotated[int, Query(ge=1, le=300)] = 1,
     days: Annotated[int, Query(ge=0, le=MAX_HISTORY_DAYS)] = 0,
 ) -> Response:
-    """Candles for charts, oldest first: today's (intraday) and, with `days`, the days before."""
+    """Candles for charts, oldest first: today's (intraday) and, with `days`, the days before;
+    from the replicas' shared cache when another viewer asked lately (`history.py`)."""
+    context = _context(request)
+    refused = _over_history_rate(request, context)
+    if refused is not None:
+        return refused
     if not is_instrument_key(key):
         return _error(400, "bad_key", "malformed instrument key: expected SEGMENT|IDENTIFIER")
     if unit not in CANDLE_UNITS:
         return _error(400, "bad_unit", f"unit must be one of {', '.join(CANDLE_UNITS)}")
-    context = _context(request)
     token = await _token(context)
     if isinstance(token, JSONResponse):
         return token
-    candles: list[Candle] = []
+    today = now_ist().date()
+    found: list[Rows] = []
     try:
-        if days:
-            today = now_ist().date()
-            candles += await context.upstox.historical_candles(
-                token,
-                key,
-                unit,
-                interval,
-                today - dt.timedelta(days=1),
-                today - dt.timedelta(days=days),
-            )
-        candles += await context.upstox.intraday_candles(token, key, unit, interval)
-    except UpstoxError as error:
-        return _upstox_error(error)
+        for part in chart_parts(key, unit, interval, days, today, context.history.intraday_ttl_ms):
+            load = functools.partial(_load_part, context.upstox, token, part)
+            answer = await context.history.cache.get(part, token, load)
+            if answer is None:
+                return _error(503, "history_busy", "Upstox is slow to answer: try again shortly")
+            if isinstance(answer, Failure):
+                return Response(answer.body, answer.status, media_type="application/json")
+            found.append(answer)
+    except REDIS_ERRORS:
+        return _error(503, "redis_unavailable", "the history cache (Redis) is unreachable")
     return JSONResponse(
-        {"key": key, "unit": unit, "interval": interval, "candles": _candle_rows(candles)}
+        {"key": key, "unit": unit, "interval": interval, "candles": merge_rows(found)}
     )
+
+
+def _over_history_rate(request: Request, context: ApiContext) -> JSONResponse | None:
+    """429 once the caller has spent its `GATEWAY_HISTORY_PER_MINUTE` (cached answers count:
+    this bounds a viewer, not Upstox)."""
+    client = request.client.host if request.client else None
+    wait = context.history.viewers.take(viewer_of(request.state, client), time.monotonic())
+    if not wait:
+        return None
+    context.history.stats.rate_limited += 1
+    per_minute = context.hub.settings.gateway_history_per_minute
+    response = _error(
+        429, "rate_limited", f"over {per_minute} history requests a minute: try again later"
+    )
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
+async def _load_part(upstox: UpstoxClient, token: str, part: Part) -> Rows | Failure:
+    """One Upstox call of a chart, as rows or as the error answer it becomes."""
+    try:
+        if part.first is None:
+            candles = await upstox.intraday_candles(token, part.key, part.unit, part.interval)
+        else:
+            candles = await upstox.historical_candles(
+                token, part.key, part.unit, part.interval, part.last or part.first, part.first
+            )
+    except UpstoxError as error:
+        answer = _upstox_error(error)
+        return Failure(answer.status_code, bytes(answer.body))
+    return _candle_rows(candles)
 
 
 @router.get("/api/holidays")

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.gateway.access import Admission
 from services.gateway.api import ApiContext, router
 from services.gateway.connection import ADMISSION_STATE_KEY, HUB_STATE_KEY, GatewayConnection
+from services.gateway.history import History, HistoryCollector
 from services.gateway.hub import Hub
 from services.gateway.instruments import CatalogueSource
 from services.gateway.metrics import HubCollector
@@ -89,12 +90,18 @@ def create_app(settings: GatewaySettings | None = None, static_dir: Path | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await hub.start()
         upstox = UpstoxClient(settings.upstox_base_url, settings.upstox_timeout_seconds)
+        history = History.create(
+            hub.broker.redis,
+            settings.gateway_history_per_minute,
+            settings.gateway_history_cache_seconds,
+        )
         app.state.api = ApiContext(
             hub=hub,
             upstox=upstox,
             sessions=SessionStore(hub.broker.redis, settings.token_encryption_key),
             catalogue=CatalogueSource(settings.gateway_instruments_source),
-            registry=registry_for(HubCollector(hub)),
+            registry=registry_for(HubCollector(hub), HistoryCollector(history.stats)),
+            history=history,
         )
         logger.info("gateway replica %s started", hub.replica_id)
         try:

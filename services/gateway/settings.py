@@ -131,6 +131,20 @@ class GatewaySettings(CommonSettings):
             "first one (other keys are not held back); 0 sends the initial_feed without it."
         ),
     )
+    gateway_history_per_minute: int = Field(
+        default=60,
+        ge=1,
+        le=60_000,
+        description="/api/history requests one viewer (its token's subject, else its address) "
+        "may make per minute, cached answers included; beyond it: 429 with Retry-After.",
+    )
+    gateway_history_cache_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=600,
+        description="How long today's candles stay in the cache the replicas share (past days "
+        "stay an hour): within it, one Upstox call serves every viewer of a chart.",
+    )
 
     _split_origins = field_validator("gateway_allowed_origins", mode="before")(comma_list)
     _split_keys = field_validator("gateway_api_keys", mode="before")(comma_list)

@@ -9,7 +9,8 @@ every request must carry it in the `X-Admin-Key` header.
 | `POST /admin/stall?seconds=N&scope=all` | no data for N s on every feed, new ones too |
 | `POST /admin/malformed` | send one undecodable binary frame on every feed connection |
 | `POST /admin/tick-interval?ms=N` | change the per-instrument tick period |
-| `GET /admin/stats` | connections, their subscriptions, frames sent |
+| `POST /admin/candle-fault?status=503` | every candle request answers `status` (0: cleared) |
+| `GET /admin/stats` | connections, their subscriptions, frames sent, candle requests |
 
 A stall withholds data frames (`initial_feed`, `live_feed`) while pings are answered and market
 status changes still go out: Upstox's "connected but no data". The default silences the
@@ -87,6 +88,17 @@ async def tick_interval(
     return done(tick_interval_ms=ms)
 
 
+@router.post("/candle-fault")
+async def candle_fault(
+    request: Request, status: Annotated[int, Query(ge=0, le=599)]
+) -> JSONResponse:
+    if status and status < 400:
+        raise EnvelopeError(400, INVALID_INPUT, "a fault is a 4xx or 5xx status, or 0 to clear")
+    state_of(request).candle_fault = status or None
+    return done(candle_fault=status)
+
+
 @router.get("/stats")
 async def stats(request: Request) -> JSONResponse:
-    return done(**state_of(request).hub.stats())
+    sim = state_of(request)
+    return done(**sim.hub.stats(), candle_requests=sim.candle_requests)

@@ -19,7 +19,13 @@ from services.simulator.clock import (
     ist_date,
     ist_ms,
 )
-from services.simulator.errors import INVALID_INPUT, INVALID_INSTRUMENT_KEY, EnvelopeError
+from services.simulator.errors import (
+    INTERNAL,
+    INVALID_INPUT,
+    INVALID_INSTRUMENT_KEY,
+    TOO_MANY_REQUESTS,
+    EnvelopeError,
+)
 from services.simulator.holidays import CLOSED_ON_TRADING_HOLIDAY, holidays_of_year
 from services.simulator.state import require_user, state_of
 from services.simulator.universe import Instrument
@@ -140,7 +146,24 @@ def _locked(request: Request, build: Callable[..., Rows], *args: object) -> Rows
         return build(sim.history, *args)
 
 
-@router.get("/v3/historical-candle/intraday/{instrument_key}/{unit}/{interval}")
+async def _candle_request(request: Request) -> None:
+    """Counted before the token is checked, so refused calls count too (`/admin/stats`); an
+    admin fault (`/admin/candle-fault`) answers in Upstox's envelope, as its outages do."""
+    sim = state_of(request)
+    sim.candle_requests += 1
+    status = sim.candle_fault
+    if status is not None:
+        code = INTERNAL if status >= 500 else TOO_MANY_REQUESTS if status == 429 else INVALID_INPUT
+        raise EnvelopeError(status, code, "Something went wrong... please contact us")
+
+
+# Route dependencies run before the handler's own (the bearer check among them).
+CANDLES: Final = [Depends(_candle_request)]
+
+
+@router.get(
+    "/v3/historical-candle/intraday/{instrument_key}/{unit}/{interval}", dependencies=CANDLES
+)
 async def intraday_candles(
     request: Request, instrument_key: str, unit: str, interval: str, auth: User
 ) -> JSONResponse:
@@ -167,7 +190,10 @@ async def _historical(
     return success({"candles": rows})
 
 
-@router.get("/v3/historical-candle/{instrument_key}/{unit}/{interval}/{to_date}/{from_date}")
+@router.get(
+    "/v3/historical-candle/{instrument_key}/{unit}/{interval}/{to_date}/{from_date}",
+    dependencies=CANDLES,
+)
 async def historical_candles(
     request: Request,
     instrument_key: str,
@@ -180,7 +206,9 @@ async def historical_candles(
     return await _historical(request, instrument_key, unit, interval, to_date, from_date)
 
 
-@router.get("/v3/historical-candle/{instrument_key}/{unit}/{interval}/{to_date}")
+@router.get(
+    "/v3/historical-candle/{instrument_key}/{unit}/{interval}/{to_date}", dependencies=CANDLES
+)
 async def historical_candles_to(
     request: Request, instrument_key: str, unit: str, interval: str, to_date: str, auth: User
 ) -> JSONResponse:

@@ -40,6 +40,10 @@ class SimulatorState:
     hub: FeedHub
     history: MarketModel
     history_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Candle requests received (answered or refused), for tests that count calls to Upstox.
+    candle_requests: int = 0
+    # An admin fault: every candle request is answered with this status until it is cleared.
+    candle_fault: int | None = None
 
 
 def key_limits(settings: SimulatorSettings) -> KeyLimits:
