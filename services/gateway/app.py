@@ -22,7 +22,6 @@ from services.gateway.api import ApiContext, router
 from services.gateway.connection import ADMISSION_STATE_KEY, HUB_STATE_KEY, GatewayConnection
 from services.gateway.history import History, HistoryCollector
 from services.gateway.hub import Hub
-from services.gateway.instruments import CatalogueSource
 from services.gateway.metrics import HubCollector
 from services.gateway.settings import GatewaySettings
 from services.gateway.signin import ViewerGuard, add_signin_routes
@@ -99,7 +98,7 @@ def create_app(settings: GatewaySettings | None = None, static_dir: Path | None 
             hub=hub,
             upstox=upstox,
             sessions=SessionStore(hub.broker.redis, settings.token_encryption_key),
-            catalogue=CatalogueSource(settings.gateway_instruments_source),
+            catalogue=hub.catalogue,
             registry=registry_for(HubCollector(hub), HistoryCollector(history.stats)),
             history=history,
         )

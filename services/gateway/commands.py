@@ -1,16 +1,19 @@
 """The rules of the client commands as pure functions: a request and the fan-out in, a `Decision`
 out.
 
-Owns what a request comes to: the per-client key limit, requests with some malformed keys (an
-error for those, then the ack for the rest), unsubscribing keys not held, a snapshot of every
-held key, and how a refusal by the ingestor is reported. Subscribe and unsubscribe change the
-`FanOut` (joining and leaving channels); nothing here sends, touches Redis or counts: the hub
-applies the decision, in the order `Decision` documents.
+Owns what a request comes to: only keys in the instrument catalogue are subscribed (the
+others get `unknown_key`, and never reach the demand; no catalogue loaded: nothing is
+subscribed, `instruments_unavailable`), the per-client key limit, the cap on distinct keys in
+the replica's demand (`capacity` for the keys not taken), requests with some malformed or
+unknown keys (an error for those, then the ack for the rest), unsubscribing keys not held, a
+snapshot of every held key, and how a refusal by the ingestor is reported. Subscribe and
+unsubscribe change the `FanOut` (joining and leaving channels); nothing here sends, touches
+Redis or counts: the hub applies the decision, in the order `Decision` documents.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -56,14 +59,35 @@ class Decision:
 
 
 NOTHING: Final = Decision()
+SHOWN_KEYS: Final = 5  # unknown keys named in the error's message (its `keys` lists them all)
+UNAVAILABLE: Final = "the instrument list is not loaded, so no key can be checked; retry shortly"
 
 
-def subscribe(fanout: FanOut, sub: Subscriber, command: Subscribe, max_keys: int) -> Decision:
+def subscribe(
+    fanout: FanOut,
+    sub: Subscriber,
+    command: Subscribe,
+    max_keys: int,
+    *,
+    known: Container[str] | None,
+    max_demand_keys: int,
+) -> Decision:
     """Join the good keys in the command's mode (a key held in another mode switches), unless
     that would take the client over `max_keys`: then the whole request is refused. A key
-    subscribed again, or switching mode, is not a new key."""
+    subscribed again, or switching mode, is not a new key. Good keys are well-formed and in
+    `known` (the catalogue; None: not loaded, so none is). Keys new to this replica's demand
+    are taken in order while it holds fewer than `max_demand_keys` distinct keys."""
     errors = _bad_keys(command)
-    keys = command.keys
+    keys, rid = command.keys, command.request_id
+    if keys and known is None:
+        errors.append(
+            ProtocolError("instruments_unavailable", UNAVAILABLE, request_id=rid, keys=keys)
+        )
+        return _decision(errors)
+    unknown = [key for key in keys if known is not None and key not in known]
+    if unknown:
+        errors.append(_unknown_keys(unknown, command.request_id))
+        keys = tuple(key for key in keys if known is not None and key in known)
     if not keys:
         return _decision(errors)
     new = sum(1 for key in keys if key not in sub.subs)
@@ -75,6 +99,12 @@ def subscribe(fanout: FanOut, sub: Subscriber, command: Subscribe, max_keys: int
         errors.append(
             ProtocolError("too_many_keys", message, request_id=command.request_id, keys=keys)
         )
+        return _decision(errors)
+    keys, over = _within_capacity(fanout, keys, max_demand_keys)
+    if over:
+        message = f"this server streams at most {max_demand_keys} instruments: these were not taken"
+        errors.append(ProtocolError("capacity", message, request_id=rid, keys=over))
+    if not keys:
         return _decision(errors)
     channels: list[Channel] = []
     opened: list[Channel] = []
@@ -108,13 +138,18 @@ def unsubscribe(fanout: FanOut, sub: Subscriber, command: Unsubscribe) -> Decisi
     return _decision(errors, ack, closed=closed)
 
 
-def snapshot(sub: Subscriber, command: Snapshot) -> Decision:
+def snapshot(sub: Subscriber, command: Snapshot, known: Container[str] | None) -> Decision:
     """A fresh snapshot of the keys named (no keys: every key held, possibly none); keys not
-    held get a `not_subscribed` error."""
+    held get `unknown_key` when they are not in `known` (the catalogue, when loaded), else
+    `not_subscribed`. A key held is served whether or not the catalogue still lists it."""
     errors = _bad_keys(command)
     keys = list(sub.subs) if command.keys is None else list(command.keys)
     held = [key for key in keys if key in sub.subs]
     missing = [key for key in keys if key not in sub.subs]
+    unknown = [key for key in missing if known is not None and key not in known]
+    if unknown:
+        errors.append(_unknown_keys(unknown, command.request_id))
+        missing = [key for key in missing if known is not None and key in known]
     if missing:
         errors.append(_not_subscribed(missing, command.request_id))
     if not held and command.keys is not None:
@@ -148,6 +183,36 @@ def _bad_keys(command: Subscribe | Unsubscribe | Snapshot) -> list[ProtocolError
     if not command.bad_keys:
         return []
     return [bad_key_error(command.bad_keys, command.request_id)]
+
+
+def _within_capacity(
+    fanout: FanOut, keys: Sequence[str], max_demand_keys: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(keys taken, keys over the cap): keys already in the replica's demand cost nothing."""
+    room = max_demand_keys - len(fanout.demand)
+    taken: list[str] = []
+    over: list[str] = []
+    for key in keys:
+        if key in fanout.demand:
+            taken.append(key)
+        elif room > 0:
+            room -= 1
+            taken.append(key)
+        else:
+            over.append(key)
+    return tuple(taken), tuple(over)
+
+
+def _unknown_keys(keys: Sequence[str], request_id: RequestId) -> ProtocolError:
+    shown = ", ".join(keys[:SHOWN_KEYS]) + (
+        f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+    )
+    return ProtocolError(
+        "unknown_key",
+        f"no such instrument: {shown} (keys come from /api/instruments)",
+        request_id=request_id,
+        keys=keys,
+    )
 
 
 def _not_subscribed(keys: Sequence[str], request_id: RequestId) -> ProtocolError:

@@ -156,6 +156,7 @@ class FanOut:
     def __init__(self, clock_ms: Callable[[], int] = _epoch_ms) -> None:
         self.channels: dict[tuple[Mode, str], Channel] = {}
         self.by_name: dict[bytes, Channel] = {}
+        self.demand: dict[str, int] = {}  # key -> its channels here (one per mode wanted)
         self.dirty: dict[Subscriber, None] = {}
         self.stats = FanOutStats()
         self.eager = True  # flush early rather than supersede (see the module docstring)
@@ -176,6 +177,7 @@ class FanOut:
             channel = Channel(mode, key)
             self.channels[(mode, key)] = channel
             self.by_name[channel.name] = channel
+            self.demand[key] = self.demand.get(key, 0) + 1
         channel.joining[sub] = None
         sub.subs[key] = channel
         return Join(channel, opened, closed)
@@ -206,6 +208,10 @@ class FanOut:
             return None
         del self.channels[(channel.mode, channel.key)]
         del self.by_name[channel.name]
+        if self.demand[channel.key] == 1:
+            del self.demand[channel.key]
+        else:
+            self.demand[channel.key] -= 1
         return channel
 
     def modes_of(self, key: str) -> set[Mode]:

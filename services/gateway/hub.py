@@ -2,11 +2,12 @@
 
 Owns the client registry, command handling (the rules are pure functions in `commands`; the hub
 applies their decisions: channel changes to the broker and the demand writer, frames to the
-client, then the snapshot), the dispatch of pub/sub messages (ticks straight to the pure
-`FanOut`, events to `UpstreamStatus`), flush scheduling, the `status` frames clients get, and
-the counters. It is the broker's `BrokerHandler`: it keeps channels' `ready`/`fresh` flags and
-runs the resync. It must not talk to Redis itself: the broker, the demand writer, the upstream
-status and the snapshots do.
+client, then the snapshot), the instrument catalogue requests are checked against (loaded
+before the first client, kept current by its own task), the dispatch of pub/sub messages
+(ticks straight to the pure `FanOut`, events to `UpstreamStatus`), flush scheduling, the
+`status` frames clients get, and the counters. It is the broker's `BrokerHandler`: it keeps
+channels' `ready`/`fresh` flags and runs the resync. It must not talk to Redis itself: the
+broker, the demand writer, the upstream status and the snapshots do.
 
 Ordering that matters:
 - pub/sub commands are written without waiting, in the order they are issued; a client's
@@ -35,6 +36,7 @@ from services.gateway.broker import Broker
 from services.gateway.commands import Decision
 from services.gateway.demand import DemandWriter
 from services.gateway.fanout import Channel, FanOut, Sink, Subscriber
+from services.gateway.instruments import SIMULATOR, CatalogueError, CatalogueSource
 from services.gateway.protocol import (
     Command,
     ProtocolError,
@@ -103,6 +105,8 @@ class Hub:
             self.broker,
             on_ingestor_status=self.upstream.on_ingestor_status,
         )
+        # The keys clients may subscribe: loaded at start, refreshed by a task of its own.
+        self.catalogue = CatalogueSource(settings.gateway_instruments_source)
         self.snapshots = Snapshots(
             self.fanout,
             self.broker,
@@ -122,13 +126,31 @@ class Hub:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.broker.open()
+        await self._load_catalogue()
         for name, coroutine in (
             ("link", self.broker.run()),
             ("demand", self.demand.run()),
             ("heartbeat", self.demand.keep_lease()),
             ("refused", self.upstream.run()),
+            ("catalogue", self.catalogue.run()),
         ):
             self._tasks.append(asyncio.create_task(coroutine, name=f"gateway-{name}"))
+
+    async def _load_catalogue(self) -> None:
+        """The first load, before any client: a subscribe never finds it missing unless the
+        source failed (then the catalogue task retries, and subscribes are refused)."""
+        if self.catalogue.source == SIMULATOR and "upstox.com" in self.settings.upstox_base_url:
+            logger.error(
+                "GATEWAY_INSTRUMENTS_SOURCE is the simulator's universe while UPSTOX_BASE_URL "
+                "is Upstox: most real keys will be refused as unknown; set it to Upstox's "
+                "instrument master"
+            )
+        try:
+            catalogue = await self.catalogue.get()
+        except CatalogueError as error:
+            logger.error("%s; subscriptions are refused until it loads", error)
+            return
+        logger.info("%d instruments may be subscribed", len(catalogue))
 
     async def stop(self) -> None:
         """Stop the tasks and withdraw this replica's demand at once (a crash lets it lapse)."""
@@ -196,11 +218,18 @@ class Hub:
         """Carry out one client request (a client's requests run one at a time, in order)."""
         if isinstance(command, Subscribe):
             limit = self.settings.gateway_max_keys_per_client
-            decision = commands.subscribe(self.fanout, sub, command, limit)
+            decision = commands.subscribe(
+                self.fanout,
+                sub,
+                command,
+                limit,
+                known=self._known_keys(),
+                max_demand_keys=self.settings.gateway_max_demand_keys,
+            )
         elif isinstance(command, Unsubscribe):
             decision = commands.unsubscribe(self.fanout, sub, command)
         elif isinstance(command, Snapshot):
-            decision = commands.snapshot(sub, command)
+            decision = commands.snapshot(sub, command, self._known_keys())
         else:
             self.send(sub, pong_frame(command.request_id))
             return
@@ -214,6 +243,10 @@ class Hub:
                 decision.snapshot, self.upstream.refused, command.request_id
             )
             self._apply(sub, refused)
+
+    def _known_keys(self) -> frozenset[str] | None:
+        catalogue = self.catalogue.current
+        return None if catalogue is None else catalogue.keys
 
     def _apply(self, sub: Subscriber, decision: Decision) -> None:
         """Carry out a decision's channel changes and send its frames (not its snapshot)."""

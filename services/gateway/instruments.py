@@ -1,8 +1,12 @@
-"""The instrument catalogue behind `/api/instruments`: searchable by symbol, name or key.
+"""The instrument catalogue: what `/api/instruments` searches (symbol, name or key), and the
+only keys a client may subscribe (`Catalogue.keys`, one frozenset lookup per key).
 
-Sources: the simulator's universe (the default) or Upstox's instrument master (a JSON list,
-optionally gzipped, from a file path or URL). Records keep Upstox's field names, so the same
-client code reads either.
+Sources: the simulator's universe (the default, built in this process from the same code the
+simulator runs) or Upstox's instrument master (a JSON list, optionally gzipped, from a file path
+or URL; its `instrument_key` fields). Records keep Upstox's field names, so the same client code
+reads either. `CatalogueSource.run` loads it at start and keeps it current off the event loop
+(the simulator's derivatives roll with the date; Upstox lists new contracts daily); a refresh
+that fails keeps the catalogue already loaded.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ FIELDS: Final = (
     "underlying_key",
 )
 SIMULATOR_REFRESH_SECONDS: Final = 3600.0  # its derivatives roll with the date
+MASTER_REFRESH_SECONDS: Final = 6 * 3600.0  # Upstox republishes it daily around 06:00 IST
 MAX_LIMIT: Final = 500
 RETRY_SECONDS: Final = 30.0  # after a failed load of the master
 
@@ -96,6 +101,7 @@ class Catalogue:
                     )
                 )
         self._entries = entries
+        self.keys: frozenset[str] = frozenset(entry.record["instrument_key"] for entry in entries)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -157,7 +163,8 @@ async def load_master(source: str, timeout_seconds: float) -> list[dict[str, Any
 
 
 class CatalogueSource:
-    """Gives the current catalogue, loading (and, for the simulator, refreshing) it lazily."""
+    """Gives the current catalogue: `current` without waiting (None until a load succeeded),
+    `get()` loading or refreshing it first if due; `run()` as a task keeps it loaded."""
 
     def __init__(
         self,
@@ -173,26 +180,56 @@ class CatalogueSource:
         self._loading = asyncio.Lock()
         self._retry_at = 0.0  # concurrent first searches load the master once
 
+    @property
+    def current(self) -> Catalogue | None:
+        return self._catalogue
+
+    @property
+    def _refresh_seconds(self) -> float:
+        return SIMULATOR_REFRESH_SECONDS if self.source == SIMULATOR else MASTER_REFRESH_SECONDS
+
     async def get(self) -> Catalogue:
         async with self._loading:
             return await self._get()
 
+    async def run(self) -> None:
+        """Load the catalogue, retrying until it loads, then refresh it when due."""
+        while True:
+            try:
+                await self.get()
+            except CatalogueError as error:
+                logger.error("%s; subscriptions are refused until it loads", error)
+            await asyncio.sleep(self._next_load_in())
+
+    def _next_load_in(self) -> float:
+        if self._catalogue is None:
+            return RETRY_SECONDS
+        due = self._loaded_at + self._refresh_seconds - time.monotonic()
+        return due if due > 0 else RETRY_SECONDS  # the last refresh failed
+
     async def _get(self) -> Catalogue:
         now = time.monotonic()
+        current = self._catalogue
+        if current is not None and now - self._loaded_at <= self._refresh_seconds:
+            return current
         if self.source == SIMULATOR:
-            if self._catalogue is None or now - self._loaded_at > SIMULATOR_REFRESH_SECONDS:
-                self._catalogue = Catalogue(self._simulator())
-                self._loaded_at = now
-        elif self._catalogue is None:
-            if now < self._retry_at:
-                raise CatalogueError("the instrument master failed to load; retrying shortly")
-            try:
-                records = await load_master(self.source, self._timeout)
-            except CatalogueError:
-                self._retry_at = now + RETRY_SECONDS  # do not hammer a source that is down
-                raise
-            # Upstox's master has ~100k instruments: index them off the event loop.
-            self._catalogue = await asyncio.to_thread(Catalogue, records)
+            self._catalogue = await asyncio.to_thread(lambda: Catalogue(self._simulator()))
             self._loaded_at = now
-            logger.info("loaded %d instruments from the instrument master", len(self._catalogue))
+            return self._catalogue
+        if now < self._retry_at:
+            if current is not None:
+                return current
+            raise CatalogueError("the instrument master failed to load; retrying shortly")
+        try:
+            records = await load_master(self.source, self._timeout)
+        except CatalogueError as error:
+            self._retry_at = now + RETRY_SECONDS  # do not hammer a source that is down
+            if current is None:
+                raise
+            logger.warning("%s; keeping the %d instruments loaded", error, len(current))
+            return current
+        # Upstox's master has ~100k instruments: index them off the event loop.
+        self._catalogue = await asyncio.to_thread(Catalogue, records)
+        self._loaded_at = now
+        logger.info("loaded %d instruments from the instrument master", len(self._catalogue))
         return self._catalogue

@@ -21,6 +21,14 @@ class GatewaySettings(CommonSettings):
         description="This replica's id in Redis (its demand hash); random by default.",
     )
     gateway_max_keys_per_client: int = Field(default=200, ge=1, le=10_000)
+    gateway_max_demand_keys: int = Field(
+        default=5000,
+        ge=1,
+        description=(
+            "Distinct instrument keys this replica's demand may hold (Upstox streams at most "
+            "5000 per connection); a subscribe past it gets `capacity` for the keys not taken."
+        ),
+    )
     gateway_max_ops_per_second: float = Field(
         default=20.0, gt=0, description="Client requests per second (token bucket, burst = rate)."
     )

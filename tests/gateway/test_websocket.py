@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from services.simulator.universe import universe
 from shared import redis_contract as rc
 from shared.instruments import Mode
 from tests.gateway.conftest import (
@@ -28,6 +29,8 @@ from tests.gateway.conftest import (
     publish_tick,
 )
 from tests.gateway.rawclient import RawClient
+
+OPTIONS = [i.instrument_key for i in universe() if i.is_option]  # real keys, in the catalogue
 
 
 def market_info(ts: str, status: str) -> bytes:
@@ -310,7 +313,7 @@ async def test_every_bad_request_gets_its_error_and_the_connection_stays(
             ({"op": "subscribe", "keys": "NSE_EQ|X", "id": "x"}, "bad_request"),
             ({"op": "subscribe", "keys": [NIFTY], "mode": "full_d5", "id": "x"}, "bad_mode"),
             ({"op": "subscribe", "keys": ["nope"], "id": "x"}, "bad_key"),
-            ({"op": "subscribe", "keys": [f"NSE_FO|{n}" for n in range(4)]}, "too_many_keys"),
+            ({"op": "subscribe", "keys": OPTIONS[:4]}, "too_many_keys"),
             ({"op": "unsubscribe", "keys": [NIFTY], "id": "x"}, "not_subscribed"),
             (b"\x00binary", "bad_request"),
         ]
@@ -322,9 +325,9 @@ async def test_every_bad_request_gets_its_error_and_the_connection_stays(
             await still_alive(c)
         # keys accumulate: 2 + 2 is over the limit of 3, the whole request is refused
         await c.subscribe([NIFTY, BANK], rid="two")
-        await c.send({"op": "subscribe", "keys": [RELIANCE, "NSE_FO|1"], "id": "more"})
+        await c.send({"op": "subscribe", "keys": [RELIANCE, OPTIONS[0]], "id": "more"})
         error = await c.expect("error", id="more")
-        assert error["code"] == "too_many_keys" and error["keys"] == [RELIANCE, "NSE_FO|1"]
+        assert error["code"] == "too_many_keys" and error["keys"] == [RELIANCE, OPTIONS[0]]
         # a re-subscribe or a mode switch does not count as new keys
         await c.subscribe([NIFTY, BANK, RELIANCE], mode="full", rid="switch")
         assert set(gateway.hub.fanout.modes_of(NIFTY)) == {Mode.FULL}
@@ -352,7 +355,7 @@ async def test_rate_limit_names_the_dropped_requests_and_recovers(
     async with client(gateway.ws_url) as c:
         await greeted(c)
         for n in range(30):
-            await c.send({"op": "subscribe", "keys": [f"NSE_FO|{n}"], "id": n})
+            await c.send({"op": "subscribe", "keys": [OPTIONS[n]], "id": n})
         # After a pause the bucket refills and requests are served again.
         await asyncio.sleep(1.5)
         await c.send({"op": "ping", "id": "after"})
@@ -362,7 +365,7 @@ async def test_rate_limit_names_the_dropped_requests_and_recovers(
     assert acked[:5] == [0, 1, 2, 3, 4]  # the burst allowance, in order
     assert refused and all(f["code"] == "rate_limited" for f in refused)
     # Each notice names the dropped request, so the client can send it again ...
-    assert all(f["keys"] == [f"NSE_FO|{f['id']}"] and f["id"] not in acked for f in refused)
+    assert all(f["keys"] == [OPTIONS[f["id"]]] and f["id"] not in acked for f in refused)
     # ... but a flood gets no more notices than the rate allows, not one per request.
     assert len(acked) + len(refused) < 30
     errors_by_code = gateway.hub.stats.errors

@@ -201,7 +201,8 @@ function onError(frame) {
       return;
     }
   }
-  if (frame.code === "bad_key") {
+  if (frame.code === "bad_key" || frame.code === "unknown_key") {
+    // Never streamable here (an expired contract saved in an old watchlist, a mistyped key).
     for (const k of keys) watchlist.remove(k);
   }
   const what = keys.length ? `${keys.join(", ")}: ` : "";
