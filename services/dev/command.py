@@ -104,7 +104,8 @@ def _banner(stack: DevStack) -> str:
     lines = [
         "",
         f"  dashboard      {stack.front_url}/",
-        f"  log in         {stack.front_url}/auth/  (simulated Upstox login)",
+        f"  operator       {stack.front_url}/auth/  (sign in with auth's one-time link above,"
+        " or `tickstream operator-link`; then log in to the simulated Upstox)",
         f"  WebSocket      {stack.front_url.replace('http', 'ws', 1)}/ws",
         "",
         "  services (each answers /healthz):",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -229,10 +230,15 @@ def test_command_runs_the_whole_system_and_stops_it_on_sigterm(tmp_path: Path) -
         for name in ("redis", "simulator", "auth", "ingestor-1", "ingestor-2", "gateway-2"):
             assert f"\n{name:<10} | " in text, f"no {name} lines"
         assert "redis://127.0.0.1:" in text and "redis://:" not in text  # no password shown
+        # auth's one-time operator sign-in link, at the front's address, signs in
+        [link] = re.findall(r"sign-in link \(single use, valid 60 min\): (\S+)", text)
+        assert link.startswith(f"http://127.0.0.1:{port}/auth/operator?code=")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
             assert http.get("/").status_code == 200
             assert http.get("/auth/").status_code == 200
             assert http.get("/healthz").status_code == 200
+            assert http.get(link).json()["operator"] is True
+            assert http.get("/session").json()["operator"] is True
         children = children_of(process.pid)
         assert len(children) == 8  # redis, simulator, auth, 2 ingestors, 2 gateways, front
 
