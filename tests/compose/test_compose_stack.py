@@ -125,19 +125,25 @@ def test_dashboard_and_auth_are_served_through_the_proxy(http: httpx.Client) -> 
         if time.monotonic() > deadline:
             pytest.fail(f"not logged in with the demo token: {session.status_code} {session.text}")
         time.sleep(1)
-    assert session.json()["user_id"], session.text
+
+
+def raw_answer(stack: Stack, request: str) -> tuple[int, bytes]:
+    """Status and head of the answer to a request sent exactly as written. Read up to the end of
+    the head only: a refused WebSocket handshake leaves the connection open."""
+    address = urlsplit(stack.url)
+    with socket.create_connection((address.hostname, address.port or 80), timeout=10) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer.split(b"\r\n\r\n", 1)[0]
 
 
 def raw_status(stack: Stack, target: str) -> int:
     """The status nginx answers for `target` sent exactly as written (httpx would normalise it)."""
-    address = urlsplit(stack.url)
-    with socket.create_connection((address.hostname, address.port or 80), timeout=10) as sock:
-        host = address.netloc  # a name the stack answers to (TICKSTREAM_ALLOWED_HOSTS)
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    return int(answer.split(b" ", 2)[1])
+    host = urlsplit(stack.url).netloc  # a name the stack answers to (TICKSTREAM_ALLOWED_HOSTS)
+    request = f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    return raw_answer(stack, request)[0]
 
 
 @pytest.mark.parametrize(
@@ -289,12 +295,31 @@ def test_a_replica_added_by_scale_gets_traffic(stack: Stack, http: httpx.Client)
         pytest.fail(f"no /ws connection reached the new replica {new_address}")
 
 
-def test_a_login_runs_through_the_proxy(stack: Stack, http: httpx.Client) -> None:
-    """authorize (auth) -> the simulator's dialog (/v2/login/) -> exchange-token (auth).
+@pytest.fixture
+def operator(stack: Stack) -> Iterator[httpx.Client]:
+    """A browser signed in as the operator through the proxy, with a one-time link minted as the
+    README says (`docker compose exec auth tickstream operator-link`); its requests carry the
+    session's CSRF token."""
+    printed = stack.run("exec", "-T", "auth", "tickstream", "operator-link", timeout=120)
+    [link] = [line for line in printed.split() if "/auth/operator?code=" in line]
+    with httpx.Client(base_url=stack.url, timeout=10, trust_env=False) as browser:
+        # the link names the front as compose's defaults give it (localhost:8080)
+        signed = browser.get(httpx.URL(link).raw_path.decode(), headers={"Accept": "text/html"})
+        assert signed.status_code == 303, signed.text
+        session = browser.get("/session").json()
+        assert session.get("operator") is True, session
+        browser.headers["X-CSRF-Token"] = session["csrf_token"]
+        yield browser
+
+
+def test_a_login_runs_through_the_proxy(stack: Stack, operator: httpx.Client) -> None:
+    """The operator: authorize (auth) -> the simulator's dialog (/v2/login/) -> exchange-token
+    (auth).
 
     The dialog and redirect URLs name the front as compose's defaults give it to a browser
     (localhost:8080); this test's front is on another port, so it keeps their path and query.
     """
+    http = operator
     before = http.get("/session").json()
 
     start = http.get("/authorize")
@@ -418,3 +443,52 @@ def test_the_proxy_cannot_reach_redis(stack: Stack) -> None:
     assert refused.returncode != 0
     # The name does not even resolve (busybox: "bad address", GNU wget: "unable to resolve").
     assert re.search(r"bad address|unable to resolve|not known", refused.stderr), refused.stderr
+
+
+# --- the edge's refusals (issue 13) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["/", "/session", "/api/status", "/auth/", "/v2/login/x"])
+def test_a_foreign_host_is_refused(stack: Stack, target: str) -> None:
+    """A page whose DNS name was rebound to this machine reaches nothing (each service's check:
+    nginx passes Host on)."""
+    request = f"GET {target} HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n"
+    assert raw_answer(stack, request)[0] == 421
+
+
+def test_a_foreign_host_cannot_open_the_feed(stack: Stack) -> None:
+    request = (
+        "GET /ws HTTP/1.1\r\nHost: rebound.example:8080\r\nConnection: Upgrade\r\n"
+        "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://rebound.example:8080\r\n\r\n"
+    )
+    assert raw_answer(stack, request)[0] == 421
+
+
+def test_anyone_gets_nothing_of_the_account_and_the_feed_stays_live(
+    stack: Stack, http: httpx.Client
+) -> None:
+    json_only = {"Accept": "application/json"}
+    with open_feed(stack) as ws:
+        receive_updates(ws, KEY, wanted=1, within=60)
+        assert http.post("/logout", headers=json_only).status_code == 401
+        assert http.post("/logout?user_id=DEMO01", headers=json_only).status_code == 401
+        assert http.get("/user-profile/DEMO01", headers=json_only).status_code == 401
+        assert http.get("/authorize", headers=json_only).status_code == 401
+        session = http.get("/session").json()
+        assert session["logged_in"] is True and "user_id" not in session, session
+        # the refused logout changed nothing: the same connection keeps receiving
+        ws.send(json.dumps({"op": "unsubscribe", "keys": [KEY], "id": "off"}))
+        receive_updates(ws, KEY, wanted=2, within=60)
+
+
+def test_a_key_that_is_no_instrument_is_answered_unknown_key(stack: Stack) -> None:
+    with open_feed(stack) as ws:
+        ws.send(json.dumps({"op": "subscribe", "keys": ["NSE_FO|NOSUCH"], "id": "nosuch"}))
+        deadline = time.monotonic() + 30
+        while True:
+            message: dict[str, Any] = json.loads(ws.recv(timeout=deadline - time.monotonic()))
+            if message.get("id") == "nosuch":
+                break
+    assert message["type"] == "error" and message["code"] == "unknown_key", message
+    assert message["keys"] == ["NSE_FO|NOSUCH"], message
