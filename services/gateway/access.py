@@ -11,6 +11,7 @@ hammer the identity provider.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -35,7 +36,6 @@ from shared.viewer_tokens import (
 logger = logging.getLogger(__name__)
 
 ANONYMOUS: Final = Viewer(sub="anonymous")
-API_KEY_HOLDER: Final = Viewer(sub="api-key")
 JWKS_MAX_AGE_SECONDS: Final = 600.0  # a key the provider withdrew stops working within this
 JWKS_FETCH_TIMEOUT_SECONDS: Final = 5.0
 MAX_JWKS_BYTES: Final = 256 * 1024
@@ -132,7 +132,9 @@ class ViewerAccess:
         if not credential:
             raise TokenRefused("missing")
         if self._api_keys and key_accepted(credential, self._api_keys):
-            return API_KEY_HOLDER
+            # Each key its own viewer (per-viewer limits), named by a digest, never the key.
+            digest = hashlib.sha256(credential.encode()).hexdigest()[:12]
+            return Viewer(sub=f"api-key:{digest}")
         header = header_of(credential)
         algorithm = header.get("alg")
         if algorithm in HMAC_ALGORITHMS and self._secret is not None:

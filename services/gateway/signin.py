@@ -55,7 +55,9 @@ class ViewerGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path == "/" or path.startswith("/api/")):
+        guarded = path == "/" or path.startswith("/api/")
+        if scope["type"] != "http" or not guarded or not self.access.required:
+            # Open mode leaves no viewer in the state: who a request is, is then its address.
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from fastapi import Request
 from websockets.exceptions import ConnectionClosed
 
 from services.gateway.protocol import CLOSE_TOKEN_EXPIRED, CLOSE_TRY_AGAIN_LATER
@@ -279,3 +280,24 @@ async def test_sign_in_refuses_other_sites_and_bad_tokens(start_gateway: StartGa
             "/signin", data={"token": forged}, headers={"Origin": gateway.http_url}
         )
         assert "signature is not valid" in answer.text and forged not in answer.text
+
+
+async def test_the_request_state_names_the_viewer(start_gateway: StartGateway) -> None:
+    """What per-viewer limits count under (/api/history's): the token's `sub`, one name per API
+    key (never the key), and no viewer at all in open mode (then the client's address)."""
+
+    async def whoami(request: Request) -> dict[str, str | None]:
+        return {"viewer": getattr(getattr(request.state, "viewer", None), "sub", None)}
+
+    open_gateway = await start_gateway()
+    keyed = await start_gateway(**TOKEN_MODE, gateway_api_keys=["key-one", "key-two"])
+    for handle in (open_gateway, keyed):
+        handle.app.router.add_api_route("/api/whoami", whoami)
+    async with http(open_gateway) as web:
+        assert (await web.get("/api/whoami")).json() == {"viewer": None}
+    async with http(keyed) as web:
+        named = await web.get("/api/whoami", params={"token": token(sub="desk-3")})
+        assert named.json() == {"viewer": "desk-3"}
+        one = (await web.get("/api/whoami", params={"api_key": "key-one"})).json()["viewer"]
+        two = (await web.get("/api/whoami", params={"api_key": "key-two"})).json()["viewer"]
+        assert one != two and "key-one" not in one and "key-two" not in two
