@@ -164,15 +164,16 @@ class ClientInfo:
     host: str | None
 
 
-def forwarded_headers(headers: Sequence[tuple[bytes, bytes]], client: ClientInfo) -> Headers:
-    """X-Forwarded-For (appended to what an earlier proxy set), -Proto and -Host."""
-    earlier = [value for name, value in headers if name.lower() == b"x-forwarded-for"]
-    chain = [part.decode("latin-1") for part in earlier]
-    if client.address:
-        chain.append(client.address)
+def forwarded_headers(client: ClientInfo) -> Headers:
+    """X-Forwarded-For, -Proto and -Host as the front saw the client.
+
+    The front is the edge: whatever X-Forwarded-For a client sent is its own claim, so it is
+    replaced by the peer's address, never extended. Appended, a loopback client (itself a trusted
+    proxy to the services) could pick the address the gateways' per-address caps and the history
+    limit count it under."""
     result: Headers = []
-    if chain:
-        result.append((b"x-forwarded-for", ", ".join(chain).encode("latin-1")))
+    if client.address:
+        result.append((b"x-forwarded-for", client.address.encode("latin-1")))
     result.append((b"x-forwarded-proto", client.scheme.encode("latin-1")))
     if client.host:
         result.append((b"x-forwarded-host", client.host.encode("latin-1")))
@@ -187,7 +188,7 @@ def request_headers(headers: Sequence[tuple[bytes, bytes]], client: ClientInfo) 
     redirects an upstream builds from it point back at the front.
     """
     kept = [(n, v) for n, v in end_to_end(headers) if n.lower() not in EDGE_DROPPED]
-    return kept + forwarded_headers(headers, client)
+    return kept + forwarded_headers(client)
 
 
 def websocket_request_headers(
@@ -199,7 +200,7 @@ def websocket_request_headers(
         for n, v in end_to_end(headers, HOP_BY_HOP | WEBSOCKET_HANDSHAKE)
         if n.lower() not in EDGE_DROPPED
     ]
-    return kept + forwarded_headers(headers, client)
+    return kept + forwarded_headers(client)
 
 
 def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:

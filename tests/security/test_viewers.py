@@ -142,15 +142,19 @@ async def test_the_websocket_needs_a_valid_token(stack: Stack) -> None:
 
 async def test_one_address_cannot_hold_every_connection(stack: Stack) -> None:
     """Counted under the address the front saw (its X-Forwarded-For, believed from the front
-    only); the gateway-level tests show a header from an untrusted peer is ignored."""
+    only); the gateway-level tests show a header from an untrusted peer is ignored. A client's
+    own X-Forwarded-For, different on each connection, changes nothing: the front replaces it
+    (appended, the loopback client would have been counted under the address it claimed)."""
     url = f"{stack.front_ws_url}?token={token()}"
     opened: list[ClientConnection] = []
     try:
-        for _ in range(PER_ADDRESS):
-            ws = await connect(url, open_timeout=15)
+        for n in range(PER_ADDRESS):
+            claimed = {"X-Forwarded-For": f"198.51.100.{n + 1}"}
+            ws = await connect(url, open_timeout=15, additional_headers=claimed)
             opened.append(ws)
             assert (await first_frame(ws))["type"] in ("status", "market_info")
-        async with connect(url, open_timeout=15) as extra:
+        claimed = {"X-Forwarded-For": "198.51.100.99"}
+        async with connect(url, open_timeout=15, additional_headers=claimed) as extra:
             code, reason, frames = await closed(extra)
         assert (code, reason) == (1013, "try again later")
         assert frames[-1]["code"] == "too_many_connections"
