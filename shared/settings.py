@@ -49,7 +49,13 @@ class CommonSettings(BaseSettings):
     """What every service reads: the bus, logging, and where Upstox (or the simulator) is."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        # compose passes a variable left empty in .env as "": empty means the default, for
+        # every setting alike (not a start-up error for some and an empty list for others).
+        env_ignore_empty=True,
     )
 
     @classmethod
