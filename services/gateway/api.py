@@ -142,6 +142,9 @@ async def history(
         return refused
     if not is_instrument_key(key):
         return _error(400, "bad_key", "malformed instrument key: expected SEGMENT|IDENTIFIER")
+    unlisted = _unlisted(context, key)
+    if unlisted is not None:
+        return unlisted
     if unit not in CANDLE_UNITS:
         return _error(400, "bad_unit", f"unit must be one of {', '.join(CANDLE_UNITS)}")
     token = await _token(context)
@@ -163,6 +166,17 @@ async def history(
     return JSONResponse(
         {"key": key, "unit": unit, "interval": interval, "candles": merge_rows(found)}
     )
+
+
+def _unlisted(context: ApiContext, key: str) -> JSONResponse | None:
+    """Only catalogue keys reach Upstox, as only they reach the feed: an invented key would
+    cost an Upstox call each time (the cache keeps answers for seconds)."""
+    catalogue = context.catalogue.current
+    if catalogue is None:
+        return _error(503, "instruments_unavailable", "the instrument list is not loaded yet")
+    if key not in catalogue.keys:
+        return _error(404, "unknown_key", f"no such instrument: {key}")
+    return None
 
 
 def _over_history_rate(request: Request, context: ApiContext) -> JSONResponse | None:

@@ -182,8 +182,14 @@ class HistoryCache:
                 self._stats.hits += 1
                 return found
             if await self._redis.set(part.lock_key, owner, nx=True, px=LOCK_MS):
-                self._stats.misses += 1
                 try:
+                    # Read again under the lock: the previous holder may have stored the entry
+                    # and released the lock between this caller's two reads above.
+                    found = decode_entry(await self._redis.get(part.cache_key), mark)
+                    if found is not None:
+                        self._stats.hits += 1
+                        return found
+                    self._stats.misses += 1
                     return await self._fill(part, mark, load)
                 finally:
                     await self._redis.eval(_RELEASE, 1, part.lock_key, owner)

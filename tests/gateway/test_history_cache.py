@@ -130,6 +130,19 @@ async def test_each_viewer_is_limited_cached_answers_included(
     assert "tickstream_gateway_history_rate_limited_total 1.0" in metrics
 
 
+async def test_an_unlisted_key_never_reaches_upstox(
+    replicas: list[GatewayHandle],
+    simulator: SimulatorHandle,  # noqa: F811
+) -> None:
+    before = await candle_requests(simulator)
+    async with http(replicas[0]) as h:
+        answer = await h.get("/api/history/NSE_FO|NOSUCH")
+        listed = await h.get(f"/api/history/{NIFTY}")
+    assert answer.status_code == 404 and answer.json()["error"] == "unknown_key"
+    assert listed.status_code == 200
+    assert await candle_requests(simulator) == before + 1  # the listed key's one call only
+
+
 def test_a_chart_is_today_and_the_past_days_before_it() -> None:
     today = dt.date(2026, 12, 4)
     past, intraday = chart_parts(NIFTY, "minutes", 30, 3, today, 30_000)
