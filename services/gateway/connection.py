@@ -45,14 +45,10 @@ from services.gateway.protocol import (
     parse_command,
     pong_frame,
 )
-from services.gateway.security import (
-    client_address,
-    origin_allowed,
-    presented_key,
-    split_forbidden,
-)
+from services.gateway.security import client_address, presented_key, split_forbidden
 from services.gateway.wsframe import text_frame
 from shared.hosts import MISDIRECTED, MISDIRECTED_TEXT, handshake_admitted
+from shared.origins import origin_allowed
 from shared.token_bucket import TokenBucket
 from shared.viewer_tokens import TokenRefused, Viewer
 

@@ -1,5 +1,5 @@
-"""Who may open a WebSocket and from where: the origin allowlist, where a client puts its
-credential, the API keys, the client's address behind trusted proxies, and the connection caps.
+"""Who may open a WebSocket: where a client puts its credential, the API keys, the client's
+address behind trusted proxies, and the connection caps (the Origin rule is `shared.origins`).
 Pure: no I/O."""
 
 from __future__ import annotations
@@ -10,52 +10,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from pydantic import SecretStr
 
 from services.gateway.protocol import ProtocolError, Subscribe
 from shared.viewer_tokens import KeyScope
-
-
-def origin_allowed(origin: str | None, hosts: Sequence[str | None], allowed: Sequence[str]) -> bool:
-    """Whether a handshake with this `Origin` header may proceed.
-
-    Clients that send no Origin (not a browser) are allowed; browsers always send one. A browser
-    page is allowed when it comes from the gateway's own site (the origin's host:port equals the
-    Host header, or X-Forwarded-Host behind a proxy, both of which a page cannot forge) or from
-    an origin in `allowed` ('*' allows any).
-    """
-    if origin is None:
-        return True
-    origin = origin.strip()
-    if "*" in allowed or origin.rstrip("/").lower() in {o.rstrip("/").lower() for o in allowed}:
-        return True
-    if origin == "null":
-        return False
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    default_port = 443 if parts.scheme == "https" else 80
-    origin_host = _host_port(parts.hostname, parts.port or default_port)
-    for host in hosts:
-        if host and _normalise_host(host.split(",")[0].strip(), default_port) == origin_host:
-            return True
-    return False
-
-
-def _host_port(hostname: str, port: int) -> str:
-    return f"{hostname.lower()}:{port}"
-
-
-def _normalise_host(host: str, default_port: int) -> str | None:
-    try:
-        parts = urlsplit("//" + host)
-        port = parts.port or default_port
-    except ValueError:
-        return None
-    return _host_port(parts.hostname, port) if parts.hostname else None
-
 
 VIEWER_COOKIE: Final = "tickstream_viewer"
 

@@ -21,7 +21,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.gateway.access import ViewerAccess
-from services.gateway.security import VIEWER_COOKIE, origin_allowed, presented_key
+from services.gateway.security import VIEWER_COOKIE, presented_key
+from shared.origins import origin_allowed
 from shared.viewer_tokens import MAX_TOKEN_LENGTH, Reason, TokenRefused
 
 SIGNIN_PATH: Final = "/signin"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from services.gateway.security import key_accepted, origin_allowed, presented_key
+from services.gateway.security import key_accepted, presented_key
 from services.gateway.settings import GatewaySettings
+from shared.origins import origin_allowed
 from shared.settings import SettingsError, load_settings
 from shared.token_bucket import TokenBucket
 
