@@ -531,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
             "GATEWAY_MAX_KEYS_PER_CLIENT": str(max(200, args.keys)),
             # Clients subscribe before the first tick: their initial_feed must not wait for it.
             "GATEWAY_FIRST_VALUE_WAIT_MS": "0",
+            # Every benchmark client connects from 127.0.0.1: no per-address cap.
+            "GATEWAY_MAX_CONNECTIONS_PER_ADDRESS": "0",
         }
         if args.flush_ms is not None:
             gateway_env["GATEWAY_FLUSH_INTERVAL_MS"] = str(args.flush_ms)
