@@ -2,7 +2,8 @@
 
 Each new HTTP request or WebSocket connection for the gateways goes to the next replica in
 round-robin order; a replica that refuses the connection is skipped for that request, so when
-one is killed its clients reconnect through the front to another. Bodies are streamed both ways,
+one is killed its clients reconnect through the front to another; so is one that answers a
+WebSocket handshake 503 (it is draining before a stop), unless it is the last one to try. Bodies are streamed both ways,
 redirects are passed to the browser (never followed), and close codes cross the proxy as sent.
 """
 
@@ -326,7 +327,8 @@ class FrontApp:
         origin = header(scope["headers"], b"origin")
         subprotocols = [Subprotocol(name) for name in scope.get("subprotocols") or []]
         handshake = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
-        for base in self._candidates(target.upstream):
+        candidates = self._candidates(target.upstream)
+        for base in candidates:
             address = urlsplit(base)
             # The URI names the host the client asked for (websockets sends it as `Host`, like
             # nginx's `Host $http_host`, so the gateway's same-origin check sees the front's
@@ -352,6 +354,8 @@ class FrontApp:
             except InvalidStatus as error:
                 self._states.reached(base)
                 response = error.response
+                if response.status_code == 503 and base != candidates[-1]:
+                    continue  # a draining replica (rolling restart): the next one takes it
                 await _deny(scope, send, response.status_code, bytes(response.body or b""))
                 return None
             except (InvalidHandshake, InvalidURI) as error:

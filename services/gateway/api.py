@@ -265,8 +265,11 @@ async def healthz() -> Response:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    """Ready when Redis answers and this replica's link to it is established."""
+    """Ready when Redis answers and this replica's link to it is established, and until it
+    starts draining (SIGTERM): a load balancer then sends new clients elsewhere."""
     hub = _context(request).hub
+    if hub.drain.active:
+        return JSONResponse({"status": "draining"}, status_code=503)
     try:
         await hub.broker.redis.ping()
     except REDIS_ERRORS:

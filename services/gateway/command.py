@@ -28,8 +28,14 @@ def raise_file_limit() -> int:
 
 def run(args: argparse.Namespace) -> int:
     from services.gateway.app import create_app, server_options
+    from services.gateway.hub import Hub
     from services.gateway.settings import GatewaySettings
 
     settings = load_settings_or_exit(GatewaySettings)
     raise_file_limit()
-    return serve(create_app(settings), args, settings, "gateway", **server_options(settings))
+    app = create_app(settings)
+    hub: Hub = app.state.hub
+    # SIGTERM: not ready, handshakes refused, clients closed 1012 over the drain window, then
+    # uvicorn's shutdown (listener closed, lifespan's end: the demand withdrawn).
+    options = server_options(settings)
+    return serve(app, args, settings, "gateway", drain=hub.drain.run, **options)

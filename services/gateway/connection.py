@@ -225,12 +225,18 @@ class GatewayConnection(asyncio.Protocol):
             response = ws.reject(MISDIRECTED, MISDIRECTED_TEXT)  # a foreign Host: DNS rebinding
         elif path != WS_PATH:
             response = ws.reject(404, f"No WebSocket endpoint here; connect to {WS_PATH}.\n")
+        elif hub.drain.active:
+            # Stopping: a 503 the proxy can pass to another replica (a 101 would only be
+            # closed again in a moment).
+            response = ws.reject(503, "This replica is restarting: connect again.\n")
+            response.headers["Retry-After"] = "1"
         else:
             response = ws.accept(request)
         if response.status_code != 101 or hub is None:
             ws.send_response(response)
             if hub is not None:
-                hub.stats.rejected["handshake" if path == WS_PATH else "path"] += 1
+                reason = "path" if path != WS_PATH else "handshake"
+                hub.stats.rejected["draining" if response.status_code == 503 else reason] += 1
             return
         settings = hub.settings
         headers = request.headers

@@ -5,9 +5,10 @@ applies their decisions: channel changes to the broker and the demand writer, fr
 client, then the snapshot), the instrument catalogue requests are checked against (loaded
 before the first client, kept current by its own task), the dispatch of pub/sub messages
 (ticks straight to the pure `FanOut`, events to `UpstreamStatus`), flush scheduling, the
-`status` frames clients get, and the counters. It is the broker's `BrokerHandler`: it keeps
-channels' `ready`/`fresh` flags and runs the resync. It must not talk to Redis itself: the
-broker, the demand writer, the upstream status and the snapshots do.
+`status` frames clients get, the drain before a stop (`drain.py`), and the counters. It is the
+broker's `BrokerHandler`: it keeps channels' `ready`/`fresh` flags and runs the resync. It must
+not talk to Redis itself: the broker, the demand writer, the upstream status and the snapshots
+do.
 
 Ordering that matters:
 - pub/sub commands are written without waiting, in the order they are issued; a client's
@@ -35,6 +36,7 @@ from services.gateway import commands
 from services.gateway.broker import Broker
 from services.gateway.commands import Decision
 from services.gateway.demand import DemandWriter
+from services.gateway.drain import Drain
 from services.gateway.fanout import Channel, FanOut, Sink, Subscriber
 from services.gateway.instruments import SIMULATOR, CatalogueError, CatalogueSource
 from services.gateway.protocol import (
@@ -113,6 +115,10 @@ class Hub:
             settings.gateway_first_value_wait_ms / 1000,
             refused=lambda channel: commands.is_refused(channel, self.upstream.refused),
         )
+        # On SIGTERM: clients told to reconnect, spread over the window (the server runs it).
+        self.drain = Drain(
+            self.clients, settings.gateway_drain_seconds, settings.gateway_close_timeout_seconds
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self.tick_lag = Buckets(LAG_BUCKETS)  # upstream frame time -> received here (sampled)
@@ -183,6 +189,8 @@ class Hub:
     def unregister(self, sub: Subscriber) -> None:
         if self.clients.pop(sub, 0) is None:
             self._channels_changed((), self.fanout.remove(sub))
+            if self.drain.active:
+                self.drain.left()
 
     def resume(self, sub: Subscriber) -> None:
         if self.fanout.resume(sub):

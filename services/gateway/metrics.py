@@ -21,7 +21,7 @@ from shared.metrics import counter, gauge, histogram, labelled_counter
 __all__ = ["HubCollector"]
 
 PREFIX: Final = "tickstream_gateway_"
-HANDSHAKE_REFUSALS: Final = ("origin", "unauthorized", "path", "handshake")
+HANDSHAKE_REFUSALS: Final = ("origin", "unauthorized", "path", "handshake", "draining")
 
 
 class HubCollector(Collector):
@@ -37,6 +37,7 @@ class HubCollector(Collector):
             ("channels", "Redis tick channels subscribed", len(hub.fanout.channels)),
             ("subscriptions", "Client subscriptions (client x key)", hub.fanout.subscription_count),
             ("redis_up", "1 when the Redis link is up", 1 if hub.redis_up else 0),
+            ("draining", "1 once the replica drains before stopping", int(hub.drain.active)),
         )
         counters: tuple[tuple[str, str, float], ...] = (
             ("connections", "WebSocket connections accepted", stats.connections),
@@ -64,6 +65,11 @@ class HubCollector(Collector):
             ("slow_clients_dropped", "Clients closed as slow consumers", stats.slow_dropped),
             ("idle_clients_dropped", "Clients closed after the idle timeout", stats.idle_dropped),
             ("oversize_closed", "Clients closed for an oversized frame", stats.oversize_closed),
+            (
+                "clients_drained",
+                "Clients told to reconnect (1012) by the drain before a stop",
+                hub.drain.drained,
+            ),
             ("redis_reconnects", "Redis link (re)establishments", stats.redis_reconnects),
             (
                 "pubsub_probes_failed",

@@ -42,6 +42,7 @@ RequestId = str | int | float | None
 CLOSE_GOING_AWAY: Final = 1001
 CLOSE_POLICY: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
+CLOSE_SERVICE_RESTART: Final = 1012  # the replica is draining: reconnect (to another)
 CLOSE_SLOW_CONSUMER: Final = 4000
 CLOSE_IDLE: Final = 4001
 CLOSE_TOKEN_EXPIRED: Final = 4003

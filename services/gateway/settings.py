@@ -120,6 +120,17 @@ class GatewaySettings(CommonSettings):
     gateway_close_timeout_seconds: float = Field(
         default=5.0, gt=0, description="How long a closing connection may take to drain."
     )
+    gateway_drain_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description=(
+            "On SIGTERM: not ready at once, new WebSocket handshakes refused (503), and each "
+            "client closed with 1012 at a jittered moment spread over this many seconds, so a "
+            "rolling restart does not make every client reconnect at once; then the process "
+            "exits (within this plus GATEWAY_CLOSE_TIMEOUT_SECONDS and a few seconds)."
+        ),
+    )
     gateway_pubsub_probe_seconds: float = Field(
         default=5.0,
         gt=0,
