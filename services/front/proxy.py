@@ -3,8 +3,9 @@
 Each new HTTP request or WebSocket connection for the gateways goes to the next replica in
 round-robin order; a replica that refuses the connection is skipped for that request, so when
 one is killed its clients reconnect through the front to another; so is one that answers a
-WebSocket handshake 503 (it is draining before a stop), unless it is the last one to try. Bodies are streamed both ways,
-redirects are passed to the browser (never followed), and close codes cross the proxy as sent.
+WebSocket handshake 503 (it is draining before a stop), unless it is the last one to try.
+Bodies are streamed both ways, redirects are passed to the browser (never followed), and close
+codes cross the proxy as sent.
 """
 
 from __future__ import annotations
