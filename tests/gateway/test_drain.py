@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from services.gateway.drain import close_offsets
 from shared.ports import free_port
 from tests.support.waiting import eventually
 
@@ -119,6 +121,19 @@ def per_quarter(moments: list[float], start: float, window: float) -> list[int]:
     for at in moments:
         counts[max(0, min(3, int((at - start) / (window / 4))))] += 1
     return counts
+
+
+def test_close_offsets_put_one_close_in_each_equal_slot_of_the_window() -> None:
+    rng = random.Random(7)
+    for count, window in ((1, 10.0), (7, 3.0), (1000, 10.0), (3, 0.0)):
+        offsets = close_offsets(count, window, rng)
+        assert len(offsets) == count
+        slot = window / count
+        for index, at in enumerate(offsets):
+            assert index * slot <= at <= (index + 1) * slot
+    assert close_offsets(0, 10.0, rng) == []
+    # Jittered: two drains of the same size do not close at the same moments.
+    assert close_offsets(5, 10.0, rng) != close_offsets(5, 10.0, rng)
 
 
 async def test_sigterm_drains_clients_spread_over_the_window(
