@@ -48,6 +48,8 @@ from typing import Any
 import httpx
 import orjson
 
+from shared import redis_contract as rc
+from shared.instruments import Mode
 from shared.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -197,8 +199,8 @@ async def publish_loop(
     """Every key ticks `rate` times a second, in `spread` evenly spaced batches per round."""
     reader, writer = await asyncio.open_connection("127.0.0.1", redis_port)
     template = FULL_VALUE if mode == "full" else LTPC_VALUE
-    channels = [f"tickstream:tick:{mode}:{key}".encode() for key in keys]
-    lasts = [f"tickstream:last:{mode}:{key}".encode() for key in keys]
+    channels = [rc.tick_channel(Mode(mode), key).encode() for key in keys]
+    lasts = [rc.last_value_key(Mode(mode), key).encode() for key in keys]
     epoch = os.urandom(6).hex().encode()
     seq = [0] * len(keys)
     price = [1000.0 + 10 * i for i in range(len(keys))]

@@ -3,24 +3,34 @@
 Nothing else in the code base spells a Redis name. `docs/architecture.md` documents the same
 table for people. All names start with `PREFIX`.
 
+Names that one command or transaction touches together share a Redis Cluster hash tag (the part
+in braces), so they live in one slot: `{sessions}` (a session, the active pointer and the token
+events announced in the same MULTI), `{demand}` (the replicas' demand hashes and their
+registry), `{ingestor}` (the lease, status, refusals and market info: the gateway reads status
+and market info in one MGET), and each instrument key (its tick channel and last value, so the
+ingestor's per-slot script SPUBLISHes and SETs both on one master). A channel carries a tag only
+so that redis-py's cluster client accepts its PUBLISH in the same transaction as the keys it
+announces; classic pub/sub reaches every node whatever the slot.
+
 | name | kind | written by | payload |
 | --- | --- | --- | --- |
-| `session:user:{user_id}` | string, TTL to expiry | auth | `StoredSession` JSON |
-| `session:active` | string, same TTL | auth | user id whose token the ingestor uses |
-| `events:token` | channel | auth, ingestor | `TokenEvent` JSON (never the token) |
+| `session:{sessions}:user:<user_id>` | string, TTL to expiry | auth | `StoredSession` JSON |
+| `session:{sessions}:active` | string, same TTL | auth | user id whose token the ingestor uses |
+| `events:{sessions}:token` | channel | auth, ingestor | `TokenEvent` JSON (never the token) |
 | `oauth:state:{state}` | string, short TTL | auth | `OAuthState` JSON |
 | `operator:code:{sha256}` | string, TTL = link lifetime | auth | "1": a sign-in code not yet used |
 | `operator:session:{sha256}` | string, TTL = session lifetime | auth | `OperatorSession` JSON |
-| `demand:{replica}` | hash, TTL = lease | gateway | field instrument key, value modes "ltpc,full" |
-| `events:demand` | channel | gateway | replica id whose demand changed |
-| `tick:{mode}:{key}` | channel | ingestor | tick payload (`encode_tick`) |
-| `last:{mode}:{key}` | string | ingestor | the last tick payload, for snapshots |
-| `market_info` | string | ingestor | `market_info` frame JSON (MessageToDict form) |
-| `events:market_info` | channel | ingestor | the same JSON, on change |
-| `ingestor:lease` | string, PX lease | ingestor | id of the active instance |
-| `ingestor:status` | string, TTL | ingestor | `IngestorStatus` JSON |
-| `ingestor:refused` | hash | ingestor | field instrument key, value "modes: reason" (refusal) |
-| `events:ingestor` | channel | ingestor | `IngestorStatus` JSON, on change |
+| `demand:{demand}:replica:<replica>` | hash, TTL = lease | gateway | key -> modes "ltpc,full" |
+| `demand:{demand}:replicas` | sorted set | gateway | replica id, score lease expiry (ms) |
+| `events:{demand}:demand` | channel | gateway | replica id whose demand changed |
+| `tick:<mode>:{<key>}` | channel (sharded in a cluster) | ingestor | tick payload (`encode_tick`) |
+| `last:<mode>:{<key>}` | string | ingestor | the last tick payload, for snapshots |
+| `ingestor:{ingestor}:market_info` | string | ingestor | `market_info` frame JSON (dict form) |
+| `events:{ingestor}:market_info` | channel | ingestor | the same JSON, on change |
+| `ingestor:{ingestor}:lease` | string, PX lease | ingestor | id of the active instance |
+| `ingestor:{ingestor}:status` | string, TTL | ingestor | `IngestorStatus` JSON |
+| `ingestor:{ingestor}:refused` | hash | ingestor | key -> "modes: reason" (a refusal) |
+| `events:{ingestor}:ingestor` | channel | ingestor | `IngestorStatus` JSON, on change |
 | `history:cache:{key}:{unit}:{interval}:{span}` | string, TTL | gateway | candle rows or error |
 | `history:lock:{key}:{unit}:{interval}:{span}` | string, PX | gateway | id of the replica asking |
 """
@@ -37,32 +47,32 @@ from shared.resp import as_text
 PREFIX: Final = "tickstream"
 
 # auth
-ACTIVE_SESSION: Final = f"{PREFIX}:session:active"
-TOKEN_EVENTS: Final = f"{PREFIX}:events:token"
+ACTIVE_SESSION: Final = f"{PREFIX}:session:{{sessions}}:active"
+TOKEN_EVENTS: Final = f"{PREFIX}:events:{{sessions}}:token"
 
 # gateways' demand
-DEMAND_PATTERN: Final = f"{PREFIX}:demand:*"
-DEMAND_EVENTS: Final = f"{PREFIX}:events:demand"
+DEMAND_REGISTRY: Final = f"{PREFIX}:demand:{{demand}}:replicas"
+DEMAND_EVENTS: Final = f"{PREFIX}:events:{{demand}}:demand"
 
 # ingestor output
 TICK_CHANNEL_PREFIX: Final = f"{PREFIX}:tick:"
 LAST_VALUE_PREFIX: Final = f"{PREFIX}:last:"
-MARKET_INFO: Final = f"{PREFIX}:market_info"
-MARKET_INFO_EVENTS: Final = f"{PREFIX}:events:market_info"
+MARKET_INFO: Final = f"{PREFIX}:ingestor:{{ingestor}}:market_info"
+MARKET_INFO_EVENTS: Final = f"{PREFIX}:events:{{ingestor}}:market_info"
 
 # ingestor coordination
-INGESTOR_LEASE: Final = f"{PREFIX}:ingestor:lease"
-INGESTOR_STATUS: Final = f"{PREFIX}:ingestor:status"
-INGESTOR_REFUSED: Final = f"{PREFIX}:ingestor:refused"
-INGESTOR_EVENTS: Final = f"{PREFIX}:events:ingestor"
+INGESTOR_LEASE: Final = f"{PREFIX}:ingestor:{{ingestor}}:lease"
+INGESTOR_STATUS: Final = f"{PREFIX}:ingestor:{{ingestor}}:status"
+INGESTOR_REFUSED: Final = f"{PREFIX}:ingestor:{{ingestor}}:refused"
+INGESTOR_EVENTS: Final = f"{PREFIX}:events:{{ingestor}}:ingestor"
 
 
 def session_key(user_id: str) -> str:
-    # Users live under `session:user:` so no user id (not even `active`) names the pointer.
-    # Sessions stored under the former `session:{user_id}` are not read: auth's durable copy
-    # puts the login back under the new name, else the user logs in again (a token dies at
-    # 03:30 IST anyway, and the old key's TTL with it).
-    return f"{PREFIX}:session:user:{user_id}"
+    # Users live under `user:` so no user id (not even `active`) names the pointer. Sessions
+    # stored under a former name (`session:{user_id}`, `session:user:{user_id}` before the
+    # hash tag) are not read: auth's durable copy puts the login back under the new name, else
+    # the user logs in again (a token dies at 03:30 IST anyway, and the old key's TTL with it).
+    return f"{PREFIX}:session:{{sessions}}:user:{user_id}"
 
 
 def oauth_state_key(state: str) -> str:
@@ -80,11 +90,7 @@ def operator_session_key(session_digest: str) -> str:
 
 
 def demand_key(replica_id: str) -> str:
-    return f"{PREFIX}:demand:{replica_id}"
-
-
-def replica_of_demand_key(name: str) -> str:
-    return name.removeprefix(f"{PREFIX}:demand:")
+    return f"{PREFIX}:demand:{{demand}}:replica:{replica_id}"
 
 
 # /api/history's cache, shared by the replicas: one entry per chart part (`span` is
@@ -97,18 +103,20 @@ def history_lock_key(instrument_key: str, unit: str, interval: int, span: str) -
     return f"{PREFIX}:history:lock:{instrument_key}:{unit}:{interval}:{span}"
 
 
+# The instrument key is the hash tag (Upstox keys hold no braces), so in a cluster a key's
+# channels and last values of every mode are on one master.
 def tick_channel(mode: Mode, instrument_key: str) -> str:
-    return f"{TICK_CHANNEL_PREFIX}{mode.value}:{instrument_key}"
+    return f"{TICK_CHANNEL_PREFIX}{mode.value}:{{{instrument_key}}}"
 
 
 def parse_tick_channel(channel: str) -> tuple[Mode, str]:
     """Inverse of `tick_channel`: (mode, instrument key)."""
-    mode, _, key = channel.removeprefix(TICK_CHANNEL_PREFIX).partition(":")
-    return Mode(mode), key
+    mode, _, tagged = channel.removeprefix(TICK_CHANNEL_PREFIX).partition(":")
+    return Mode(mode), tagged.removeprefix("{").removesuffix("}")
 
 
 def last_value_key(mode: Mode, instrument_key: str) -> str:
-    return f"{LAST_VALUE_PREFIX}{mode.value}:{instrument_key}"
+    return f"{LAST_VALUE_PREFIX}{mode.value}:{{{instrument_key}}}"
 
 
 # ---- demand hash values -------------------------------------------------------------------

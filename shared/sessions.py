@@ -2,8 +2,10 @@
 
 auth writes sessions; the ingestor, the gateway and the CLI tools read the active token. Each
 write is one MULTI/EXEC transaction that also publishes the `TokenEvent`, so a reader never sees
-a session without its event or half a session. The Redis TTL matches the token's expiry (the
-next 03:30 IST), so an expired token disappears by itself.
+a session without its event or half a session; in a Redis Cluster the session, the active
+pointer and the event's channel share one hash tag, so each transaction is in one slot. The
+Redis TTL matches the token's expiry (the next 03:30 IST), so an expired token disappears by
+itself.
 
 With an encryption key (setting `TOKEN_ENCRYPTION_KEY`, a Fernet key) the token is stored as
 Fernet ciphertext; every service that reads it needs the same key.
@@ -22,6 +24,7 @@ from pydantic import SecretStr, ValidationError
 from redis.exceptions import WatchError
 
 from shared.ist import next_token_expiry
+from shared.redis_client import queue_publish
 from shared.redis_contract import (
     ACTIVE_SESSION,
     TOKEN_EVENTS,
@@ -94,7 +97,7 @@ class SessionStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(session_key(session.user_id), session.model_dump_json(), ex=ttl)
             pipe.set(ACTIVE_SESSION, session.user_id, ex=ttl)
-            pipe.publish(TOKEN_EVENTS, _event("login", session.user_id))
+            queue_publish(pipe, TOKEN_EVENTS, _event("login", session.user_id))
             await pipe.execute()
         logger.info("stored the session of %s until %s", session.user_id, expires.isoformat())
         return session
@@ -118,7 +121,7 @@ class SessionStore:
                     marked = session.model_copy(update={"valid": False})
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(key, marked.model_dump_json(), keepttl=True)
-                    pipe.publish(TOKEN_EVENTS, _event("invalid", user_id))
+                    queue_publish(pipe, TOKEN_EVENTS, _event("invalid", user_id))
                     await pipe.execute()
                 except WatchError:
                     continue  # the session changed under us: decide again on the new one
@@ -133,7 +136,7 @@ class SessionStore:
                 session_key(session.user_id), session.model_dump_json(), exat=session.expires_at
             )
             pipe.set(ACTIVE_SESSION, session.user_id, exat=session.expires_at)
-            pipe.publish(TOKEN_EVENTS, _event("restored", session.user_id))
+            queue_publish(pipe, TOKEN_EVENTS, _event("restored", session.user_id))
             await pipe.execute()
         logger.info("restored the session of %s", session.user_id)
 
@@ -155,7 +158,9 @@ class SessionStore:
             while True:
                 try:
                     await pipe.watch(key, ACTIVE_SESSION)
-                    existed = bool(await pipe.exists(key))
+                    # Not `pipe.exists`: redis-py 8.1's cluster transaction splits EXISTS by
+                    # slot and, while watching, drops the reply (answers the pipeline itself).
+                    existed = bool(await pipe.execute_command("EXISTS", key))
                     active = await pipe.get(ACTIVE_SESSION)
                     is_active = active is not None and as_text(active) == user_id
                     if not existed and not is_active and not announce_always:
@@ -164,7 +169,7 @@ class SessionStore:
                     pipe.delete(key)
                     if is_active:
                         pipe.delete(ACTIVE_SESSION)
-                    pipe.publish(TOKEN_EVENTS, _event("logout", user_id))
+                    queue_publish(pipe, TOKEN_EVENTS, _event("logout", user_id))
                     results = await pipe.execute()
                 except WatchError:
                     continue

@@ -77,6 +77,12 @@ class CommonSettings(BaseSettings):
         pattern=r"^(redis|rediss|unix)://",
         description="Redis URL; rediss:// for TLS, redis://:PASSWORD@host:port/db for a password.",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names a node of a Redis Cluster: the services use a cluster "
+        "client and ticks go out on sharded channels (SPUBLISH/SSUBSCRIBE). Every service "
+        "must agree.",
+    )
     log_level: LogLevel = "INFO"
     log_format: Literal["text", "json"] = "text"
     upstox_base_url: str = Field(

@@ -98,7 +98,7 @@ def _is_real_upstox(base_url: str) -> bool:
 
 
 def _open_context(settings: AuthSettings, metrics: AuthCounts) -> AuthContext:
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
     directory = settings.auth_state_dir
     token = settings.upstox_access_token
     return AuthContext(

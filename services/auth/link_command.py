@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     minutes: int = args.minutes or settings.auth_operator_link_minutes
 
     async def mint() -> str:
-        redis = connect_redis(settings.redis_url)
+        redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
         try:
             return await mint_code(redis, minutes * 60)
         finally:

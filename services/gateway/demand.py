@@ -1,9 +1,13 @@
 """The demand writer: this replica's demand (instrument key -> modes) in its Redis hash.
 
-Owns the hash and its lease: changed keys are written promptly (a dirty set, one write loop,
-one MULTI per round), the whole hash is rewritten after every (re)connection and when the lease
-is found lapsed, a heartbeat keeps the lease, and a clean stop withdraws it at once (a crash
-lets it lapse). Every write is announced on the demand events channel so the ingestor rescans.
+Owns the hash, its lease and this replica's entry in the demand registry (the sorted set the
+ingestor reads to find every replica's hash: SCAN would cover one node of a Redis Cluster).
+Changed keys are written promptly (a dirty set, one write loop, one MULTI per round), the whole
+hash is rewritten after every (re)connection and when the lease is found lapsed, a heartbeat
+keeps the lease and the registry entry (score: when the lease lapses, epoch ms), and a clean
+stop withdraws both at once (a crash lets them lapse). Every write is announced on the demand
+events channel so the ingestor rescans. The hash, the registry and the channel share the
+`{demand}` hash tag, so each MULTI is in one cluster slot.
 
 It reads the modes from the `FanOut` and must not change it, nor know clients or frames.
 """
@@ -12,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from services.gateway.broker import Broker
 from services.gateway.fanout import FanOut
 from shared import redis_contract as rc
+from shared.redis_client import queue_publish
 from shared.redis_link import REDIS_ERRORS, guarded
 
 __all__ = ["DemandWriter"]
@@ -68,9 +75,10 @@ class DemandWriter:
 
     async def withdraw(self) -> None:
         try:
-            async with self._broker.redis.pipeline(transaction=False) as pipe:
+            async with self._broker.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self._key)
-                pipe.publish(rc.DEMAND_EVENTS, self._replica_id)
+                pipe.zrem(rc.DEMAND_REGISTRY, self._replica_id)
+                queue_publish(pipe, rc.DEMAND_EVENTS, self._replica_id)
                 await guarded(pipe.execute())
         except REDIS_ERRORS as error:
             logger.warning("could not withdraw demand at shutdown: %s", error)
@@ -93,7 +101,8 @@ class DemandWriter:
                 elif not full:
                     pipe.hdel(self._key, key)
             pipe.pexpire(self._key, self._lease_ms)
-            pipe.publish(rc.DEMAND_EVENTS, self._replica_id)
+            self._register(pipe)
+            queue_publish(pipe, rc.DEMAND_EVENTS, self._replica_id)
             try:
                 await guarded(pipe.execute())
             except BaseException:
@@ -106,9 +115,14 @@ class DemandWriter:
         a vanished ingestor is noticed."""
         async with self._broker.redis.pipeline(transaction=False) as pipe:
             pipe.pexpire(self._key, self._lease_ms)
+            self._register(pipe)
             pipe.get(rc.INGESTOR_STATUS)
-            kept, status = await guarded(pipe.execute())
+            kept, _, status = await guarded(pipe.execute())
         if not kept and self._fanout.channels:
             logger.warning("the demand lease had lapsed; writing it again")
             await self._write(full=True)
         self._on_ingestor_status(status)
+
+    def _register(self, pipe: Any) -> None:
+        expires = int(time.time() * 1000) + self._lease_ms
+        pipe.zadd(rc.DEMAND_REGISTRY, {self._replica_id: expires})

@@ -1,12 +1,15 @@
 """The gateways' demand, from Redis to the upstream session: read, plan, apply, refuse.
 
-Every live gateway replica keeps a demand hash with a TTL lease that it renews; when a replica
-dies its hash lapses, and the next scan no longer sees it. `read_demand` finds them all with
-SCAN. `DemandSync` runs while the instance is active: it reads the demand when
-`DEMAND_EVENTS` says it changed (and every rescan period, since nothing announces a lapse),
-plans it with the pure planner (`subscriptions`), tells the processor what to render and the
-upstream session what to subscribe, and writes the refusals to `INGESTOR_REFUSED`. It owns the
-plan, the grace period after a Redis recovery and the memory of the refusals written.
+Every live gateway replica keeps a demand hash with a TTL lease that it renews, and an entry in
+the demand registry (a sorted set, score: when its lease lapses); when a replica dies its hash
+lapses, and the next read no longer sees it. `read_demand` finds them all through the registry
+(SCAN would cover one node of a Redis Cluster), reads each hash in one pipelined round trip,
+and sweeps registry entries long past their lease. `DemandSync` runs while the instance is
+active: it reads the demand when `DEMAND_EVENTS` says it changed (and every rescan period,
+since nothing announces a lapse), plans it with the pure planner (`subscriptions`), tells the
+processor what to render and the upstream session what to subscribe, and writes the refusals
+to `INGESTOR_REFUSED`. It owns the plan, the grace period after a Redis recovery and the
+memory of the refusals written.
 
 It must NOT send anything to the feed itself (the upstream session does), nor touch the lease
 or the status record beyond announcing refusals with it.
@@ -29,6 +32,7 @@ from services.ingestor.subscriptions import ModeLimits, Plan, Refusal, aggregate
 from services.ingestor.upstream import UpstreamSession
 from shared import redis_contract as rc
 from shared.instruments import Mode
+from shared.redis_client import queue_publish
 from shared.redis_link import REDIS_ERRORS, RedisLink, guarded
 from shared.resp import as_text
 
@@ -37,20 +41,31 @@ __all__ = ["DemandSync", "read_demand"]
 logger = logging.getLogger(__name__)
 
 
+# A registry entry is swept this long after its score: the score is the gateway's wall clock,
+# which may run behind ours, so liveness is the hash's own TTL (Redis's clock); the score only
+# lets entries of replicas that died be removed at all.
+REGISTRY_SWEEP_AFTER_MS = 60_000
+
+
 async def read_demand(client: aioredis.Redis) -> dict[str, dict[str, set[Mode]]]:
-    """replica id -> (instrument key -> modes) for every demand hash present now."""
-    names = [as_text(name) async for name in client.scan_iter(match=rc.DEMAND_PATTERN, count=500)]
-    if not names:
+    """replica id -> (instrument key -> modes) for every registered replica's demand hash
+    present now."""
+    swept_before = int(time.time() * 1000) - REGISTRY_SWEEP_AFTER_MS
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.zremrangebyscore(rc.DEMAND_REGISTRY, "-inf", swept_before)
+        pipe.zrange(rc.DEMAND_REGISTRY, 0, -1)
+        _, members = await pipe.execute()
+    replicas = [as_text(member) for member in members]
+    if not replicas:
         return {}
     async with client.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.hgetall(name)
+        for replica in replicas:
+            pipe.hgetall(rc.demand_key(replica))
         tables = await pipe.execute(raise_on_error=False)
     demand: dict[str, dict[str, set[Mode]]] = {}
-    for name, table in zip(names, tables, strict=True):
-        if not isinstance(table, dict):
-            continue  # a key of another type under our prefix: not demand
-        replica = rc.replica_of_demand_key(name)
+    for replica, table in zip(replicas, tables, strict=True):
+        if not isinstance(table, dict) or not table:
+            continue  # lapsed (or not a hash): no demand
         demand[replica] = {as_text(key): rc.decode_modes(value) for key, value in table.items()}
     return demand
 
@@ -148,5 +163,5 @@ class DemandSync:
             pipe.delete(rc.INGESTOR_REFUSED)
             if values:
                 pipe.hset(rc.INGESTOR_REFUSED, mapping=values)  # type: ignore[arg-type]
-            pipe.publish(rc.INGESTOR_EVENTS, status.model_dump_json())
+            queue_publish(pipe, rc.INGESTOR_EVENTS, status.model_dump_json())
             await pipe.execute()

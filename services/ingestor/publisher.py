@@ -10,6 +10,18 @@ processor keeps each (mode, key)'s newest payload, and those are published again
 The script is fenced by the lease: it publishes nothing while another instance holds it, so an
 instance that was paused past its lease (and has not yet noticed it lost it) can never publish
 after the new holder has. Nothing else here knows about the lease.
+
+In a Redis Cluster (REDIS_CLUSTER) a batch is split by slot and each slot's ticks go as one
+`SHARDED_SCRIPT` call (SPUBLISH + SET: an instrument's channel and last value share its hash
+tag), all pipelined at once, one connection per master. redis-py sends a call answered MOVED
+or ASK (a slot migrating) again to the new owner, so no tick is lost to a move. The lease lives
+in another slot and cannot be read by these scripts: the fence is the instance's own proof
+instead (`lease_proven`, checked right before each batch: the lease is certainly ours until
+the TTL has passed since our last successful renewal began, see `lease.py`). What that leaves
+open: a batch checked just before the proof runs out may reach Redis after it did, if the
+instance is paused (or the network stalls) in between; a standby only takes over once Redis's
+own expiry has passed, which starts later than our proof, so the overlap is at most that pause
+minus the renewal's round trip. One Redis keeps the fence inside the script, with no window.
 """
 
 from __future__ import annotations
@@ -18,29 +30,32 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
+
+from redis.crc import key_slot
 
 from services.ingestor.processor import FrameResult, Tick
 from shared import redis_contract as rc
 from shared.metrics import Buckets
+from shared.redis_client import is_cluster, queue_publish
 from shared.redis_link import REDIS_ERRORS, RedisLink, guarded
 from shared.resp import bulk
 
 logger = logging.getLogger(__name__)
 
-# KEYS: the lease, then last-value keys; ARGV: our instance id, ttl seconds (0: none), then
-# channel, payload, last value for each last-value key (an empty last value: the payload itself,
-# so a whole tick's bytes go once). -1 (nothing published): another instance holds the lease. A
-# lease held by nobody does not stop it: no other instance publishes then.
-PUBLISH_SCRIPT = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then
-  return -1
-end
+
+def _publish_loop(first_key: int, command: str) -> str:
+    """Lua: for KEYS[first_key..], `command` (PUBLISH or SPUBLISH) each payload on its channel
+    and SET it as the last value; ARGV[2] is the ttl (seconds, 0: none), then channel, payload,
+    last value per key (an empty last value: the payload itself, so a whole tick's bytes go
+    once). Returns how many were published."""
+    return f"""
 local ttl = tonumber(ARGV[2])
-for i = 2, #KEYS do
-  local payload = ARGV[3 * i - 2]
-  redis.call('PUBLISH', ARGV[3 * i - 3], payload)
-  local last = ARGV[3 * i - 1]
+for i = {first_key}, #KEYS do
+  local j = 3 * (i - {first_key}) + 3
+  local payload = ARGV[j + 1]
+  redis.call('{command}', ARGV[j], payload)
+  local last = ARGV[j + 2]
   if last == '' then
     last = payload
   end
@@ -50,9 +65,23 @@ for i = 2, #KEYS do
     redis.call('SET', KEYS[i], last)
   end
 end
-return #KEYS - 1
+return #KEYS - {first_key - 1}
 """
+
+
+# KEYS: the lease, then last-value keys; ARGV: our instance id, then as `_publish_loop`. -1
+# (nothing published): another instance holds the lease. A lease held by nobody does not stop
+# it: no other instance publishes then.
+PUBLISH_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return -1
+end""" + _publish_loop(2, "PUBLISH")
 FENCED = -1
+
+# The cluster's script, one call per slot: KEYS are last-value keys of one slot (the lease is
+# elsewhere: see the module docstring); ARGV as for `PUBLISH_SCRIPT`.
+SHARDED_SCRIPT = _publish_loop(1, "SPUBLISH")
 
 # Ticks per script call: large enough to amortise the round trip, small enough that Redis is
 # never blocked for long by one call.
@@ -75,9 +104,14 @@ class Publisher:
         latest: Callable[[], list[Tick]],
         latest_market_info: Callable[[], bytes | None],
         instance: str = "",
+        lease_proven: Callable[[], bool] = lambda: True,
     ) -> None:
-        """`instance`: the lease holder id this publisher publishes for (see the script)."""
+        """`instance`: the lease holder id this publisher publishes for (see the script);
+        `lease_proven`: whether the lease is certainly still ours (the cluster's fence)."""
         self._link = link
+        self._instance = instance
+        self._cluster = is_cluster(link.client)
+        self._lease_proven = lease_proven
         self._ttl = last_value_ttl
         self._max_pending = max_pending
         self._latest = latest
@@ -208,11 +242,13 @@ class Publisher:
     async def _send_market_info(self, market_info: bytes) -> None:
         async with self._link.client.pipeline(transaction=False) as pipe:
             pipe.set(rc.MARKET_INFO, market_info)
-            pipe.publish(rc.MARKET_INFO_EVENTS, market_info)
+            queue_publish(pipe, rc.MARKET_INFO_EVENTS, market_info)
             await pipe.execute()
 
     async def _send_chunk(self, ticks: list[Tick]) -> int:
         """The script's answer: ticks published, or `FENCED`."""
+        if self._cluster:
+            return await self._send_sharded(ticks)
         data = self._pack(ticks)
         pool = self._link.client.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -227,6 +263,22 @@ class Publisher:
         finally:
             await pool.release(connection)
         return answer
+
+    async def _send_sharded(self, ticks: list[Tick]) -> int:
+        if not self._lease_proven():
+            return FENCED
+        by_slot: dict[int, list[Tick]] = {}
+        for tick in ticks:
+            by_slot.setdefault(key_slot(tick[1]), []).append(tick)
+        async with self._link.client.pipeline(transaction=False) as pipe:
+            for group in by_slot.values():
+                args: list[Any] = [self._instance, self._ttl]
+                for channel, _, payload, last in group:
+                    args += [channel, payload, last or b""]
+                keys = [tick[1] for tick in group]
+                pipe.execute_command("EVAL", SHARDED_SCRIPT, len(keys), *keys, *args)
+            answers = await pipe.execute()
+        return sum(int(answer) for answer in answers)
 
     def _pack(self, ticks: list[Tick]) -> bytes:
         """`EVAL script n lease last-keys... instance ttl channel payload last ...` in RESP,

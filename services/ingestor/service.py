@@ -64,7 +64,8 @@ class Ingestor:
         self.processor = TickProcessor()
         self.active = False
         self._ttl_ms = settings.ingestor_lease_ttl_ms
-        self.link = RedisLink(connect_redis(settings.redis_url), settings.backoff())
+        client = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
+        self.link = RedisLink(client, settings.backoff())
         self._lease = Lease(self.link.client, self.instance, self._ttl_ms)
         self._timing = LeaseTiming(self._ttl_ms / 1000, settings.ingestor_lease_renew_ms / 1000)
         self.publisher = Publisher(
@@ -74,6 +75,7 @@ class Ingestor:
             latest=self.processor.latest,
             latest_market_info=lambda: self.processor.market_info,
             instance=self.instance,
+            lease_proven=self._lease.proven,
         )
         self._reporter = StatusReporter(
             self.link, self, instance=self.instance, ttl_ms=self._ttl_ms

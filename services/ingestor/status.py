@@ -24,6 +24,7 @@ import orjson
 from services.ingestor.subscriptions import Plan
 from shared import redis_contract as rc
 from shared.instruments import Mode, count_modes
+from shared.redis_client import queue_publish
 from shared.redis_link import REDIS_ERRORS, RedisLink, guarded
 
 __all__ = ["StatusReporter", "StatusSource"]
@@ -107,5 +108,5 @@ class StatusReporter:
         async with self._link.client.pipeline(transaction=False) as pipe:
             pipe.set(rc.INGESTOR_STATUS, payload, px=self._ttl_ms * 3)
             if announce:
-                pipe.publish(rc.INGESTOR_EVENTS, payload)
+                queue_publish(pipe, rc.INGESTOR_EVENTS, payload)
             await pipe.execute()

@@ -41,7 +41,7 @@ def redis_location(url: str) -> str:
 async def find_token(settings: ToolSettings) -> tuple[str | None, str]:
     """(token, why there is none): the active session's from Redis, else UPSTOX_ACCESS_TOKEN."""
     problem = "nobody is logged in (no valid session in Redis)"
-    client = connect_redis(settings.redis_url)
+    client = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
     try:
         found = await SessionStore(client, settings.token_encryption_key).active_token()
     except (RedisError, OSError):

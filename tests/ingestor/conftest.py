@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -13,6 +14,7 @@ from services.ingestor.service import Ingestor
 from services.ingestor.settings import IngestorSettings
 from shared import redis_contract as rc
 from shared.instruments import Mode
+from shared.redis_client import queue_publish
 from shared.sessions import SessionStore
 from shared.upstox.models import Profile
 from tests.support.simulator import SimulatorHandle, simulator  # noqa: F401
@@ -42,14 +44,16 @@ def sample(ingestor: Ingestor, name: str, **labels: str) -> float:
 async def put_demand(
     client: aioredis.Redis, replica: str, table: dict[str, set[Mode]], ttl_ms: int = 60_000
 ) -> None:
-    """Write a replica's demand hash the way a gateway does, and announce it."""
+    """Write a replica's demand hash and registry entry the way a gateway does, and announce
+    it."""
     key = rc.demand_key(replica)
     async with client.pipeline(transaction=True) as pipe:
         pipe.delete(key)
         if table:
             pipe.hset(key, mapping={k: rc.encode_modes(m) for k, m in table.items()})
             pipe.pexpire(key, ttl_ms)
-        pipe.publish(rc.DEMAND_EVENTS, replica)
+        pipe.zadd(rc.DEMAND_REGISTRY, {replica: int(time.time() * 1000) + ttl_ms})
+        queue_publish(pipe, rc.DEMAND_EVENTS, replica)
         await pipe.execute()
 
 
