@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from shared.redis_client import describe_redis_error
 from shared.upstox.backoff import Backoff
@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-REDIS_ERRORS = (RedisError, OSError)
-"""What a failed Redis call raises: redis-py's own errors, or the socket's."""
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
+"""What a failed Redis call raises: redis-py's own errors, or the socket's. redis-py's cluster
+client raises some that are not RedisErrors (SlotNotCoveredError while a failed master's slots
+wait for its replica's promotion): without them a loop's Redis work would end its task."""
 
 
 async def guarded(call: Awaitable[T]) -> T:

@@ -1,27 +1,20 @@
 """The broker: this replica's Redis side, the way centrifuge separates a broker from its hub.
 
-Owns, for the replica's whole life: the command client (a bounded pool), the one pub/sub
-connection (`pubsub.PubSubLink`) and the set of channel names it must carry, the PING barriers
-that confirm subscriptions, and the reconnect loop (jittered backoff, reset once a connection
-has been resynced). `health` answers "is Redis up, as clients are told?" (a
-`shared.redis_link.RedisHealth`); `connected` says whether a pub/sub connection is being served
-at all, resync included. Everything else reaches the hub through `BrokerHandler`.
+Owns, for the replica's whole life: the command client (a bounded pool), the pub/sub
+connections (`shard.Shard`: one with one Redis, one per master on a Redis Cluster) and the set
+of channel names they must carry, and, on a cluster, the topology: which master carries each
+channel (`cluster.SlotMap`, from CLUSTER SLOTS), refreshed when a connection is lost, when a
+node drops channels (their slot moved: Redis pushes `sunsubscribe`) or refuses them (-MOVED),
+and while a master stays lost (until a replica is promoted). A channel whose master changed is
+subscribed on its new one, and once confirmed there the hub re-snapshots it; channels on
+healthy masters are untouched. `health` answers "is Redis up, as clients are told?" (a
+`shared.redis_link.RedisHealth`: up while every connection is served and resynced);
+`connected` says whether any pub/sub connection is being served at all, resync included.
+Everything else reaches the hub through `BrokerHandler`.
 
 It must not know about clients, frames, channels' subscribers or demand: it deals in channel
 names and bytes. Ticks go from the pub/sub protocol straight to the handler's `on_message`.
-
-Ordering: SUBSCRIBE and UNSUBSCRIBE are written at once, in the order they are issued, and are
-confirmed together by the next PING barrier (`confirm()`): Redis answers a PING only after
-everything written before it.
-
-Liveness: TCP can keep a connection open that delivers nothing (a half-dead link, a proxy that
-failed over to another server). Every probe period the broker sends a PING barrier on the
-pub/sub connection; no answer within one more period and the connection is lost, with the
-same recovery as a closed one (rebuild with backoff, resubscribe, resync, snapshots resent).
-A server answers a PING with `pong` and the token only on a connection it holds subscriptions
-for, so the probe also catches a connection moved by a proxy to a server that does not know
-them (that server's plain reply never confirms a barrier). It costs one PING per period and
-nothing per message.
+Ordering and liveness (PING barriers, the probe) are per connection: see `shard`.
 """
 
 from __future__ import annotations
@@ -29,15 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from typing import Final, Protocol
 
 import redis.asyncio as aioredis
 
-from services.gateway.errors import PubSubClosed, RedisLost
-from services.gateway.pubsub import PubSubLink
+from services.gateway.cluster import Address, SlotMap, fetch_slot_map, node_url, seed_address
+from services.gateway.shard import LINK_ERRORS, Shard
 from shared.redis_client import connect_redis
 from shared.redis_link import REDIS_ERRORS, RedisHealth, guarded
 from shared.tasks import cancel_and_wait
@@ -47,37 +38,29 @@ __all__ = ["LINK_ERRORS", "Broker", "BrokerHandler"]
 
 logger = logging.getLogger(__name__)
 
-BARRIER_TIMEOUT: Final = 10.0
 POOL_SIZE: Final = 16  # command connections (snapshots, demand, status); pub/sub has its own
-LINK_ERRORS: Final = (*REDIS_ERRORS, RedisLost)
-"""How a connection's life ends (PubSubClosed and timeouts are OSErrors)."""
 
 
 class BrokerHandler(Protocol):
-    """What the broker reports to the hub."""
+    """What the broker reports to the hub. `names` None: every channel (one Redis, or all)."""
 
     def on_message(self, name: bytes, data: bytes) -> None:
         """A pub/sub message: every tick goes through here, so it must not block."""
 
     def on_confirmed(self, names: Iterable[bytes]) -> None:
-        """These channels' subscriptions are in effect on the current connection."""
+        """These channels' subscriptions are in effect on their current connection."""
 
-    async def on_up(self) -> None:
-        """A new connection carries (and has confirmed) every channel: resync, then call
-        `health.recovered()` when clients may be told. Raising drops the connection."""
+    async def on_up(self, names: Collection[bytes] | None) -> None:
+        """A connection carries (and has confirmed) these channels anew: resync them, then call
+        `recovered()` when clients may be told. Raising drops the connection."""
 
-    def on_down(self) -> None:
-        """The connection ended: no subscription is in effect until the next `on_up`."""
-
-
-@dataclass(slots=True)
-class _Barrier:
-    future: asyncio.Future[bool]
-    names: set[bytes]
+    def on_down(self, names: Collection[bytes] | None) -> None:
+        """No subscription to these channels is in effect until their next `on_up`."""
 
 
 class Broker:
-    """`open()` before use, `run()` as a task, `close()` at the end."""
+    """`open()` before use, `run()` as a task, `close()` at the end. `cluster`: REDIS_URL
+    names any node of a Redis Cluster."""
 
     def __init__(
         self,
@@ -86,29 +69,39 @@ class Broker:
         channels: Iterable[bytes] = (),
         *,
         probe_seconds: float = 5.0,
+        cluster: bool = False,
     ) -> None:
         self._url = url
         self._handler = handler
         self._probe_seconds = probe_seconds
-        self.probes_failed = 0  # liveness probes not answered in time (each lost a connection)
+        self.cluster = cluster
         self.health = RedisHealth(up=False)
-        self._backoff = Backoff(0.1, 5.0)
-        self.health.on_recover.append(self._backoff.reset)
         self._redis: aioredis.Redis | None = None
-        self._link: PubSubLink | None = None  # the pub/sub connection being served
-        self._names: dict[bytes, None] = dict.fromkeys(channels)  # to carry, (re)connected or not
-        self._unconfirmed: set[bytes] = set()  # subscribed since the last barrier
-        self._last_barrier: asyncio.Future[bool] | None = None
-        self._barriers: dict[bytes, _Barrier] = {}
-        self._broken = asyncio.Event()
-        self._broken_cause: BaseException | None = None
+        self._names: dict[bytes, None] = dict.fromkeys(channels)  # to carry, wherever
+        self._shards: dict[Address, Shard] = {}
+        self._tasks: dict[Shard, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()  # moved channels' resyncs, retirements
+        self._probes_retired = 0
+        # On a cluster: where each channel is carried, and the channels waiting for a master.
+        self._where: dict[bytes, Shard] = {}
+        self._homeless: dict[bytes, None] = {}
+        self._slot_map: SlotMap | None = None
+        self._refresh = asyncio.Event()
+        self.topology_refreshes = 0
+        self.channels_moved = 0
+        if not cluster:
+            self._single: Shard | None = self._shard_for(seed_address(url), url)
+            self._single.names = self._names  # one connection carries everything
+        else:
+            self._single = None
 
     # ---- life cycle ------------------------------------------------------------------------
 
     def open(self) -> None:
-        self._redis = connect_redis(self._url, max_connections=POOL_SIZE)
+        self._redis = connect_redis(self._url, cluster=self.cluster, max_connections=POOL_SIZE)
 
     async def close(self) -> None:
+        await cancel_and_wait([*self._background, *self._tasks.values()])
         if self._redis is not None:
             await guarded(self._redis.aclose())
             self._redis = None
@@ -116,7 +109,7 @@ class Broker:
 
     @property
     def redis(self) -> aioredis.Redis:
-        """The command client (the pub/sub connection is separate)."""
+        """The command client (the pub/sub connections are separate)."""
         if self._redis is None:
             raise RuntimeError("the broker is not open")
         return self._redis
@@ -124,18 +117,34 @@ class Broker:
     @property
     def connected(self) -> bool:
         """A pub/sub connection is being served (its resync included)."""
-        return self._link is not None
+        return any(shard.connected for shard in self._shards.values())
+
+    @property
+    def probes_failed(self) -> int:
+        """Liveness probes not answered in time (each lost a connection)."""
+        return self._probes_retired + sum(shard.probes_failed for shard in self._shards.values())
+
+    def nodes(self) -> list[Shard]:
+        """The pub/sub connections, for metrics: each its node's label, state and connects."""
+        return list(self._shards.values())
 
     def failed(self, error: BaseException) -> None:
-        """Any user of Redis that saw it fail: drop the pub/sub connection and reconnect."""
-        if not self._broken.is_set():
-            self._broken_cause = error
-        self._broken.set()
+        """Any user of Redis that saw it fail: with one Redis, drop the pub/sub connection and
+        reconnect; on a cluster, look at the topology again (a master may be gone)."""
+        if self._single is not None:
+            self._single.failed(error)
+        else:
+            self._refresh.set()
+
+    def recovered(self) -> None:
+        """The hub's resync is done: clients are told Redis is up once every connection is."""
+        if not self._homeless and all(shard.up for shard in self._shards.values()):
+            self.health.recovered()
 
     async def attempt(self, work: Callable[[], Awaitable[None]]) -> None:
         """One round of a background loop's Redis work, done only while connected (the resync
         after an outage redoes it all). A Redis failure is reported, not raised."""
-        if self._link is None:
+        if not self.connected:
             return
         try:
             await guarded(work())
@@ -143,148 +152,202 @@ class Broker:
             self.failed(error)
 
     async def run(self) -> None:
-        """Serve one pub/sub connection after another, with backoff in between."""
-        while True:
-            try:
-                await self._serve()
-            except LINK_ERRORS as error:
-                if not self.health.ok:
-                    logger.debug("Redis still unreachable: %s", error)
-                self._down(error)
-                await self._drop_idle_commands()
-            await asyncio.sleep(self._backoff.next_delay())
-
-    async def _serve(self) -> None:
-        """One pub/sub connection's life: connect, resubscribe, resync, serve until it fails.
-        Always raises."""
-        self._broken.clear()
-        # The handler's bound method goes straight to the protocol: no hop per tick.
-        link = await PubSubLink.open(
-            self._url, on_message=self._handler.on_message, on_pong=self._on_pong
-        )
-        broken = asyncio.create_task(self._broken.wait(), name="gateway-link-watch")
-        resync: asyncio.Task[None] | None = None
-        probe: asyncio.Task[None] | None = None
+        """Serve the pub/sub connections for the replica's life."""
+        if self._single is not None:
+            await self._single.run()
+            return
         try:
-            names = list(self._names)
-            link.subscribe(names)
-            self._link = link
-            self._unconfirmed = set(names)
-            resync = asyncio.create_task(self._resync(), name="gateway-resync")
-            # From the start: a link that goes silent during the resync is caught as well.
-            probe = asyncio.create_task(self._probe(), name="gateway-link-probe")
-            waiting: set[asyncio.Future[Any]] = {link.closed, broken, resync, probe}
-            while True:
-                done, waiting = await asyncio.wait(waiting, return_when="FIRST_COMPLETED")
-                if done == {resync} and resync.exception() is None:
-                    continue  # resynced: serve until the link fails
-                break
-            for future in (link.closed, probe, resync):
-                if future.done() and future.exception() is not None:
-                    raise future.exception()  # type: ignore[misc]
-            raise RedisLost(f"the Redis link was dropped: {self._broken_cause!r}")
+            await self._follow_topology()
         finally:
-            self._link = None
-            link.close()
-            await cancel_and_wait(task for task in (broken, resync, probe) if task is not None)
+            await cancel_and_wait(self._tasks.values())
 
-    async def _resync(self) -> None:
-        if not await self.confirm():
-            raise RedisLost("subscriptions were not confirmed")
-        await self._handler.on_up()
+    # ---- the connections' reports (`shard.ShardEvents`) ------------------------------------
 
-    async def _probe(self) -> None:
-        """The connection's liveness: a PING barrier every probe period, answered within one
-        more period (the next probe would be due by then), or the connection is lost."""
-        period = self._probe_seconds
-        while True:
-            await asyncio.sleep(period)
-            try:
-                async with asyncio.timeout(period):
-                    await self._barrier()
-            except TimeoutError:
-                self.probes_failed += 1
-                raise RedisLost(
-                    f"the pub/sub connection did not answer a PING within {period:g} s"
-                ) from None
+    def on_confirmed(self, names: Iterable[bytes]) -> None:
+        self._handler.on_confirmed(names)
 
-    async def _drop_idle_commands(self) -> None:
-        """The idle command connections go with the pub/sub one: they lead to the same server,
-        and one as dead would cost its next command a socket timeout before its retry."""
-        if self._redis is not None:
-            with contextlib.suppress(*REDIS_ERRORS):
-                await guarded(self._redis.connection_pool.disconnect(inuse_connections=False))
+    async def on_shard_up(self, shard: Shard) -> None:
+        await self._handler.on_up(None if self._single is not None else list(shard.names))
+        shard.backoff.reset()
 
-    def _down(self, cause: BaseException) -> None:
-        self._unconfirmed.clear()
-        futures = [barrier.future for barrier in self._barriers.values()]
-        self._barriers.clear()
-        self._last_barrier = None
-        for future in futures:
-            if not future.done():
-                future.set_result(False)
-        self._handler.on_down()
+    async def on_shard_down(self, shard: Shard, cause: BaseException) -> None:
+        if not self.health.ok:
+            logger.debug("Redis still unreachable at %s: %s", shard.label, cause)
+        self._handler.on_down(None if self._single is not None else list(shard.names))
         self.health.failed(cause)  # on the way down: warns, and the hub tells its clients
+        if self._single is not None and self._redis is not None:
+            await _drop_idle_commands(self._redis)
+        else:
+            self._refresh.set()  # a replica may be promoted: find where its slots went
+
+    def on_moved(self, shard: Shard, names: tuple[bytes, ...], reason: str) -> None:
+        logger.info("%d channels left %s (%s): rerouting", len(names), shard.label, reason)
+        self.channels_moved += len(names)
+        for name in names:
+            if self._where.get(name) is shard:
+                del self._where[name]
+            if name in self._names:
+                self._homeless[name] = None
+        self._handler.on_down(names)
+        self._refresh.set()
+
+    # ---- cluster topology ------------------------------------------------------------------
+
+    async def _follow_topology(self) -> None:
+        """Route the channels by the cluster's slot map: at start, then whenever something
+        moved or a connection was lost, again (with backoff) until nothing is left unrouted."""
+        backoff = Backoff(0.1, 2.0)
+        self._refresh.set()
+        while True:
+            await self._refresh.wait()
+            self._refresh.clear()
+            known = [*self._shards, *(self._slot_map.nodes if self._slot_map else ())]
+            slot_map = await fetch_slot_map(self._url, known)
+            self.topology_refreshes += 1
+            moved = self._apply(slot_map) if slot_map is not None else False
+            unsettled = bool(self._homeless) or not all(
+                shard.connected for shard in self._shards.values()
+            )
+            if slot_map is None or moved or unsettled:
+                await asyncio.sleep(backoff.next_delay())
+                self._refresh.set()
+            else:
+                backoff.reset()
+
+    def _apply(self, slot_map: SlotMap) -> bool:
+        """Move every channel to its slot's master; True if any moved."""
+        if self._slot_map is None or slot_map.ranges != self._slot_map.ranges:
+            masters = ", ".join(sorted(f"{host}:{port}" for host, port in slot_map.masters))
+            logger.info("Redis Cluster: the slots are served by %s", masters)
+        self._slot_map = slot_map
+        for master in slot_map.masters:
+            self._shard_for(master)  # a connection per master, ready for the channels to come
+        moved: dict[Shard, list[bytes]] = {}
+        for address, names in slot_map.route(self._names).items():
+            if address is None:
+                self._homeless.update(dict.fromkeys(names))
+                continue
+            shard = self._shard_for(address)
+            for name in names:
+                old = self._where.get(name)
+                if old is shard and name not in self._homeless:
+                    continue
+                if old is not None and old is not shard:
+                    old.forget([name])
+                self._homeless.pop(name, None)
+                self._where[name] = shard
+                moved.setdefault(shard, []).append(name)
+        for shard, names in moved.items():
+            logger.debug("%d channels to %s (up: %s)", len(names), shard.label, shard.up)
+            if shard.up:
+                self._handler.on_down(names)
+            shard.subscribe(names)
+            if shard.up:  # else the connection's own resync covers them
+                task = asyncio.create_task(self._resync(shard, names), name="gateway-moved")
+                _keep(self._background, task)
+        for address, shard in list(self._shards.items()):
+            if address not in slot_map.masters and not shard.names:
+                # A lost master that serves no slot any more (back as a replica, or gone).
+                logger.info(
+                    "Redis Cluster: %s serves no slots; its connection is closed", shard.label
+                )
+                del self._shards[address]
+                self._probes_retired += shard.probes_failed
+                serving = self._tasks.pop(shard, None)
+                if serving is not None:
+                    serving.cancel()
+                    _keep(self._background, serving)  # until it has ended
+        return bool(moved)
+
+    async def _resync(self, shard: Shard, names: list[bytes]) -> None:
+        """Channels moved onto a served connection: once confirmed there, the hub resyncs them."""
+        if not await shard.confirm():
+            return  # the connection failed: its next one resyncs everything it carries
+        names = [name for name in names if self._where.get(name) is shard]
+        try:
+            await guarded(self._handler.on_up(names))
+        except REDIS_ERRORS as error:
+            self.failed(error)
+
+    def _shard_for(self, address: Address, url: str | None = None) -> Shard:
+        shard = self._shards.get(address)
+        if shard is None:
+            shard = Shard(
+                url or node_url(self._url, address),
+                self,
+                address,
+                self._handler.on_message,  # the hub's bound method: no hop per tick
+                cluster=self.cluster,
+                probe_seconds=self._probe_seconds,
+            )
+            self._shards[address] = shard
+            if self.cluster:
+                self._tasks[shard] = asyncio.create_task(shard.run(), name="gateway-link")
+        return shard
 
     # ---- channels --------------------------------------------------------------------------
 
     def subscribe(self, names: Sequence[bytes]) -> None:
         """Carry these channels from now on (written at once when connected)."""
+        if self._single is not None:
+            self._single.subscribe(names)  # its names are ours
+            return
         self._names.update(dict.fromkeys(names))
-        if self._link is None:
-            return  # the next connection subscribes to everything
-        try:
-            self._link.subscribe(names)
-        except PubSubClosed as error:
-            self.failed(error)
-        else:
-            self._unconfirmed.update(names)
+        if self._slot_map is None:
+            return  # routed with everything once the topology is known
+        for address, group in self._slot_map.route(names).items():
+            if address is None:
+                self._homeless.update(dict.fromkeys(group))
+                self._refresh.set()
+                continue
+            shard = self._shard_for(address)
+            for name in group:
+                self._where[name] = shard
+            shard.subscribe(group)
 
     def unsubscribe(self, names: Sequence[bytes]) -> None:
+        if self._single is not None:
+            self._single.unsubscribe(names)
+            return
+        by_shard: dict[Shard, list[bytes]] = {}
         for name in names:
             self._names.pop(name, None)
-        self._unconfirmed.difference_update(names)
-        if self._link is None:
-            return
-        try:
-            self._link.unsubscribe(names)
-        except PubSubClosed as error:
-            self.failed(error)
+            self._homeless.pop(name, None)
+            shard = self._where.pop(name, None)
+            if shard is not None:
+                by_shard.setdefault(shard, []).append(name)
+        for shard, group in by_shard.items():
+            shard.unsubscribe(group)
 
-    async def confirm(self) -> bool:
-        """Wait until every SUBSCRIBE sent so far is in effect: Redis answers a PING sent behind
-        them only after it has carried them out. False if there is no connection or it failed;
-        a barrier not answered in time fails the connection."""
-        try:
-            async with asyncio.timeout(BARRIER_TIMEOUT):
-                return await self._barrier()
-        except TimeoutError:
-            self.failed(RedisLost("a subscription was not confirmed in time"))
-            return False
+    async def settle(self, names: Collection[bytes]) -> set[bytes]:
+        """Of `names`, those whose subscriptions are in effect now: a PING barrier on each
+        connection carrying some of them (a snapshot read after it misses no update)."""
+        if self._single is not None:
+            return set(names) if await self._single.confirm() else set()
+        by_shard: dict[Shard, list[bytes]] = {}
+        for name in names:
+            shard = self._where.get(name)
+            if shard is not None:
+                by_shard.setdefault(shard, []).append(name)
+        shards = list(by_shard)
+        results = await asyncio.gather(*(shard.confirm() for shard in shards))
+        return {
+            name
+            for shard, ok in zip(shards, results, strict=True)
+            if ok
+            for name in by_shard[shard]
+            if self._where.get(name) is shard
+        }
 
-    async def _barrier(self) -> bool:
-        """Send a PING barrier (or join the one in flight when nothing was written since) and
-        wait for its answer: True once answered, False if there is no connection or it ended.
-        The caller bounds the wait; the barrier itself outlives it, for its other waiters."""
-        if self._link is None:
-            return False
-        if self._unconfirmed or self._last_barrier is None or self._last_barrier.done():
-            token = secrets.token_hex(8).encode()
-            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._barriers[token] = _Barrier(future, self._unconfirmed)
-            self._unconfirmed = set()
-            self._last_barrier = future
-            try:
-                self._link.ping(token)
-            except PubSubClosed as error:
-                self.failed(error)
-                return False
-        return await asyncio.shield(self._last_barrier)
 
-    def _on_pong(self, token: bytes) -> None:
-        barrier = self._barriers.pop(token, None)
-        if barrier is None:
-            return
-        self._handler.on_confirmed(barrier.names)
-        if not barrier.future.done():
-            barrier.future.set_result(True)
+def _keep(tasks: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+    """Hold a background task until it ends (asyncio keeps only a weak reference)."""
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def _drop_idle_commands(redis: aioredis.Redis) -> None:
+    """The idle command connections go with the pub/sub one: they lead to the same server, and
+    one as dead would cost its next command a socket timeout before its retry."""
+    with contextlib.suppress(*REDIS_ERRORS):
+        await guarded(redis.connection_pool.disconnect(inuse_connections=False))

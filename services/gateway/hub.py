@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -90,6 +90,7 @@ class Hub:
             self,
             (_MARKET_INFO_EVENTS, _INGESTOR_EVENTS),
             probe_seconds=settings.gateway_pubsub_probe_seconds,
+            cluster=settings.redis_cluster,
         )
         # Clients hear of every change of the Redis health, down or back up.
         self.broker.health.on_fail.append(self._announce_status)
@@ -327,20 +328,25 @@ class Hub:
             if channel is not None:
                 channel.ready = True
 
-    async def on_up(self) -> None:
+    async def on_up(self, names: Collection[bytes] | None = None) -> None:
         """The resync: rewrite the demand and reread the upstream state, tell clients Redis is
-        up, then resend every client's snapshot."""
+        up, then resend the snapshots of `names` (None: every client's, of all its keys) to
+        the clients holding them. On a cluster `names` are one master's, or channels moved."""
         await self.demand.write_all()
         await self.upstream.resync()
-        self.broker.health.recovered()  # clients are told (and the backoff starts over)
+        self.broker.recovered()  # clients are told once every connection is up
         if self.stats.redis_reconnects:
             logger.info("Redis link restored; resending snapshots to %d clients", len(self.clients))
         self.stats.redis_reconnects += 1
-        await self.snapshots.resend_all(self.clients)
+        await self.snapshots.resend_all(self.clients, names)
 
-    def on_down(self) -> None:
+    def on_down(self, names: Collection[bytes] | None = None) -> None:
         # Until resubscribed and confirmed, nothing in memory is known to be current.
-        for channel in self.fanout.channels.values():
+        if names is None:
+            channels: Iterable[Channel] = self.fanout.channels.values()
+        else:
+            channels = filter(None, map(self.fanout.by_name.get, names))
+        for channel in channels:
             channel.ready = channel.fresh = False
 
     # ---- introspection ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from services.gateway.hub import Hub
 from services.gateway.protocol import ERROR_CODES
-from shared.metrics import counter, gauge, histogram, labelled_counter
+from shared.metrics import counter, gauge, histogram, labelled_counter, labelled_gauge
 
 __all__ = ["HubCollector"]
 
@@ -88,6 +88,22 @@ class HubCollector(Collector):
             "code",
             stats.errors,
             ERROR_CODES,
+        )
+        # One pub/sub connection per Redis (each master, on a cluster), by node address.
+        nodes = hub.broker.nodes()
+        yield labelled_gauge(
+            PREFIX + "redis_node_up",
+            "1 when the pub/sub connection to this Redis node is served and resynced",
+            "node",
+            {node.label: 1 if node.up else 0 for node in nodes},
+            (),
+        )
+        yield labelled_counter(
+            PREFIX + "redis_node_connects",
+            "Pub/sub connections to this Redis node established and resynced",
+            "node",
+            {node.label: node.connects for node in nodes},
+            (),
         )
         yield histogram(
             PREFIX + "tick_lag_seconds",

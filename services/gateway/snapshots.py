@@ -2,7 +2,9 @@
 
 Owns the rule that lets a snapshot and the live updates after it join without a gap: when a
 channel's subscription is not yet confirmed on the current connection, the last value is read
-only after the broker's PING barrier, so an update published meanwhile arrives live (and a live
+only after the broker's PING barrier on it (on a Redis Cluster, the connection to the master
+carrying the channel; a channel whose master is lost is served from memory and sent again once
+carried anew), so an update published meanwhile arrives live (and a live
 update that lands during the read wins over the value read, see `FanOut.resolve`). A channel
 whose confirmed subscription has delivered an update (`fresh`) is served from memory; the others
 are read from Redis in chunks, and every value is settled after the last read (a live update
@@ -20,7 +22,7 @@ It must not change subscriptions nor send anything but `initial_feed` frames.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Final
 
 from services.gateway.broker import Broker
@@ -72,13 +74,25 @@ class Snapshots:
         if frame is not None:
             sub.sink.send_frame(frame)
 
-    async def resend_all(self, subs: Iterable[Subscriber]) -> None:
-        """After a Redis outage: every client gets a fresh snapshot of all its keys."""
-        resolved = await self._resolve(self._fanout.channels.values())
+    async def resend_all(
+        self, subs: Iterable[Subscriber], names: Collection[bytes] | None = None
+    ) -> None:
+        """After a Redis outage: every client gets a fresh snapshot of all its keys. With
+        `names` (a cluster master's channels, or channels whose slot moved), of those only."""
+        if names is None:
+            channels: Iterable[Channel] = self._fanout.channels.values()
+        else:
+            channels = filter(None, map(self._fanout.by_name.get, names))
+        resolved = await self._resolve(channels)
         for sub in list(subs):
             if sub.closed or not sub.subs:
                 continue
-            items = [(ch, resolved.get(ch, ch.latest)) for ch in sub.subs.values()]
+            held: Iterable[Channel] = sub.subs.values()
+            if names is not None:
+                held = [ch for ch in held if ch in resolved]
+            items = [(ch, resolved.get(ch, ch.latest)) for ch in held]
+            if not items:
+                continue
             frame = self._fanout.complete(sub, items)
             if frame is not None:
                 sub.sink.send_frame(frame)
@@ -91,8 +105,11 @@ class Snapshots:
         broker = self._broker
         if not channels or not broker.connected:
             return resolved
-        if not all(ch.ready for ch in channels) and not await broker.confirm():
-            return resolved
+        if not all(ch.ready for ch in channels):
+            # Each connection's barrier: on a cluster, a channel whose master is lost is not
+            # read (its connection's resync sends it again).
+            settled = await broker.settle([ch.name for ch in channels])
+            channels = [ch for ch in channels if ch.name in settled]
         stale = [ch for ch in channels if not ch.fresh]
         read: list[tuple[Channel, bytes | None, int]] = []
         for start in range(0, len(stale), MGET_CHUNK):
@@ -100,7 +117,7 @@ class Snapshots:
             versions = [ch.version for ch in chunk]
             keys = [rc.last_value_key(ch.mode, ch.key) for ch in chunk]
             try:
-                values = await guarded(broker.redis.mget(keys))
+                values = await guarded(self._mget(keys))
             except REDIS_ERRORS as error:
                 broker.failed(error)
                 return resolved
@@ -110,3 +127,13 @@ class Snapshots:
         for channel, stored, version in read:
             resolved[channel] = self._fanout.resolve(channel, stored, version)
         return resolved
+
+    async def _mget(self, keys: list[str]) -> list[bytes | str | None]:
+        """The keys' values, in order. One MGET with one Redis; on a cluster an MGET may only
+        name one slot, so one per slot, pipelined to each master (redis-py's non-atomic MGET:
+        a value and its channel share the instrument's slot, so each is still read after the
+        barrier of the connection carrying its channel)."""
+        redis = self._broker.redis
+        if not self._broker.cluster:
+            return list(await redis.mget(keys))
+        return list(await redis.mget_nonatomic(keys))  # type: ignore[attr-defined]

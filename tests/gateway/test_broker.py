@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 
 import pytest
 import redis.asyncio as aioredis
@@ -30,12 +30,12 @@ class Recorder:
     def on_confirmed(self, names: Iterable[bytes]) -> None:
         self.confirmed.update(names)
 
-    async def on_up(self) -> None:
+    async def on_up(self, names: Collection[bytes] | None) -> None:
         assert self.broker is not None and self.broker.connected
         self.ups += 1
         self.broker.health.recovered()
 
-    def on_down(self) -> None:
+    def on_down(self, names: Collection[bytes] | None) -> None:
         self.downs += 1
         self.confirmed.clear()
 
@@ -64,10 +64,10 @@ async def test_channels_named_before_connecting_are_subscribed_and_confirmed(
     assert recorder.ups == 1 and recorder.downs == 0
     assert recorder.confirmed == {b"events", b"early"}
     broker.subscribe([b"later"])
-    assert await broker.confirm()
+    assert await broker.settle([b"later"]) == {b"later"}
     assert b"later" in recorder.confirmed
     broker.unsubscribe([b"early"])
-    assert await broker.confirm()
+    assert await broker.settle([b"later"]) == {b"later"}
     # Both unsubscribe and subscribe are in effect: "early" is no longer delivered.
     for name in (b"early", b"later", b"events"):
         await redis_client.publish(name, b"x-" + name)
@@ -93,7 +93,7 @@ async def test_a_reported_failure_drops_the_connection_and_resyncs_a_new_one(
 async def test_no_barrier_without_a_connection(redis_url: str) -> None:
     broker = Broker(redis_url, Recorder())
     broker.subscribe([b"a"])  # remembered, nothing written
-    assert not broker.connected and not await broker.confirm()
+    assert not broker.connected and not await broker.settle([b"a"])
     assert not broker.health.ok
     with pytest.raises(RuntimeError):
         _ = broker.redis
