@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -179,6 +179,26 @@ async def test_without_the_lease_proof_nothing_is_published(
 async def _changed(node: ClusterNode, key: str, before: bytes | None) -> bool:
     now = await last_value(node, key)
     return now is not None and now != before
+
+
+async def test_status_and_market_info_are_read_in_one_mget(
+    cluster_client: aioredis.Redis, ingestor: Ingestor
+) -> None:
+    """The gateway reads both with one MGET (`upstream_status.py`): they share a slot."""
+
+    async def both() -> list[bytes]:
+        values = await cluster_client.mget([rc.MARKET_INFO, rc.INGESTOR_STATUS])
+        return [v for v in values if isinstance(v, bytes)]
+
+    found = await eventually(lambda: _all_of(both, 2), "market info and status written")
+    market_info, status = found
+    assert rc.IngestorStatus.model_validate_json(status).state == "connected"
+    assert b"segmentStatus" in market_info
+
+
+async def _all_of(read: Callable[[], Awaitable[list[bytes]]], count: int) -> list[bytes]:
+    values = await read()
+    return values if len(values) == count else []
 
 
 async def test_demand_is_found_through_the_registry(cluster_client: aioredis.Redis) -> None:
