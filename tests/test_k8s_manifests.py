@@ -37,7 +37,7 @@ from shared.settings import SECRETS_DIR_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = ("demo",)
+OVERLAYS = ("demo", "production")
 # A version kubernetes-validate ships schemas for; the README names it.
 KUBERNETES_VERSION = "1.31.0"
 # The gateway exits within GATEWAY_DRAIN_SECONDS plus this margin after SIGTERM.
@@ -383,3 +383,17 @@ def test_the_gateway_has_time_to_drain(rendered: dict[str, list[Manifest]], over
     assert command[0] == "sleep"
     grace = float(command[1]) + drain + DRAIN_MARGIN_SECONDS
     assert gateway["terminationGracePeriodSeconds"] == grace
+
+
+def test_production_runs_against_a_redis_cluster_and_real_upstox(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    objects = rendered["production"]
+    assert not [o for o in objects if o["metadata"]["name"].startswith("simulator")]
+    for service, _, container in tickstream_containers(objects):
+        variables = environment(objects, container)
+        assert variables["REDIS_CLUSTER"] == "true", service
+        assert variables["UPSTOX_BASE_URL"] == "https://api.upstox.com", service
+        if service == "gateway":
+            assert variables["GATEWAY_VIEWER_ACCESS"] == "token"
+            assert (variables["GATEWAY_INSTRUMENTS_SOURCE"] or "").startswith("https://")
