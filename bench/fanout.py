@@ -492,12 +492,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connect-concurrency", type=int, default=200)
     parser.add_argument("--flush-ms", type=float, default=None, help="GATEWAY_FLUSH_INTERVAL_MS")
     parser.add_argument("--redis-url", default=None, help="use this Redis instead of a new one")
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="--redis-url is a Redis Cluster node (REDIS_CLUSTER=true; --source simulator)",
+    )
+    parser.add_argument(
+        "--watch-pids", default="", help="comma-separated pids whose CPU is measured too"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the gateway to here")
     parser.add_argument(
         "--pin", action="store_true", help="gateway alone on one core, the rest on the others"
     )
     args = parser.parse_args(argv)
+    if args.redis_cluster and (args.redis_url is None or args.source != "simulator"):
+        parser.error("--redis-cluster needs --redis-url and --source simulator")
+    watched = [int(pid) for pid in args.watch_pids.split(",") if pid]
     raise_nofile()
     cores = sorted(os.sched_getaffinity(0))
     gateway_core = {cores[-1]}
@@ -535,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             "GATEWAY_FIRST_VALUE_WAIT_MS": "0",
             # Every benchmark client connects from 127.0.0.1: no per-address cap.
             "GATEWAY_MAX_CONNECTIONS_PER_ADDRESS": "0",
+            "REDIS_CLUSTER": "true" if args.redis_cluster else "false",
         }
         if args.flush_ms is not None:
             gateway_env["GATEWAY_FLUSH_INTERVAL_MS"] = str(args.flush_ms)
@@ -564,7 +576,9 @@ def main(argv: list[str] | None = None) -> int:
         mp = multiprocessing.get_context("spawn")
         stop_source = mp.Event()
         if args.source == "simulator":
-            source_pids += start_simulated_source(stack, redis_url, args.sim_tick_ms)
+            source_pids += start_simulated_source(
+                stack, redis_url, args.sim_tick_ms, cluster=args.redis_cluster
+            )
 
         before = usage(gateway.pid)
         ready, results = mp.Queue(), mp.Queue()
@@ -613,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         counters0 = gateway_counters(base)
         g0 = usage(gateway.pid)
         s0 = [usage(pid).cpu_seconds for pid in source_pids]
+        w0 = [usage(pid).cpu_seconds for pid in watched]
         load0 = os.getloadavg()[0]
         wall0 = time.monotonic()
         start.set()
@@ -622,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         load1 = os.getloadavg()[0]
         g1 = usage(gateway.pid)
         s1 = [usage(pid).cpu_seconds for pid in source_pids]
+        w1 = [usage(pid).cpu_seconds for pid in watched]
         counters1 = gateway_counters(base)
         reports = [results.get(timeout=60) for _ in workers]
         stop_source.set()
@@ -657,6 +673,10 @@ def main(argv: list[str] | None = None) -> int:
         "gateway_cpu_percent": round(100 * (g1.cpu_seconds - g0.cpu_seconds) / wall, 1),
         "source_cpu_percent": round(100 * (sum(s1) - sum(s0)) / wall, 1),
         "clients_cpu_percent": round(100 * sum(r["cpu"] for r in reports) / wall, 1),
+        "watched_cpu_percent": {
+            str(pid): round(100 * (b - a) / wall, 1)
+            for pid, a, b in zip(watched, w0, w1, strict=True)
+        },
         "gateway_counters_per_s": {
             k: round(delta.get(k, 0) / wall)
             for k in ("ticks_received_total", "updates_delivered_total", "feed_frames_total",
@@ -680,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def start_simulated_source(
-    stack: contextlib.ExitStack, redis_url: str, tick_ms: float
+    stack: contextlib.ExitStack, redis_url: str, tick_ms: float, *, cluster: bool = False
 ) -> list[int]:
     """The simulator (as Upstox) and the real ingestor, with the demo user logged in."""
     sim_port, ingestor_port = free_port(), free_port()
@@ -690,21 +710,21 @@ def start_simulated_source(
         {"SIMULATOR_DEMO_TOKEN": token, "SIMULATOR_TICK_INTERVAL_MS": str(tick_ms),
          "LOG_LEVEL": "WARNING"}, "simulator"))  # fmt: skip
     wait_port(sim_port)
-    asyncio.run(_login(redis_url, token))
+    asyncio.run(_login(redis_url, token, cluster))
     ingestor = stack.enter_context(process(
         tickstream("ingestor", "--port", str(ingestor_port)),
         {"REDIS_URL": redis_url, "UPSTOX_BASE_URL": f"http://127.0.0.1:{sim_port}",
-         "LOG_LEVEL": "WARNING", "INGESTOR_DEMAND_RESCAN_SECONDS": "1"}, "ingestor"))  # fmt: skip
+         "LOG_LEVEL": "WARNING", "INGESTOR_DEMAND_RESCAN_SECONDS": "1",
+         "REDIS_CLUSTER": "true" if cluster else "false"}, "ingestor"))  # fmt: skip
     return [sim.pid, ingestor.pid]
 
 
-async def _login(redis_url: str, token: str) -> None:
-    import redis.asyncio as aioredis
-
+async def _login(redis_url: str, token: str, cluster: bool) -> None:
+    from shared.redis_client import connect_redis
     from shared.sessions import SessionStore
     from shared.upstox.models import Profile
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect_redis(redis_url, cluster=cluster)
     try:
         await SessionStore(client).save(Profile(user_id="BENCH01"), access_token=token)
     finally:

@@ -124,6 +124,9 @@ class RedisClusterHarness:
     def start(self) -> None:
         for node in self.nodes:
             node.start(self.server)
+        if self._masters < 3:
+            self._create_small()
+            return
         addresses = [f"{node.host}:{node.port}" for node in self.nodes]
         options = ["--cluster-replicas", "1", "--cluster-yes"]
         subprocess.run(
@@ -133,6 +136,33 @@ class RedisClusterHarness:
             env={**os.environ, "REDISCLI_AUTH": self.password},  # not on the command line
             timeout=60,
         )
+        self.wait_ok()
+
+    def _create_small(self) -> None:
+        """What `redis-cli --cluster create` refuses (fewer than 3 masters, for benchmarks):
+        slots split evenly over the first nodes, one replica each, by hand."""
+        masters, replicas = self.nodes[: self._masters], self.nodes[self._masters :]
+        share = SLOTS // len(masters)
+        for index, master in enumerate(masters):
+            last = SLOTS - 1 if index == len(masters) - 1 else (index + 1) * share - 1
+            with master.client() as client:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", index * share, last)
+        first = masters[0]
+        for node in self.nodes[1:]:
+            with node.client() as client:
+                client.execute_command("CLUSTER", "MEET", first.host, first.port, first.bus_port)
+        ids = [master.node_id() for master in masters]
+        deadline = time.monotonic() + 30
+        for replica, master_id in zip(replicas, ids, strict=True):
+            with replica.client() as client:
+                while True:  # until the replica has heard of its master through the gossip
+                    try:
+                        client.execute_command("CLUSTER", "REPLICATE", master_id)
+                        break
+                    except redis.ResponseError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.1)
         self.wait_ok()
 
     def cleanup(self) -> None:
