@@ -41,7 +41,7 @@ OVERLAYS = ("demo", "production")
 # A version kubernetes-validate ships schemas for; the README names it.
 KUBERNETES_VERSION = "1.31.0"
 # The gateway exits within GATEWAY_DRAIN_SECONDS plus this margin after SIGTERM.
-DRAIN_MARGIN_SECONDS = 5
+DRAIN_MARGIN_SECONDS = 10  # GATEWAY_CLOSE_TIMEOUT_SECONDS (5) + uvicorn's shutdown (up to 5)
 
 Manifest = dict[str, Any]
 
