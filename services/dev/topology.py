@@ -35,6 +35,10 @@ DEMO_SETTINGS: Final[Mapping[str, str]] = {
     "LOG_FORMAT": "text",
     "SIMULATOR_MARKET_CLOCK": "open",
     "SIMULATOR_TICK_INTERVAL_MS": "500",
+    # Not compose's: on one machine there is no other replica to spread reconnects over, and a
+    # gateway still draining clients connected to it directly when the stop's 10 s are up would
+    # be killed (the default drain is 10 s).
+    "GATEWAY_DRAIN_SECONDS": "2",
 }
 
 REDIS = "redis"
