@@ -32,6 +32,7 @@ from shared.upstox.client import UpstoxClient
 logger = logging.getLogger(__name__)
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
+CLIENT_MODULE: Final = Path("client") / "tickstream.js"  # served at /client/tickstream.js
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
     "style-src 'self'; script-src 'self'; frame-ancestors 'none'"
@@ -124,6 +125,17 @@ def _add_pages(app: FastAPI, static: Path) -> None:
     index = static / "index.html"
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")
+
+    module = static / CLIENT_MODULE
+
+    @app.get("/client/tickstream.js", include_in_schema=False)
+    async def client_module() -> Response:
+        if not module.is_file():
+            return Response(status_code=404)
+        # Other sites' pages import it (a module script is fetched in CORS mode); a short max-age
+        # with the ETag lets a new gateway's client reach them soon after an upgrade.
+        headers = {"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"}
+        return FileResponse(module, media_type="text/javascript; charset=utf-8", headers=headers)
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:
