@@ -6,15 +6,20 @@ the documented exceptions; the pure policies (backoff, sequence tracking, partia
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import itertools
+import sys
 import time
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+import tickstream_client
 from tickstream_client import (
     Event,
     Feed,
@@ -157,6 +162,32 @@ async def test_a_gateway_killed_under_the_client(stack: Stack) -> None:
             await stack.astart(victim)
 
 
+async def test_a_new_epoch_brings_a_snapshot(stack: Stack) -> None:
+    async with connect(stack.front_ws_url, token=token()) as feed:
+        await feed.subscribe([NIFTY, RELIANCE], "full")
+        first = await take(feed, live_and_snapshot({NIFTY, RELIANCE}), "the first updates")
+        old_epoch = first[-1].epoch
+        active = await stack.active_ingestor()
+        assert active in stack.ingestors
+        before = stack.pids()
+        await stack.akill(active)
+        try:
+
+            def resynced(seen: list[Update]) -> bool:
+                turned = [i for i, u in enumerate(seen) if u.key == NIFTY and u.new_epoch]
+                return bool(turned) and any(
+                    u.key == NIFTY and u.snapshot for u in seen[turned[0] :]
+                )
+
+            after = await take(feed, resynced, "a new epoch, then a snapshot")
+            turn = next(u for u in after if u.new_epoch)
+            assert turn.epoch != old_epoch and not turn.snapshot and turn.gap == 0
+            assert feed.connects == 1  # continuity lost upstream: no reconnect needed
+            stack.assert_survivors(before, killed=active)
+        finally:
+            await stack.astart(active)
+
+
 async def test_unknown_and_forbidden_keys(stack: Stack) -> None:
     async with connect(stack.front_ws_url, token=token()) as feed:
         with pytest.raises(UnknownKeys) as unknown:
@@ -201,6 +232,21 @@ async def test_refused_and_expiring_tokens(stack: Stack) -> None:
 
 
 # ---- the pure policies ---------------------------------------------------------------------
+
+
+def test_the_package_needs_websockets_only() -> None:
+    root = Path(tickstream_client.__file__).parent
+    with (root.parent / "pyproject.toml").open("rb") as project:
+        assert tomllib.load(project)["project"]["dependencies"] == ["websockets>=13"]
+    imported: set[str] = set()
+    for module in root.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+    assert imported - sys.stdlib_module_names <= {"websockets", "tickstream_client"}, imported
+    assert (root / "py.typed").exists()
 
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:
