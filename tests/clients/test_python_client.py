@@ -210,7 +210,7 @@ async def test_refused_and_expiring_tokens(stack: Stack) -> None:
             pass
     assert not isinstance(bad.value, TokenExpired) and "not-a-token" not in str(bad.value)
     # A token that expires while streaming: close 4003, raised to the iterating user.
-    async with connect(stack.front_ws_url, token=token(ttl=3)) as feed:
+    async with connect(stack.front_ws_url, token=token(ttl=6)) as feed:
         await feed.subscribe([NIFTY])
         with pytest.raises(TokenExpired):
             async with asyncio.timeout(30):
