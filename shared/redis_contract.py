@@ -25,6 +25,8 @@ announces; classic pub/sub reaches every node whatever the slot.
 | `events:{demand}:demand` | channel | gateway | replica id whose demand changed |
 | `tick:<mode>:{<key>}` | channel (sharded in a cluster) | ingestor | tick payload (`encode_tick`) |
 | `last:<mode>:{<key>}` | string | ingestor | the last tick payload, for snapshots |
+| `entry:<mode>:{<key>}` | channel (sharded in a cluster) | ingestor | protobuf `feeds` entry |
+| `lastentry:<mode>:{<key>}` | string | ingestor | the last whole `feeds` entry, for snapshots |
 | `ingestor:{ingestor}:market_info` | string | ingestor | `market_info` frame JSON (dict form) |
 | `events:{ingestor}:market_info` | channel | ingestor | the same JSON, on change |
 | `ingestor:{ingestor}:lease` | string, PX lease | ingestor | id of the active instance |
@@ -57,6 +59,9 @@ DEMAND_EVENTS: Final = f"{PREFIX}:events:{{demand}}:demand"
 # ingestor output
 TICK_CHANNEL_PREFIX: Final = f"{PREFIX}:tick:"
 LAST_VALUE_PREFIX: Final = f"{PREFIX}:last:"
+# The same values as Upstox's protobuf: one `FeedResponse.feeds` map entry (`shared.feed_frames`)
+ENTRY_CHANNEL_PREFIX: Final = f"{PREFIX}:entry:"
+LAST_ENTRY_PREFIX: Final = f"{PREFIX}:lastentry:"
 MARKET_INFO: Final = f"{PREFIX}:ingestor:{{ingestor}}:market_info"
 MARKET_INFO_EVENTS: Final = f"{PREFIX}:events:{{ingestor}}:market_info"
 
@@ -117,6 +122,14 @@ def parse_tick_channel(channel: str) -> tuple[Mode, str]:
 
 def last_value_key(mode: Mode, instrument_key: str) -> str:
     return f"{LAST_VALUE_PREFIX}{mode.value}:{{{instrument_key}}}"
+
+
+def entry_channel(mode: Mode, instrument_key: str) -> str:
+    return f"{ENTRY_CHANNEL_PREFIX}{mode.value}:{{{instrument_key}}}"
+
+
+def last_entry_key(mode: Mode, instrument_key: str) -> str:
+    return f"{LAST_ENTRY_PREFIX}{mode.value}:{{{instrument_key}}}"
 
 
 # ---- demand hash values -------------------------------------------------------------------

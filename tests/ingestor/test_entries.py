@@ -1,0 +1,86 @@
+"""The ingestor's protobuf `feeds` entries: the same values as its JSON ticks, spliceable."""
+
+from __future__ import annotations
+
+import orjson
+from google.protobuf.json_format import MessageToDict
+
+from services.ingestor.processor import Tick, TickProcessor
+from shared import redis_contract as rc
+from shared.feed_frames import initial_frame, live_frame
+from shared.instruments import Mode
+from shared.proto import pb
+from shared.render import merge_feed
+from tests.ingestor.test_partial_ticks import KEY, Feeds, frame, without
+
+MODES = frozenset({Mode.FULL_D30, Mode.FULL, Mode.OPTION_GREEKS, Mode.LTPC})
+
+
+def decoded(entry: bytes) -> dict[str, object]:
+    """The entry spliced alone into a live frame and decoded by protobuf, as a client would."""
+    response = pb.FeedResponse.FromString(live_frame([entry], 1))
+    assert list(response.feeds) == [KEY]
+    return MessageToDict(response.feeds[KEY])
+
+
+def json_value(tick: Tick) -> object:
+    return orjson.loads(rc.split_tick(tick[2])[0])
+
+
+def test_each_route_gets_an_entry_holding_its_json_value_on_its_own_channel() -> None:
+    processor = TickProcessor()
+    processor.set_render({KEY: MODES})
+    source = Feeds().next()
+    source.requestMode = pb.full_d30
+    result = processor.process(frame(source, pb.initial_feed))
+    ticks = {rc.parse_tick_channel(tick[0].decode())[0]: tick for tick in result.ticks}
+    assert len(result.entries) == len(ticks) == len(MODES)
+    for channel, last_key, entry, last in result.entries:
+        mode = Mode(channel.decode().removeprefix(rc.ENTRY_CHANNEL_PREFIX).partition(":")[0])
+        assert channel == rc.entry_channel(mode, KEY).encode()
+        assert last_key == rc.last_entry_key(mode, KEY).encode()
+        assert last == b""  # whole: the entry is its own last value
+        assert decoded(entry) == json_value(ticks[mode])
+    in_arrival_mode = rc.entry_channel(Mode.FULL_D30, KEY).encode()
+    entry = next(entry for channel, _, entry, _ in result.entries if channel == in_arrival_mode)
+    assert pb.FeedResponse.FromString(live_frame([entry], 1)).feeds[KEY] == source
+
+
+def test_a_partial_entry_goes_out_as_it_came_and_its_last_value_is_merged() -> None:
+    feeds = Feeds()
+    processor = TickProcessor()
+    processor.set_render({KEY: frozenset({Mode.FULL})})
+    first = feeds.next()
+    processor.process(frame(first, pb.initial_feed))
+    update = without(feeds.next(), "marketLevel", "marketOHLC")
+    [(_, _, entry, last)] = processor.process(frame(update)).entries
+    assert decoded(entry) == MessageToDict(update)
+    assert decoded(last) == MessageToDict(merge_feed(first, update))
+    assert [
+        tick[2]
+        for tick in processor.latest()
+        if tick[0].startswith(rc.ENTRY_CHANNEL_PREFIX.encode())
+    ] == [last]
+
+
+def test_entries_of_many_keys_splice_into_one_frame() -> None:
+    processor = TickProcessor()
+    keys = [f"NSE_FO|{n}" for n in range(40)]
+    processor.set_render({key: frozenset({Mode.LTPC}) for key in keys})
+    response = pb.FeedResponse(type=pb.live_feed, currentTs=5)
+    for n, key in enumerate(keys):
+        response.feeds[key].ltpc.ltp = n + 0.5
+    entries = [tick[2] for tick in processor.process(response.SerializeToString()).entries]
+    spliced = pb.FeedResponse.FromString(initial_frame(entries, 7))
+    assert spliced.type == pb.initial_feed and spliced.currentTs == 7
+    assert {key: feed.ltpc.ltp for key, feed in spliced.feeds.items()} == {
+        key: n + 0.5 for n, key in enumerate(keys)
+    }
+
+
+def test_entries_can_be_turned_off() -> None:
+    processor = TickProcessor(entries=False)
+    processor.set_render({KEY: MODES})
+    result = processor.process(frame(Feeds().next(), pb.initial_feed))
+    assert result.ticks and not result.entries
+    assert all(tick[0].startswith(rc.TICK_CHANNEL_PREFIX.encode()) for tick in processor.latest())
