@@ -25,7 +25,7 @@ announces; classic pub/sub reaches every node whatever the slot.
 | `events:{demand}:demand` | channel | gateway | replica id whose demand changed |
 | `tick:<mode>:{<key>}` | channel (sharded in a cluster) | ingestor | tick payload (`encode_tick`) |
 | `last:<mode>:{<key>}` | string | ingestor | the last tick payload, for snapshots |
-| `entry:<mode>:{<key>}` | channel (sharded in a cluster) | ingestor | protobuf `feeds` entry |
+| `entry:<mode>:{<key>}` | channel (sharded in a cluster) | ingestor | entry (`split_entry`) |
 | `lastentry:<mode>:{<key>}` | string | ingestor | the last whole `feeds` entry, for snapshots |
 | `ingestor:{ingestor}:market_info` | string | ingestor | `market_info` frame JSON (dict form) |
 | `events:{ingestor}:market_info` | channel | ingestor | the same JSON, on change |
@@ -195,6 +195,22 @@ def split_tick(payload: bytes) -> tuple[bytes, bytes]:
     """(value JSON, metadata JSON) of a tick payload."""
     value, _, meta = payload.partition(TICK_SEPARATOR)
     return value, meta
+
+
+# ---- protobuf entry payloads --------------------------------------------------------------
+# An `entry:` payload is one `FeedResponse.feeds` map entry (`shared.feed_frames`), ready to
+# splice. A partial one (see tick payloads) is preceded by `PARTIAL_ENTRY`: a zero byte, which
+# no entry starts with (a protobuf tag is never 0), so gateways tell them apart by one byte. A
+# `lastentry:` value is always whole and never marked.
+
+PARTIAL_ENTRY: Final = b"\x00"
+
+
+def split_entry(payload: bytes) -> tuple[bytes, bool]:
+    """(entry, whether it is partial) of an `entry:` payload."""
+    if payload[:1] == PARTIAL_ENTRY:
+        return payload[1:], True
+    return payload, False
 
 
 # ---- JSON payload models ------------------------------------------------------------------

@@ -229,7 +229,8 @@ class TickProcessor:
             return
         whole = json_format.Parse(merged, pb.Feed()).SerializeToString()
         route.latest_entry = entry_bytes(route.key, whole)
-        entries.append((route.entry_channel, route.last_entry_key, entry, route.latest_entry))
+        partial = rc.PARTIAL_ENTRY + entry
+        entries.append((route.entry_channel, route.last_entry_key, partial, route.latest_entry))
 
     @staticmethod
     def _first_whole(route: _Route, feed: pb.Feed, routes: tuple[_Route, ...]) -> bytes | None:

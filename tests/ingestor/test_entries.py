@@ -40,6 +40,7 @@ def test_each_route_gets_an_entry_holding_its_json_value_on_its_own_channel() ->
         assert channel == rc.entry_channel(mode, KEY).encode()
         assert last_key == rc.last_entry_key(mode, KEY).encode()
         assert last == b""  # whole: the entry is its own last value
+        assert rc.split_entry(entry) == (entry, False)
         assert decoded(entry) == json_value(ticks[mode])
     in_arrival_mode = rc.entry_channel(Mode.FULL_D30, KEY).encode()
     entry = next(entry for channel, _, entry, _ in result.entries if channel == in_arrival_mode)
@@ -53,8 +54,11 @@ def test_a_partial_entry_goes_out_as_it_came_and_its_last_value_is_merged() -> N
     first = feeds.next()
     processor.process(frame(first, pb.initial_feed))
     update = without(feeds.next(), "marketLevel", "marketOHLC")
-    [(_, _, entry, last)] = processor.process(frame(update)).entries
+    [(_, _, payload, last)] = processor.process(frame(update)).entries
+    entry, partial = rc.split_entry(payload)
+    assert partial and payload != entry
     assert decoded(entry) == MessageToDict(update)
+    assert rc.split_entry(last) == (last, False)
     assert decoded(last) == MessageToDict(merge_feed(first, update))
     assert [
         tick[2]
