@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from google.protobuf.json_format import MessageToDict
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
+from websockets.frames import Opcode
 
 from services.gateway.fanout import FanOut, Subscriber
 from services.gateway.wires import UPSTOX
@@ -13,6 +12,7 @@ from shared import redis_contract as rc
 from shared.instruments import Mode
 from shared.proto import pb
 from shared.render import merge_feed
+from tests.gateway.test_protocol import parse_server_frame
 from tests.ingestor.test_partial_ticks import KEY, Feeds, frame, without
 
 OTHER = "NSE_INDEX|Nifty 50"
@@ -25,16 +25,9 @@ class ProtobufSink:
         self.frames: list[pb.FeedResponse] = []
 
     def send_frame(self, data: bytes) -> None:
-        reader = StreamReader()
-        reader.feed_data(data)
-        parser = Frame.parse(reader.read_exact, mask=False)
-        try:
-            next(parser)
-        except StopIteration as done:
-            assert done.value.opcode is Opcode.BINARY
-            self.frames.append(pb.FeedResponse.FromString(bytes(done.value.data)))
-            return
-        raise AssertionError("the sink got an incomplete frame")
+        frame = parse_server_frame(data)
+        assert frame.opcode is Opcode.BINARY
+        self.frames.append(pb.FeedResponse.FromString(bytes(frame.data)))
 
 
 def upstox_subscriber(fan: FanOut, mode: Mode, *keys: str) -> ProtobufSink:
