@@ -33,6 +33,7 @@ announces; classic pub/sub reaches every node whatever the slot.
 | `ingestor:{ingestor}:status` | string, TTL | ingestor | `IngestorStatus` JSON |
 | `ingestor:{ingestor}:refused` | hash | ingestor | key -> "modes: reason" (a refusal) |
 | `events:{ingestor}:ingestor` | channel | ingestor | `IngestorStatus` JSON, on change |
+| `upstox:code:{sha256}` | string, short TTL | gateway | `FeedGrant` JSON: whom a feed URL admits |
 | `history:cache:{key}:{unit}:{interval}:{span}` | string, TTL | gateway | candle rows or error |
 | `history:lock:{key}:{unit}:{interval}:{span}` | string, PX | gateway | id of the replica asking |
 """
@@ -92,6 +93,11 @@ def operator_code_key(code_digest: str) -> str:
 
 def operator_session_key(session_digest: str) -> str:
     return f"{PREFIX}:operator:session:{session_digest}"
+
+
+# A one-time Upstox feed URL's code, kept as its sha256 (hex): redeemed once, by any replica.
+def upstox_feed_code_key(code_digest: str) -> str:
+    return f"{PREFIX}:upstox:code:{code_digest}"
 
 
 def demand_key(replica_id: str) -> str:
@@ -262,6 +268,15 @@ IngestorState = Literal[
     "backoff",
     "stopped",
 ]
+
+
+class FeedGrant(BaseModel):
+    """The viewer a one-time Upstox feed URL admits (`shared.viewer_tokens.Viewer`'s fields)."""
+
+    sub: str
+    exp: float | None = None
+    exact: list[str] | None = None  # None: every key
+    segments: list[str] = []
 
 
 class IngestorStatus(BaseModel):

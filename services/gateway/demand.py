@@ -9,7 +9,8 @@ stop withdraws both at once (a crash lets them lapse). Every write is announced 
 events channel so the ingestor rescans. The hash, the registry and the channel share the
 `{demand}` hash tag, so each MULTI is in one cluster slot.
 
-It reads the modes from the `FanOut` and must not change it, nor know clients or frames.
+It reads the modes from the fan-outs (one per wire) and must not change them, nor know clients
+or frames.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from services.gateway.broker import Broker
@@ -40,7 +41,7 @@ class DemandWriter:
         self,
         replica_id: str,
         lease_seconds: float,
-        fanout: FanOut,
+        fanouts: Sequence[FanOut],
         broker: Broker,
         on_ingestor_status: Callable[[bytes | None], None],
     ) -> None:
@@ -48,7 +49,7 @@ class DemandWriter:
         self._key = rc.demand_key(replica_id)
         self._lease_ms = int(lease_seconds * 1000)
         self._heartbeat = lease_seconds / 3
-        self._fanout = fanout
+        self._fanouts = fanouts
         self._broker = broker
         self._on_ingestor_status = on_ingestor_status
         self._dirty: set[str] = set()
@@ -90,12 +91,12 @@ class DemandWriter:
     async def _write(self, *, full: bool) -> None:
         keys, self._dirty = self._dirty, set()
         if full:
-            keys = {key for _, key in self._fanout.channels}
+            keys = {key for fanout in self._fanouts for _, key in fanout.channels}
         async with self._broker.redis.pipeline(transaction=True) as pipe:
             if full:
                 pipe.delete(self._key)
             for key in keys:
-                modes = self._fanout.modes_of(key)
+                modes = set().union(*(fanout.modes_of(key) for fanout in self._fanouts))
                 if modes:
                     pipe.hset(self._key, key, rc.encode_modes(modes))
                 elif not full:
@@ -118,7 +119,7 @@ class DemandWriter:
             self._register(pipe)
             pipe.get(rc.INGESTOR_STATUS)
             kept, _, status = await guarded(pipe.execute())
-        if not kept and self._fanout.channels:
+        if not kept and any(fanout.channels for fanout in self._fanouts):
             logger.warning("the demand lease had lapsed; writing it again")
             await self._write(full=True)
         self._on_ingestor_status(status)

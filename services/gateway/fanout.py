@@ -113,10 +113,11 @@ class Subscriber:
     """One client's state in the fan-out: its keys (one mode each), its pending updates and the
     channels whose first value it waits for."""
 
-    __slots__ = ("awaiting", "behind", "closed", "pending", "sink", "subs")
+    __slots__ = ("awaiting", "behind", "closed", "pending", "sink", "subs", "wire")
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, wire: Wire = JSON) -> None:
         self.sink = sink
+        self.wire = wire  # of the fan-out it joins
         self.subs: dict[str, Channel] = {}
         self.pending: dict[Channel, FeedItem] = {}
         self.awaiting: dict[Channel, FirstValues] = {}  # their next update is an initial_feed
@@ -149,11 +150,18 @@ def _epoch_ms() -> int:
 class FanOut:
     """One wire's fan-out (`wires`): its channels and subscribers all speak that wire."""
 
-    def __init__(self, clock_ms: Callable[[], int] = _epoch_ms, wire: Wire = JSON) -> None:
+    def __init__(
+        self,
+        clock_ms: Callable[[], int] = _epoch_ms,
+        wire: Wire = JSON,
+        demand: dict[str, int] | None = None,
+    ) -> None:
+        """`demand`: another wire's `demand`, to share: the replica's demand is one."""
         self.wire = wire
         self.channels: dict[tuple[Mode, str], Channel] = {}
         self.by_name: dict[bytes, Channel] = {}
-        self.demand: dict[str, int] = {}  # key -> its channels here (one per mode wanted)
+        # key -> its channels here (one per mode wanted), of every fan-out sharing it
+        self.demand: dict[str, int] = {} if demand is None else demand
         self.dirty: dict[Subscriber, None] = {}
         self.stats = FanOutStats()
         self.eager = True  # flush early rather than supersede (see the module docstring)

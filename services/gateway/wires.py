@@ -15,8 +15,12 @@ value costs a decode and an encode, once per channel, not per client.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Final
+
+from google.protobuf import json_format
+from google.protobuf.message import Error as ProtobufError
 
 from services.gateway.protocol import INITIAL_FEED, LIVE_FEED, FeedItem, feed_frame_parts, key_json
 from services.gateway.wsframe import binary_frame_of, text_frame_of
@@ -27,6 +31,8 @@ from shared.proto import pb
 from shared.render import merge_feed, merge_value
 
 __all__ = ["JSON", "UPSTOX", "Wire"]
+
+logger = logging.getLogger(__name__)
 
 
 class Wire:
@@ -94,6 +100,16 @@ class UpstoxWire(Wire):
         entries = [item.feed for item in items]
         body = initial_frame(entries, epoch_ms) if initial else live_frame(entries, epoch_ms)
         return binary_frame_of([body])
+
+    def market_info(self, payload: bytes) -> bytes | None:
+        """The `market_info` frame of the JSON one the ingestor stores (converted once per
+        change, not per client); None if it cannot be read."""
+        try:
+            message = json_format.Parse(payload, pb.FeedResponse(), ignore_unknown_fields=True)
+        except (json_format.ParseError, ProtobufError, ValueError) as error:
+            logger.warning("unreadable market status, not sent to Upstox clients: %s", error)
+            return None
+        return binary_frame_of([message.SerializeToString()])
 
 
 JSON: Final = Wire()
