@@ -58,6 +58,7 @@ from services.gateway.security import (
 from services.gateway.upstox_feed import (
     FEED_PATH,
     STREAM_PATH,
+    UNAVAILABLE_MESSAGE,
     FeedCodes,
     bearer,
     code_of,
@@ -71,6 +72,7 @@ from shared.hosts import MISDIRECTED, MISDIRECTED_TEXT, handshake_admitted
 from shared.origins import origin_allowed
 from shared.redis_link import REDIS_ERRORS
 from shared.token_bucket import TokenBucket
+from shared.upstox.envelope import INTERNAL, INVALID_TOKEN
 from shared.viewer_tokens import TokenRefused, Viewer
 
 if TYPE_CHECKING:
@@ -331,7 +333,7 @@ class GatewayConnection(asyncio.Protocol):
         except TokenRefused:
             self._reject_upstox(401, "unauthorized")
         except REDIS_ERRORS:
-            self._reject_upstox(503, "redis", "Service unavailable: try again shortly")
+            self._reject_upstox(503, "redis", UNAVAILABLE_MESSAGE)
         else:
             secure = self._forwarded_secure(headers)
             response = self._ws.reject(302, "")
@@ -367,7 +369,8 @@ class GatewayConnection(asyncio.Protocol):
         assert self._hub is not None
         self._hub.stats.rejected[reason] += 1
         response = self._ws.reject(status, "")
-        body = refusal_body() if message is None else refusal_body(message)
+        code = INTERNAL if status >= 500 else INVALID_TOKEN
+        body = refusal_body(code=code) if message is None else refusal_body(message, code)
         response.body = body
         headers = response.headers  # a multi-dict: setting a name adds a second value
         del headers["Content-Length"], headers["Content-Type"]

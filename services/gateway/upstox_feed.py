@@ -23,7 +23,8 @@ from fastapi.responses import JSONResponse
 from services.gateway.access import Admission
 from services.gateway.security import presented_key
 from shared import redis_contract as rc
-from shared.upstox.envelope import INVALID_TOKEN, envelope, success
+from shared.redis_link import REDIS_ERRORS, guarded
+from shared.upstox.envelope import INTERNAL, INVALID_TOKEN, envelope, success
 from shared.viewer_tokens import KeyScope, TokenRefused, Viewer
 
 __all__ = [
@@ -43,13 +44,14 @@ AUTHORIZE_PATH: Final = FEED_PATH + "/authorize"
 STREAM_PATH: Final = FEED_PATH + "/stream"  # the one-time URL's path
 CODE_SECONDS: Final = 60
 REFUSED_MESSAGE: Final = "Invalid token used to access API"
+UNAVAILABLE_MESSAGE: Final = "Service unavailable: try again shortly"
 ADMISSION_APP_STATE: Final = "gateway_admission"  # app.state attribute: the viewer access
 
 router = APIRouter()
 
 
-def refusal_body(message: str = REFUSED_MESSAGE) -> bytes:
-    return orjson.dumps(envelope(INVALID_TOKEN, message))
+def refusal_body(message: str = REFUSED_MESSAGE, code: str = INVALID_TOKEN) -> bytes:
+    return orjson.dumps(envelope(code, message))
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -111,7 +113,10 @@ async def authorize(request: Request) -> JSONResponse:
     except TokenRefused:
         return JSONResponse(envelope(INVALID_TOKEN, REFUSED_MESSAGE), status_code=401)
     codes = FeedCodes(request.app.state.hub.broker.redis)
-    code = await codes.issue(viewer)
+    try:
+        code = await guarded(codes.issue(viewer))
+    except REDIS_ERRORS:
+        return JSONResponse(envelope(INTERNAL, UNAVAILABLE_MESSAGE), status_code=503)
     host = request.headers.get("host") or request.url.netloc
     url = feed_url(request.url.scheme == "https", host, code)
     return JSONResponse(success({"authorized_redirect_uri": url, "authorizedRedirectUri": url}))

@@ -25,6 +25,7 @@ from typing import Final
 from starlette.responses import JSONResponse
 
 # Re-exported: the simulator's routes name them from here with its own codes.
+from shared.upstox.envelope import INTERNAL as INTERNAL
 from shared.upstox.envelope import INVALID_TOKEN as INVALID_TOKEN
 from shared.upstox.envelope import envelope as envelope
 
@@ -37,7 +38,6 @@ INVALID_INPUT: Final = "UDAPI100036"
 INVALID_INSTRUMENT_KEY: Final = "UDAPI100011"
 INVALID_DATE_RANGE: Final = "UDAPI1148"
 NOT_SUPPORTED: Final = "UDAPI10000"
-INTERNAL: Final = "UDAPI100500"
 FEED_URL_USED: Final = "SIM_FEED_URL_USED"
 CONNECTION_LIMIT: Final = "SIM_CONNECTION_LIMIT"
 ADMIN_FORBIDDEN: Final = "SIM_ADMIN_FORBIDDEN"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Final
 
 INVALID_TOKEN: Final = "UDAPI100050"
+INTERNAL: Final = "UDAPI100500"
 
 
 def envelope(code: str, message: str) -> dict[str, object]:
