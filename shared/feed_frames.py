@@ -55,9 +55,14 @@ def _timestamp(current_ms: int) -> bytes:
     return b"\x18" + _varint(current_ms)
 
 
+def frame_parts(initial: bool, entries: Iterable[bytes], current_ms: int) -> list[bytes]:
+    """A frame's parts, to join (or to hand to a WebSocket framer: one copy in all)."""
+    return [_TYPE_INITIAL if initial else _TYPE_LIVE, *entries, _timestamp(current_ms)]
+
+
 def live_frame(entries: Iterable[bytes], current_ms: int) -> bytes:
-    return _TYPE_LIVE + b"".join(entries) + _timestamp(current_ms)
+    return b"".join(frame_parts(False, entries, current_ms))
 
 
 def initial_frame(entries: Iterable[bytes], current_ms: int) -> bytes:
-    return _TYPE_INITIAL + b"".join(entries) + _timestamp(current_ms)
+    return b"".join(frame_parts(True, entries, current_ms))

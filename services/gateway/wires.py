@@ -25,7 +25,7 @@ from google.protobuf.message import Error as ProtobufError
 from services.gateway.protocol import INITIAL_FEED, LIVE_FEED, FeedItem, feed_frame_parts, key_json
 from services.gateway.wsframe import binary_frame_of, text_frame_of
 from shared import redis_contract as rc
-from shared.feed_frames import feed_entry, initial_frame, live_frame
+from shared.feed_frames import feed_entry, frame_parts
 from shared.instruments import Mode
 from shared.proto import pb
 from shared.render import merge_feed, merge_value
@@ -97,9 +97,7 @@ class UpstoxWire(Wire):
         return FeedItem(feed_entry(key, merge_feed(whole, update)), meta)
 
     def frame(self, initial: bool, items: Iterable[FeedItem], epoch_ms: int) -> bytes:
-        entries = [item.feed for item in items]
-        body = initial_frame(entries, epoch_ms) if initial else live_frame(entries, epoch_ms)
-        return binary_frame_of([body])
+        return binary_frame_of(frame_parts(initial, [item.feed for item in items], epoch_ms))
 
     def market_info(self, payload: bytes) -> bytes | None:
         """The `market_info` frame of the JSON one the ingestor stores (converted once per
