@@ -25,15 +25,12 @@ announces; classic pub/sub reaches every node whatever the slot.
 | `events:{demand}:demand` | channel | gateway | replica id whose demand changed |
 | `tick:<mode>:{<key>}` | channel (sharded in a cluster) | ingestor | tick payload (`encode_tick`) |
 | `last:<mode>:{<key>}` | string | ingestor | the last tick payload, for snapshots |
-| `entry:<mode>:{<key>}` | channel (sharded in a cluster) | ingestor | entry (`split_entry`) |
-| `lastentry:<mode>:{<key>}` | string | ingestor | the last whole `feeds` entry, for snapshots |
 | `ingestor:{ingestor}:market_info` | string | ingestor | `market_info` frame JSON (dict form) |
 | `events:{ingestor}:market_info` | channel | ingestor | the same JSON, on change |
 | `ingestor:{ingestor}:lease` | string, PX lease | ingestor | id of the active instance |
 | `ingestor:{ingestor}:status` | string, TTL | ingestor | `IngestorStatus` JSON |
 | `ingestor:{ingestor}:refused` | hash | ingestor | key -> "modes: reason" (a refusal) |
 | `events:{ingestor}:ingestor` | channel | ingestor | `IngestorStatus` JSON, on change |
-| `upstox:code:{sha256}` | string, short TTL | gateway | `FeedGrant` JSON: whom a feed URL admits |
 | `history:cache:{key}:{unit}:{interval}:{span}` | string, TTL | gateway | candle rows or error |
 | `history:lock:{key}:{unit}:{interval}:{span}` | string, PX | gateway | id of the replica asking |
 """
@@ -60,9 +57,6 @@ DEMAND_EVENTS: Final = f"{PREFIX}:events:{{demand}}:demand"
 # ingestor output
 TICK_CHANNEL_PREFIX: Final = f"{PREFIX}:tick:"
 LAST_VALUE_PREFIX: Final = f"{PREFIX}:last:"
-# The same values as Upstox's protobuf: one `FeedResponse.feeds` map entry (`shared.feed_frames`)
-ENTRY_CHANNEL_PREFIX: Final = f"{PREFIX}:entry:"
-LAST_ENTRY_PREFIX: Final = f"{PREFIX}:lastentry:"
 MARKET_INFO: Final = f"{PREFIX}:ingestor:{{ingestor}}:market_info"
 MARKET_INFO_EVENTS: Final = f"{PREFIX}:events:{{ingestor}}:market_info"
 
@@ -95,11 +89,6 @@ def operator_session_key(session_digest: str) -> str:
     return f"{PREFIX}:operator:session:{session_digest}"
 
 
-# A one-time Upstox feed URL's code, kept as its sha256 (hex): redeemed once, by any replica.
-def upstox_feed_code_key(code_digest: str) -> str:
-    return f"{PREFIX}:upstox:code:{code_digest}"
-
-
 def demand_key(replica_id: str) -> str:
     return f"{PREFIX}:demand:{{demand}}:replica:{replica_id}"
 
@@ -128,14 +117,6 @@ def parse_tick_channel(channel: str) -> tuple[Mode, str]:
 
 def last_value_key(mode: Mode, instrument_key: str) -> str:
     return f"{LAST_VALUE_PREFIX}{mode.value}:{{{instrument_key}}}"
-
-
-def entry_channel(mode: Mode, instrument_key: str) -> str:
-    return f"{ENTRY_CHANNEL_PREFIX}{mode.value}:{{{instrument_key}}}"
-
-
-def last_entry_key(mode: Mode, instrument_key: str) -> str:
-    return f"{LAST_ENTRY_PREFIX}{mode.value}:{{{instrument_key}}}"
 
 
 # ---- demand hash values -------------------------------------------------------------------
@@ -203,22 +184,6 @@ def split_tick(payload: bytes) -> tuple[bytes, bytes]:
     return value, meta
 
 
-# ---- protobuf entry payloads --------------------------------------------------------------
-# An `entry:` payload is one `FeedResponse.feeds` map entry (`shared.feed_frames`), ready to
-# splice. A partial one (see tick payloads) is preceded by `PARTIAL_ENTRY`: a zero byte, which
-# no entry starts with (a protobuf tag is never 0), so gateways tell them apart by one byte. A
-# `lastentry:` value is always whole and never marked.
-
-PARTIAL_ENTRY: Final = b"\x00"
-
-
-def split_entry(payload: bytes) -> tuple[bytes, bool]:
-    """(entry, whether it is partial) of an `entry:` payload."""
-    if payload[:1] == PARTIAL_ENTRY:
-        return payload[1:], True
-    return payload, False
-
-
 # ---- JSON payload models ------------------------------------------------------------------
 
 
@@ -268,15 +233,6 @@ IngestorState = Literal[
     "backoff",
     "stopped",
 ]
-
-
-class FeedGrant(BaseModel):
-    """The viewer a one-time Upstox feed URL admits (`shared.viewer_tokens.Viewer`'s fields)."""
-
-    sub: str
-    exp: float | None = None
-    exact: list[str] | None = None  # None: every key
-    segments: list[str] = []
 
 
 class IngestorStatus(BaseModel):

@@ -9,8 +9,7 @@ stop withdraws both at once (a crash lets them lapse). Every write is announced 
 events channel so the ingestor rescans. The hash, the registry and the channel share the
 `{demand}` hash tag, so each MULTI is in one cluster slot.
 
-It reads the modes from the fan-outs (one per wire) and must not change them, nor know clients
-or frames.
+It reads the modes from the `FanOut` and must not change it, nor know clients or frames.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from services.gateway.broker import Broker
@@ -41,7 +40,7 @@ class DemandWriter:
         self,
         replica_id: str,
         lease_seconds: float,
-        fanouts: Sequence[FanOut],
+        fanout: FanOut,
         broker: Broker,
         on_ingestor_status: Callable[[bytes | None], None],
     ) -> None:
@@ -49,7 +48,7 @@ class DemandWriter:
         self._key = rc.demand_key(replica_id)
         self._lease_ms = int(lease_seconds * 1000)
         self._heartbeat = lease_seconds / 3
-        self._fanouts = fanouts
+        self._fanout = fanout
         self._broker = broker
         self._on_ingestor_status = on_ingestor_status
         self._dirty: set[str] = set()
@@ -91,12 +90,12 @@ class DemandWriter:
     async def _write(self, *, full: bool) -> None:
         keys, self._dirty = self._dirty, set()
         if full:
-            keys = {key for fanout in self._fanouts for _, key in fanout.channels}
+            keys = {key for _, key in self._fanout.channels}
         async with self._broker.redis.pipeline(transaction=True) as pipe:
             if full:
                 pipe.delete(self._key)
             for key in keys:
-                modes = set().union(*(fanout.modes_of(key) for fanout in self._fanouts))
+                modes = self._fanout.modes_of(key)
                 if modes:
                     pipe.hset(self._key, key, rc.encode_modes(modes))
                 elif not full:
@@ -119,7 +118,7 @@ class DemandWriter:
             self._register(pipe)
             pipe.get(rc.INGESTOR_STATUS)
             kept, _, status = await guarded(pipe.execute())
-        if not kept and any(fanout.channels for fanout in self._fanouts):
+        if not kept and self._fanout.channels:
             logger.warning("the demand lease had lapsed; writing it again")
             await self._write(full=True)
         self._on_ingestor_status(status)

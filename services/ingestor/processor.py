@@ -14,12 +14,6 @@ have carried, so a whole feed costs no more than before; only a partial one cost
 `initial_feed` frames are whole by definition. A mode newly projected from a key that already
 streams (no snapshot comes for it) starts from a whole value, completed from the whole value of
 the mode the feeds arrive in.
-
-Next to each JSON tick goes the same value as Upstox's protobuf (`FrameResult.entries`): one
-serialized `feeds` map entry per (mode, key) on its own channel and last value, which the gateway
-splices into Upstox-protocol frames. A feed in the mode it arrived in is serialized as it came
-(partial or whole, as Upstox sends it); a projected mode is its JSON value parsed back, once here
-rather than once per client.
 """
 
 from __future__ import annotations
@@ -31,7 +25,6 @@ from dataclasses import dataclass, field
 from google.protobuf import json_format
 
 from shared import redis_contract as rc
-from shared.feed_frames import entry_bytes
 from shared.instruments import Mode
 from shared.proto import pb
 from shared.render import (
@@ -67,36 +60,20 @@ def new_epoch() -> str:
 class _Route:
     """Where one (key, mode) goes, with its sequence counter and newest payload."""
 
-    __slots__ = (
-        "channel",
-        "entry_channel",
-        "key",
-        "last_entry_key",
-        "last_key",
-        "latest",
-        "latest_entry",
-        "ltpc_only",
-        "mode",
-        "seq",
-    )
+    __slots__ = ("channel", "last_key", "latest", "ltpc_only", "mode", "seq")
 
     def __init__(self, key: str, mode: Mode) -> None:
-        self.key = key
         self.mode = mode
         self.ltpc_only = mode is Mode.LTPC
         self.channel = rc.tick_channel(mode, key).encode()
         self.last_key = rc.last_value_key(mode, key).encode()
-        self.entry_channel = rc.entry_channel(mode, key).encode()
-        self.last_entry_key = rc.last_entry_key(mode, key).encode()
         self.seq = 0
         self.latest: bytes | None = None  # the newest whole payload
-        self.latest_entry: bytes | None = None  # the newest whole `feeds` entry
 
 
 @dataclass(slots=True)
 class FrameResult:
     ticks: list[Tick] = field(default_factory=list)
-    entries: list[Tick] = field(default_factory=list)  # the same values as `feeds` entries
     market_info: bytes | None = None  # the market_info frame as JSON, for MARKET_INFO
     feeds: int = 0  # instruments in the frame, published or not
     ts: int = 0  # the frame's currentTs (ms since epoch), 0 when absent
@@ -107,10 +84,8 @@ class FrameResult:
 class TickProcessor:
     """Frames in, ticks out. Call `set_render` when demand changes, `new_epoch` on reconnect."""
 
-    def __init__(self, epoch: str | None = None, *, entries: bool = True) -> None:
-        """`entries`: also produce each value as a protobuf `feeds` entry."""
+    def __init__(self, epoch: str | None = None) -> None:
         self.epoch = epoch or new_epoch()
-        self._entries = entries
         self._routes: dict[tuple[str, Mode], _Route] = {}  # every route seen in this epoch
         self._active: dict[str, tuple[_Route, ...]] = {}  # key -> routes with demand
         self._parts: dict[str, int] = {}  # key -> parts its feeds have carried (present_parts)
@@ -209,28 +184,7 @@ class TickProcessor:
                     payload = encode_tick(value, route.seq, epoch, ts, partial=True)
                     route.latest = encode_tick(merged, route.seq, epoch, ts)
                     ticks.append((route.channel, route.last_key, payload, route.latest))
-                if self._entries:
-                    self._add_entry(result.entries, route, feed, value, merged)
         return result
-
-    @staticmethod
-    def _add_entry(
-        entries: list[Tick], route: _Route, feed: pb.Feed, value: bytes, merged: bytes | None
-    ) -> None:
-        """`route`'s value as a `feeds` entry (and, for a partial one, its merged whole)."""
-        if feed_mode(feed) is route.mode:
-            feed_bytes = feed.SerializeToString()
-        else:
-            feed_bytes = json_format.Parse(value, pb.Feed()).SerializeToString()
-        entry = entry_bytes(route.key, feed_bytes)
-        if merged is None:
-            route.latest_entry = entry
-            entries.append((route.entry_channel, route.last_entry_key, entry, b""))
-            return
-        whole = json_format.Parse(merged, pb.Feed()).SerializeToString()
-        route.latest_entry = entry_bytes(route.key, whole)
-        partial = rc.PARTIAL_ENTRY + entry
-        entries.append((route.entry_channel, route.last_entry_key, partial, route.latest_entry))
 
     @staticmethod
     def _first_whole(route: _Route, feed: pb.Feed, routes: tuple[_Route, ...]) -> bytes | None:
@@ -246,16 +200,12 @@ class TickProcessor:
 
     def latest(self) -> list[Tick]:
         """The newest whole payload of every (key, mode) that has demand, to publish again."""
-        ticks: list[Tick] = []
-        for routes in self._active.values():
-            for route in routes:
-                if route.latest is not None:
-                    ticks.append((route.channel, route.last_key, route.latest, b""))
-                if route.latest_entry is not None:
-                    ticks.append(
-                        (route.entry_channel, route.last_entry_key, route.latest_entry, b"")
-                    )
-        return ticks
+        return [
+            (route.channel, route.last_key, route.latest, b"")
+            for routes in self._active.values()
+            for route in routes
+            if route.latest is not None
+        ]
 
     def forget(self) -> None:
         """Drop every stored payload and counter (the instance became a standby)."""
