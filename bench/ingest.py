@@ -397,6 +397,9 @@ async def seed(redis_url: str, keys: list[str]) -> None:
         await SessionStore(client).save(Profile(user_id=USER), access_token=TOKEN)
         table = {key: rc.encode_modes({Mode.FULL}) for key in keys}
         await client.hset(rc.demand_key("bench"), mapping=table)  # type: ignore[arg-type]
+        # The ingestor finds demand through the registry: a replica whose lease lapses in a year.
+        lapses = int((time.time() + 365 * 86400) * 1000)
+        await client.zadd(rc.DEMAND_REGISTRY, {"bench": lapses})
     finally:
         await client.aclose()
 
