@@ -7,8 +7,6 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,9 +15,8 @@ from cryptography.fernet import Fernet
 
 from services.dev import compose_secrets
 from services.gateway.settings import GatewaySettings
-from shared.ports import free_port
 from shared.settings import SECRETS_DIR_VARIABLE, load_settings
-from tests.support.redis_server import wait_for_port
+from tests.support.redis_server import redis_from_config
 
 
 @pytest.fixture
@@ -32,24 +29,6 @@ def volumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path
     redis_dir.mkdir()
     services_dir.mkdir()
     return redis_dir, services_dir
-
-
-@contextmanager
-def redis_from(config: Path, data: Path) -> Iterator[int]:
-    """redis-server started as compose starts it: the config file first, then options."""
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", str(config), "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--dir", str(data)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_for_port("127.0.0.1", port)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def run(redis_dir: Path, services_dir: Path, **env: str) -> dict[str, str]:
@@ -76,7 +55,7 @@ def test_with_nothing_given_it_generates_secrets_redis_and_the_services_agree_on
 
     settings = load_settings(GatewaySettings, _secrets_dir=services_dir)
     Fernet(settings.token_encryption_key.get_secret_value())  # type: ignore[union-attr]
-    with redis_from(redis_dir / "redis.conf", tmp_path) as port:
+    with redis_from_config(redis_dir / "redis.conf", tmp_path) as port:
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port).ping()
         url = settings.redis_url.replace("127.0.0.1:6379", f"127.0.0.1:{port}")
@@ -108,7 +87,7 @@ def test_any_password_from_dot_env_works_in_redis_conf_and_the_url(
     run(redis_dir, services_dir, REDIS_PASSWORD=password)
     url = (services_dir / "redis_url").read_text().strip()
     assert password not in url  # %-escaped
-    with redis_from(redis_dir / "redis.conf", tmp_path) as port:
+    with redis_from_config(redis_dir / "redis.conf", tmp_path) as port:
         assert redis.Redis(port=port, password=password).ping() is True
         assert redis.Redis.from_url(url.replace(":6379", f":{port}")).ping() is True
 

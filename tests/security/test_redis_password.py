@@ -24,7 +24,7 @@ import redis
 
 from shared import redis_contract as rc
 from shared.ports import free_port
-from tests.support.redis_server import wait_for_port
+from tests.support.redis_server import redis_from_config
 from tests.support.stack import Stack, running_stack, wait_until
 
 REFUSED = "Redis refused this service's password"
@@ -67,19 +67,8 @@ def protected_redis(password: str) -> Iterator[int]:
     directory = Path(tempfile.mkdtemp(prefix="tickstream-redis-auth-"))
     config = directory / "redis.conf"
     config.write_text(f"requirepass {password}\n")
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", str(config), "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_for_port("127.0.0.1", port)
+    with redis_from_config(config, directory) as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @contextmanager

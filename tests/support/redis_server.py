@@ -128,3 +128,22 @@ def session_redis() -> Iterator[LocalRedisServer | ContainerRedisServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@contextlib.contextmanager
+def redis_from_config(config: Path, data: Path) -> Iterator[int]:
+    """A redis-server started as compose starts it (its config file first, then options: no
+    snapshots, no append-only file, data in `data`), on a free port of 127.0.0.1."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", str(config), "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", port)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
