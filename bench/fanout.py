@@ -13,6 +13,12 @@ Tick sources:
   ticks --rate times a second, in --spread batches per round;
 - `simulator`: the real simulator (`--sim-tick-ms`) and the real ingestor, the whole data path.
 
+Protocols (--protocol): `json`, our `/ws`; `upstox`, the Upstox-compatible feed (each client
+authorizes over HTTP, then subscribes with Upstox's binary JSON request and counts the
+`FeedResponse` entries it gets; the publisher writes protobuf `feeds` entries instead of JSON, as
+the ingestor does next to its JSON). Latency comes from the meta `ts` (json) or `ltpc.ltt`
+(upstox), both the tick's own time.
+
 Phases: gateway RSS before any client; all clients connected and subscribed with no ticks
 (idle memory per connection); then --warmup seconds of ticks and a --duration measurement
 window: delivered instrument updates/s and frames/s (counted by the clients), tick->client
@@ -47,10 +53,13 @@ from typing import Any
 
 import httpx
 import orjson
+from google.protobuf import json_format
 
 from shared import redis_contract as rc
+from shared.feed_frames import entry_bytes
 from shared.instruments import Mode
 from shared.ports import free_port
+from shared.proto import pb
 
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -193,14 +202,30 @@ def encode_command(*parts: bytes) -> bytes:
     return b"".join(out)
 
 
+def _ltpc(feed: pb.Feed) -> pb.LTPC:
+    return feed.ltpc if feed.HasField("ltpc") else feed.fullFeed.marketFF.ltpc
+
+
 async def publish_loop(
-    redis_port: int, keys: list[str], mode: str, rate: float, spread: int, stop: EventType
+    redis_port: int,
+    keys: list[str],
+    mode: str,
+    rate: float,
+    spread: int,
+    stop: EventType,
+    protocol: str = "json",
 ) -> None:
     """Every key ticks `rate` times a second, in `spread` evenly spaced batches per round."""
     reader, writer = await asyncio.open_connection("127.0.0.1", redis_port)
     template = FULL_VALUE if mode == "full" else LTPC_VALUE
-    channels = [rc.tick_channel(Mode(mode), key).encode() for key in keys]
-    lasts = [rc.last_value_key(Mode(mode), key).encode() for key in keys]
+    upstox = protocol == "upstox"
+    if upstox:
+        feed = json_format.Parse(template % (0.0, 0), pb.Feed())
+        channels = [rc.entry_channel(Mode(mode), key).encode() for key in keys]
+        lasts = [rc.last_entry_key(Mode(mode), key).encode() for key in keys]
+    else:
+        channels = [rc.tick_channel(Mode(mode), key).encode() for key in keys]
+        lasts = [rc.last_value_key(Mode(mode), key).encode() for key in keys]
     epoch = os.urandom(6).hex().encode()
     seq = [0] * len(keys)
     price = [1000.0 + 10 * i for i in range(len(keys))]
@@ -220,8 +245,18 @@ async def publish_loop(
             for i in batch:
                 seq[i] += 1
                 price[i] += random.choice((-0.05, 0.05))
-                value = template % (price[i], now_ms)
-                payload = b'%b\n{"seq":%d,"epoch":"%b","ts":%d}' % (value, seq[i], epoch, now_ms)
+                if upstox:
+                    ltpc = _ltpc(feed)
+                    ltpc.ltp, ltpc.ltt = price[i], now_ms
+                    payload = entry_bytes(keys[i], feed.SerializeToString())
+                else:
+                    value = template % (price[i], now_ms)
+                    payload = b'%b\n{"seq":%d,"epoch":"%b","ts":%d}' % (
+                        value,
+                        seq[i],
+                        epoch,
+                        now_ms,
+                    )
                 out.append(encode_command(b"PUBLISH", channels[i], payload))
                 out.append(encode_command(b"SET", lasts[i], payload))
             writer.write(b"".join(out))
@@ -238,11 +273,17 @@ async def publish_loop(
 
 
 def publisher_main(
-    redis_port: int, keys: list[str], mode: str, rate: float, spread: int, stop: EventType
+    redis_port: int,
+    keys: list[str],
+    mode: str,
+    rate: float,
+    spread: int,
+    stop: EventType,
+    protocol: str,
 ) -> None:
     import uvloop
 
-    uvloop.run(publish_loop(redis_port, keys, mode, rate, spread, stop))
+    uvloop.run(publish_loop(redis_port, keys, mode, rate, spread, stop, protocol))
 
 
 # ---- the clients ---------------------------------------------------------------------------------
@@ -283,9 +324,15 @@ class BenchClient(asyncio.Protocol):
     """One connection; counts what it receives into the process's shared stats."""
 
     def __init__(self, host: str, port: int, keys: list[str], mode: str, stats: ClientStats,
-                 done: asyncio.Future[None]) -> None:  # fmt: skip
-        self.host, self.port = host, port
-        self.request = orjson.dumps({"op": "subscribe", "keys": keys, "mode": mode, "id": "b"})
+                 done: asyncio.Future[None], path: str = "/ws") -> None:  # fmt: skip
+        """`path`: `/ws`, or an Upstox one-time feed URL's path (Upstox's protocol)."""
+        self.host, self.port, self.path = host, port, path
+        self.upstox = path != "/ws"
+        if self.upstox:
+            data = {"mode": mode, "instrumentKeys": keys}
+            self.request = orjson.dumps({"guid": "b", "method": "sub", "data": data})
+        else:
+            self.request = orjson.dumps({"op": "subscribe", "keys": keys, "mode": mode, "id": "b"})
         self.stats = stats
         self.done = done
         self.buffer = bytearray()
@@ -297,8 +344,8 @@ class BenchClient(asyncio.Protocol):
         key = base64.b64encode(os.urandom(16)).decode()
         self.transport.write(  # type: ignore[union-attr]
             (
-                f"GET /ws HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                 "Sec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
         )
@@ -317,7 +364,7 @@ class BenchClient(asyncio.Protocol):
             self.open = True
             self.stats.connected += 1
             assert self.transport is not None
-            self.transport.write(mask_frame(0x1, self.request))
+            self.transport.write(mask_frame(0x2 if self.upstox else 0x1, self.request))
         stats = self.stats
         pos = 0
         size = len(buffer)
@@ -342,6 +389,8 @@ class BenchClient(asyncio.Protocol):
             opcode = b0 & 0x0F
             if opcode == 0x1:
                 self._text(buffer, start, pos, stats)
+            elif opcode == 0x2:
+                self._binary(buffer, start, pos, stats)
             elif opcode == 0x9:  # ping
                 assert self.transport is not None
                 self.transport.write(mask_frame(0xA, bytes(buffer[start:pos])))
@@ -372,6 +421,26 @@ class BenchClient(asyncio.Protocol):
         elif buffer[start + 9 : start + 15] == b'error"':
             sys.stderr.write(bytes(buffer[start:end]).decode() + "\n")
 
+    def _binary(self, buffer: bytearray, start: int, end: int, stats: ClientStats) -> None:
+        """An Upstox `FeedResponse`: its type is its first field (absent: initial_feed)."""
+        stats.frames += 1
+        stats.bytes += end - start
+        head = bytes(buffer[start : start + 2])
+        if head == b"\x08\x01":  # live_feed
+            if not stats.measuring:
+                return
+            response = pb.FeedResponse.FromString(bytes(buffer[start:end]))
+            now_ms = time.time_ns() // 1_000_000
+            latency = stats.latency
+            for feed in response.feeds.values():
+                delay = now_ms - _ltpc(feed).ltt
+                latency[min(max(delay, 0), MAX_LATENCY_MS)] += 1
+            stats.updates += len(response.feeds)
+        elif head != b"\x08\x02":  # not market_info: initial_feed
+            stats.subscribed += 1
+            if not self.done.done():
+                self.done.set_result(None)
+
     def _fail(self, why: str) -> None:
         if not self.done.done():
             self.done.set_exception(ConnectionError(why))
@@ -394,8 +463,10 @@ async def run_clients(
     start: EventType,
     stop: EventType,
     results: Any,
+    protocol: str = "json",
 ) -> None:
     loop = asyncio.get_running_loop()
+    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, trust_env=False)
     stats = ClientStats()
     gate = asyncio.Semaphore(concurrency)
     connections: list[asyncio.BaseTransport] = []
@@ -406,19 +477,25 @@ async def run_clients(
         async with gate:
             done: asyncio.Future[None] = loop.create_future()
             try:
+                path = "/ws"
+                if protocol == "upstox":
+                    answer = await http.get("/v3/feed/market-data-feed/authorize")
+                    url = answer.json()["data"]["authorizedRedirectUri"]
+                    path = "/" + url.split("/", 3)[3]  # ws://host:port/PATH?code=...
                 transport, _ = await loop.create_connection(
-                    lambda: BenchClient("127.0.0.1", port, keys, mode, stats, done),
+                    lambda: BenchClient("127.0.0.1", port, keys, mode, stats, done, path),
                     "127.0.0.1",
                     port,
                 )
                 connections.append(transport)
                 await asyncio.wait_for(done, 60)
-            except (OSError, ConnectionError, TimeoutError) as error:
+            except (OSError, ConnectionError, TimeoutError, httpx.HTTPError) as error:
                 failures += 1
                 if failures <= 3:
                     sys.stderr.write(f"client connection failed: {error!r}\n")
 
     await asyncio.gather(*(open_one(keys) for keys in assignments))
+    await http.aclose()
     ready.put((stats.subscribed, failures))
     await loop.run_in_executor(None, start.wait)
     stats.reset()
@@ -443,11 +520,14 @@ async def run_clients(
 
 
 def client_main(port: int, assignments: list[list[str]], mode: str, concurrency: int,
-                ready: Any, start: EventType, stop: EventType, results: Any) -> None:  # fmt: skip
+                ready: Any, start: EventType, stop: EventType, results: Any,
+                protocol: str) -> None:  # fmt: skip
     import uvloop
 
     raise_nofile()
-    uvloop.run(run_clients(port, assignments, mode, concurrency, ready, start, stop, results))
+    uvloop.run(
+        run_clients(port, assignments, mode, concurrency, ready, start, stop, results, protocol)
+    )
 
 
 # ---- orchestration ------------------------------------------------------------------------------
@@ -482,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=10, help="keys per client")
     parser.add_argument("--universe", type=int, default=200, help="distinct keys in play")
     parser.add_argument("--mode", choices=("ltpc", "full"), default="ltpc")
+    parser.add_argument("--protocol", choices=("json", "upstox"), default="json")
     parser.add_argument("--rate", type=float, default=4.0, help="ticks per key per second")
     parser.add_argument("--spread", type=int, default=4, help="publisher batches per round")
     parser.add_argument("--source", choices=("publisher", "simulator"), default="publisher")
@@ -597,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                     start,
                     stop,
                     results,
+                    args.protocol,
                 ),
                 daemon=True,
             )
@@ -617,7 +699,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.source == "publisher":
             publisher = mp.Process(
                 target=publisher_main,
-                args=(redis_port, keys, args.mode, args.rate, args.spread, stop_source),
+                args=(
+                    redis_port,
+                    keys,
+                    args.mode,
+                    args.rate,
+                    args.spread,
+                    stop_source,
+                    args.protocol,
+                ),
                 daemon=True,
             )
             publisher.start()
@@ -654,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "scenario": {
             "clients": args.clients, "keys_per_client": args.keys, "universe": args.universe,
-            "mode": args.mode, "source": args.source,
+            "mode": args.mode, "protocol": args.protocol, "source": args.source,
             "rate_per_key": args.rate if args.source == "publisher" else 1000 / args.sim_tick_ms,
             "spread": args.spread, "client_procs": args.client_procs,
             "flush_ms": args.flush_ms,

@@ -301,7 +301,9 @@ class ReplayResult:
     wall: float
 
 
-async def replay_tickstream(redis_url: str, keys: list[str], frames: list[bytes]) -> ReplayResult:
+async def replay_tickstream(
+    redis_url: str, keys: list[str], frames: list[bytes], wire: str
+) -> ReplayResult:
     """The ingestor's own path: processor (decode, render, stamp) and publisher, real Redis."""
     from services.ingestor.processor import PART_FEEDS, TickProcessor
     from services.ingestor.publisher import Publisher
@@ -311,7 +313,8 @@ async def replay_tickstream(redis_url: str, keys: list[str], frames: list[bytes]
 
     link = RedisLink(connect_redis(redis_url), Backoff())
     processor = TickProcessor()
-    processor.set_render({key: frozenset({Mode.FULL}) for key in keys})
+    ticks, entries = wanted(wire)
+    processor.set_render({key: ticks for key in keys}, {key: entries for key in keys})
     publisher = Publisher(
         link,
         last_value_ttl=7 * 24 * 3600,
@@ -391,11 +394,21 @@ def replay_report(results: list[ReplayResult], frames: list[bytes]) -> str:
     return "\n".join(rows)
 
 
-async def seed(redis_url: str, keys: list[str]) -> None:
+WIRES = ("json", "upstox", "both")
+
+
+def wanted(wire: str) -> rc.WireModes:
+    """Full mode on the wire(s) the consumer is asked for by `--wire`."""
+    full = frozenset({Mode.FULL})
+    none: frozenset[Mode] = frozenset()
+    return rc.WireModes(full if wire != "upstox" else none, full if wire != "json" else none)
+
+
+async def seed(redis_url: str, keys: list[str], wire: str) -> None:
     client: aioredis.Redis = aioredis.Redis.from_url(redis_url)
     try:
         await SessionStore(client).save(Profile(user_id=USER), access_token=TOKEN)
-        table = {key: rc.encode_modes({Mode.FULL}) for key in keys}
+        table = {key: rc.encode_demand(wanted(wire)) for key in keys}
         await client.hset(rc.demand_key("bench"), mapping=table)  # type: ignore[arg-type]
         # The ingestor finds demand through the registry: a replica whose lease lapses in a year.
         lapses = int((time.time() + 365 * 86400) * 1000)
@@ -455,7 +468,8 @@ async def run_sdk(
 
 def report(results: list[Result], args: argparse.Namespace, cores: int) -> str:
     rows = [
-        f"{args.keys} keys in full mode, one tick per key every {args.sim_tick_ms:g} ms "
+        f"{args.keys} keys in full mode (wire: {args.wire}), one tick per key every "
+        f"{args.sim_tick_ms:g} ms "
         f"(offered {args.keys * 1000 / args.sim_tick_ms:,.0f} feeds/s); {args.duration:g} s "
         f"measured after {args.warmup:g} s; {cores} cores shared by Redis, the simulator, the "
         "consumer and this process",
@@ -511,11 +525,11 @@ async def bench(args: argparse.Namespace) -> int:
         with process(tickstream("simulator", "--port", str(sim_port)), sim_env, "simulator"):
             sim_url = f"http://127.0.0.1:{sim_port}"
             await asyncio.to_thread(wait_http, f"{sim_url}/healthz", 120)
-            await seed(redis.url, keys)
+            await seed(redis.url, keys, args.wire)
             if args.replay_frames:
                 frames = await capture_frames(sim_url, keys, args.replay_frames)
                 replayed = [
-                    await replay_tickstream(redis.url, keys, frames),
+                    await replay_tickstream(redis.url, keys, frames, args.wire),
                     await replay_sdk(redis.url, frames),
                     replay_render_only(frames),
                 ]
@@ -544,6 +558,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--consumer", choices=("both", "tickstream", "sdk", "none"), default="both")
+    parser.add_argument(
+        "--wire",
+        choices=WIRES,
+        default="json",
+        help="what the ingestor is asked for: JSON ticks, Upstox's protobuf entries, or both",
+    )
     parser.add_argument(
         "--replay-frames", type=int, default=100, help="frames captured and replayed (0: skip)"
     )

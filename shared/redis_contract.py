@@ -20,24 +20,27 @@ announces; classic pub/sub reaches every node whatever the slot.
 | `oauth:state:{state}` | string, short TTL | auth | `OAuthState` JSON |
 | `operator:code:{sha256}` | string, TTL = link lifetime | auth | "1": a sign-in code not yet used |
 | `operator:session:{sha256}` | string, TTL = session lifetime | auth | `OperatorSession` JSON |
-| `demand:{demand}:replica:<replica>` | hash, TTL = lease | gateway | key -> modes "ltpc,full" |
+| `demand:{demand}:replica:<replica>` | hash, TTL = lease | gateway | key -> "ltpc,upstox:full" |
 | `demand:{demand}:replicas` | sorted set | gateway | replica id, score lease expiry (ms) |
 | `events:{demand}:demand` | channel | gateway | replica id whose demand changed |
 | `tick:<mode>:{<key>}` | channel (sharded in a cluster) | ingestor | tick payload (`encode_tick`) |
 | `last:<mode>:{<key>}` | string | ingestor | the last tick payload, for snapshots |
+| `entry:<mode>:{<key>}` | channel (sharded in a cluster) | ingestor | entry (`split_entry`) |
+| `lastentry:<mode>:{<key>}` | string | ingestor | the last whole `feeds` entry, for snapshots |
 | `ingestor:{ingestor}:market_info` | string | ingestor | `market_info` frame JSON (dict form) |
 | `events:{ingestor}:market_info` | channel | ingestor | the same JSON, on change |
 | `ingestor:{ingestor}:lease` | string, PX lease | ingestor | id of the active instance |
 | `ingestor:{ingestor}:status` | string, TTL | ingestor | `IngestorStatus` JSON |
 | `ingestor:{ingestor}:refused` | hash | ingestor | key -> "modes: reason" (a refusal) |
 | `events:{ingestor}:ingestor` | channel | ingestor | `IngestorStatus` JSON, on change |
+| `upstox:code:{sha256}` | string, short TTL | gateway | `FeedGrant` JSON: whom a feed URL admits |
 | `history:cache:{key}:{unit}:{interval}:{span}` | string, TTL | gateway | candle rows or error |
 | `history:lock:{key}:{unit}:{interval}:{span}` | string, PX | gateway | id of the replica asking |
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from pydantic import BaseModel
 
@@ -57,6 +60,9 @@ DEMAND_EVENTS: Final = f"{PREFIX}:events:{{demand}}:demand"
 # ingestor output
 TICK_CHANNEL_PREFIX: Final = f"{PREFIX}:tick:"
 LAST_VALUE_PREFIX: Final = f"{PREFIX}:last:"
+# The same values as Upstox's protobuf: one `FeedResponse.feeds` map entry (`shared.feed_frames`)
+ENTRY_CHANNEL_PREFIX: Final = f"{PREFIX}:entry:"
+LAST_ENTRY_PREFIX: Final = f"{PREFIX}:lastentry:"
 MARKET_INFO: Final = f"{PREFIX}:ingestor:{{ingestor}}:market_info"
 MARKET_INFO_EVENTS: Final = f"{PREFIX}:events:{{ingestor}}:market_info"
 
@@ -89,6 +95,11 @@ def operator_session_key(session_digest: str) -> str:
     return f"{PREFIX}:operator:session:{session_digest}"
 
 
+# A one-time Upstox feed URL's code, kept as its sha256 (hex): redeemed once, by any replica.
+def upstox_feed_code_key(code_digest: str) -> str:
+    return f"{PREFIX}:upstox:code:{code_digest}"
+
+
 def demand_key(replica_id: str) -> str:
     return f"{PREFIX}:demand:{{demand}}:replica:{replica_id}"
 
@@ -119,11 +130,51 @@ def last_value_key(mode: Mode, instrument_key: str) -> str:
     return f"{LAST_VALUE_PREFIX}{mode.value}:{{{instrument_key}}}"
 
 
+def entry_channel(mode: Mode, instrument_key: str) -> str:
+    return f"{ENTRY_CHANNEL_PREFIX}{mode.value}:{{{instrument_key}}}"
+
+
+def last_entry_key(mode: Mode, instrument_key: str) -> str:
+    return f"{LAST_ENTRY_PREFIX}{mode.value}:{{{instrument_key}}}"
+
+
 # ---- demand hash values -------------------------------------------------------------------
+
+
+# A value lists the modes a key is wanted in: a bare mode ("ltpc,full") as our JSON ticks, a
+# mode after `ENTRY_DEMAND` ("upstox:full") as Upstox's protobuf entries, which the ingestor
+# produces only where some replica asks for them. A name an ingestor does not know (a newer
+# gateway's) is ignored.
+
+ENTRY_DEMAND: Final = "upstox:"
+
+
+class WireModes(NamedTuple):
+    """The modes one key is wanted in, per wire."""
+
+    ticks: frozenset[Mode]  # JSON ticks (`tick:` channels)
+    entries: frozenset[Mode]  # protobuf `feeds` entries (`entry:` channels)
 
 
 def encode_modes(modes: set[Mode]) -> str:
     return ",".join(sorted(mode.value for mode in modes))
+
+
+def encode_demand(wanted: WireModes) -> str:
+    names = [mode.value for mode in wanted.ticks]
+    names += [ENTRY_DEMAND + mode.value for mode in wanted.entries]
+    return ",".join(sorted(names))
+
+
+def decode_demand(value: str | bytes) -> WireModes:
+    """A demand hash value's modes per wire."""
+    names = as_text(value).split(",")
+    entries = [name.removeprefix(ENTRY_DEMAND) for name in names if name.startswith(ENTRY_DEMAND)]
+    known = {mode.value for mode in Mode}
+    return WireModes(
+        frozenset(Mode(name) for name in names if name in known),
+        frozenset(Mode(name) for name in entries if name in known),
+    )
 
 
 def decode_modes(value: str | bytes) -> set[Mode]:
@@ -184,6 +235,22 @@ def split_tick(payload: bytes) -> tuple[bytes, bytes]:
     return value, meta
 
 
+# ---- protobuf entry payloads --------------------------------------------------------------
+# An `entry:` payload is one `FeedResponse.feeds` map entry (`shared.feed_frames`), ready to
+# splice. A partial one (see tick payloads) is preceded by `PARTIAL_ENTRY`: a zero byte, which
+# no entry starts with (a protobuf tag is never 0), so gateways tell them apart by one byte. A
+# `lastentry:` value is always whole and never marked.
+
+PARTIAL_ENTRY: Final = b"\x00"
+
+
+def split_entry(payload: bytes) -> tuple[bytes, bool]:
+    """(entry, whether it is partial) of an `entry:` payload."""
+    if payload[:1] == PARTIAL_ENTRY:
+        return payload[1:], True
+    return payload, False
+
+
 # ---- JSON payload models ------------------------------------------------------------------
 
 
@@ -233,6 +300,15 @@ IngestorState = Literal[
     "backoff",
     "stopped",
 ]
+
+
+class FeedGrant(BaseModel):
+    """The viewer a one-time Upstox feed URL admits (`shared.viewer_tokens.Viewer`'s fields)."""
+
+    sub: str
+    exp: float | None = None
+    exact: list[str] | None = None  # None: every key
+    segments: list[str] = []
 
 
 class IngestorStatus(BaseModel):

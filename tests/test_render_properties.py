@@ -16,7 +16,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shared.instruments import Mode
@@ -27,6 +27,7 @@ from shared.render import (
     decode_frame,
     feed_mode,
     project,
+    project_feed,
     render_feed,
     render_frame,
     render_frame_envelope,
@@ -286,3 +287,30 @@ def test_projection_serves_poorer_modes_and_refuses_richer(feed: pb.Feed, mode: 
         assert parsed(rendered) == expected(feed)
     else:  # the projection is valid Feed JSON, in the mode asked for
         assert feed_mode(ParseDict(orjson.loads(rendered), pb.Feed())) == mode
+
+
+def thirty_levels() -> pb.Feed:
+    feed = pb.Feed(requestMode=pb.full_d30)
+    quotes = feed.fullFeed.marketFF.marketLevel.bidAskQuote
+    for level in range(30):
+        quotes.add(bidQ=level + 1, bidP=100.0 - level, askQ=level + 2, askP=100.5 + level)
+    return feed
+
+
+@settings(SETTINGS, max_examples=300)
+@given(st.one_of(market_full_feeds, index_full_feeds, feeds), st.sampled_from(list(Mode)))
+@example(thirty_levels(), Mode.FULL)
+@example(thirty_levels(), Mode.OPTION_GREEKS)
+def test_protobuf_projection_is_the_json_projection(feed: pb.Feed, mode: Mode) -> None:
+    try:
+        rendered = project(feed, mode)
+    except ProjectionError:
+        rendered = None
+    try:
+        projected = project_feed(feed, mode)
+    except ProjectionError:
+        assert rendered is None, f"project_feed refused what project served in {mode}"
+        return
+    assert rendered is not None, f"project_feed served what project refused in {mode}"
+    assert expected(projected) == parsed(rendered)
+    assert feed_mode(projected) == mode

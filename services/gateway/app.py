@@ -25,6 +25,8 @@ from services.gateway.hub import Hub
 from services.gateway.metrics import HubCollector
 from services.gateway.settings import GatewaySettings
 from services.gateway.signin import ViewerGuard, add_signin_routes
+from services.gateway.upstox_feed import ADMISSION_APP_STATE
+from services.gateway.upstox_feed import router as upstox_router
 from shared.metrics import registry_for
 from shared.sessions import SessionStore
 from shared.upstox.client import UpstoxClient
@@ -114,6 +116,8 @@ def create_app(settings: GatewaySettings | None = None, static_dir: Path | None 
     app = FastAPI(title="tickstream gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.hub = hub
     app.include_router(router)
+    app.include_router(upstox_router)
+    setattr(app.state, ADMISSION_APP_STATE, admission)
     _add_pages(app, static)
     add_signin_routes(app, admission.viewers, STATIC_DIR / "signin.html")
     app.add_middleware(ViewerGuard, access=admission.viewers)

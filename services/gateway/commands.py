@@ -6,15 +6,18 @@ others get `unknown_key`, and never reach the demand; no catalogue loaded: nothi
 subscribed, `instruments_unavailable`), the per-client key limit, the cap on distinct keys in
 the replica's demand (`capacity` for the keys not taken), requests with some malformed or
 unknown keys (an error for those, then the ack for the rest), unsubscribing keys not held, a
-snapshot of every held key, and how a refusal by the ingestor is reported. Subscribe and
+snapshot of every held key, and how a refusal by the ingestor is reported. An Upstox-protocol
+request (`upstox_request`) follows Upstox's rules instead: no acknowledgement and no error,
+keys past its per-mode limits, unknown keys, keys the viewer may not see and keys over the
+replica's cap silently get no data. Subscribe and
 unsubscribe change the `FanOut` (joining and leaving channels); nothing here sends, touches
 Redis or counts: the hub applies the decision, in the order `Decision` documents.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Final
 
 from services.gateway.fanout import Channel, FanOut, Subscriber
@@ -28,6 +31,7 @@ from services.gateway.protocol import (
     ack_frame,
     bad_key_error,
 )
+from shared.feed_protocol import FeedRequest, Subscriptions
 from shared.instruments import Mode
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "snapshot",
     "subscribe",
     "unsubscribe",
+    "upstox_request",
 ]
 
 Refusals = Mapping[str, tuple[set[Mode], str]]
@@ -118,6 +123,56 @@ def subscribe(
             closed.append(join.closed)
     ack = ack_frame("subscribe", command.request_id, keys, command.mode)
     return _decision(errors, ack, opened=opened, closed=closed, snapshot=channels)
+
+
+def upstox_request(
+    fanout: FanOut,
+    sub: Subscriber,
+    subscriptions: Subscriptions,
+    request: FeedRequest,
+    *,
+    known: Container[str] | None,
+    allowed: Callable[[str], bool] | None,
+    max_demand_keys: int,
+) -> Decision:
+    """Apply an Upstox `sub`/`unsub`/`change_mode` to the client's `subscriptions` (Upstox's
+    per-mode limits) and move it onto the channels of its keys within them. Keys not in
+    `known` (the catalogue; None: not loaded), not `allowed` (the viewer's keys; None: any)
+    or new to the replica's demand past `max_demand_keys` are left out of the request, as
+    Upstox leaves keys it will not serve: silently. Every channel joined gets a snapshot, and so
+    does every key a `sub` names (Upstox answers each `sub` with its keys' `initial_feed`)."""
+    keys = tuple(
+        key
+        for key in request.keys
+        if known is not None and key in known and (allowed is None or allowed(key))
+    )
+    if request.method == "sub":
+        keys = _within_capacity(fanout, keys, max_demand_keys)[0]
+    if not keys:
+        return NOTHING
+    before = dict(subscriptions.active)
+    named = subscriptions.apply(replace(request, keys=keys))
+    after = subscriptions.active
+    joined: list[Channel] = []
+    opened: list[Channel] = []
+    closed: list[Channel] = []
+    for key in before:
+        if key not in after:
+            channel = fanout.part(sub, key)[1]
+            if channel is not None:
+                closed.append(channel)
+    for key, mode in after.items():
+        if before.get(key) is not mode:
+            join = fanout.join(sub, mode, key)
+            joined.append(join.channel)
+            if join.opened:
+                opened.append(join.channel)
+            if join.closed is not None:
+                closed.append(join.closed)
+    snapshot = dict.fromkeys([*joined, *(sub.subs[key] for key in named if key in sub.subs)])
+    return Decision(
+        opened=tuple(opened), closed=tuple(closed), snapshot=tuple(snapshot) if snapshot else None
+    )
 
 
 def unsubscribe(fanout: FanOut, sub: Subscriber, command: Unsubscribe) -> Decision:

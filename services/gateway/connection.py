@@ -11,6 +11,10 @@ idle connection instead of 21 KB, and about half the CPU per frame sent (see the
 benchmark section); it also lets the fan-out skip a task and an await per frame.
 
 The application's HTTP routes stay in FastAPI on the same port; the WebSocket path is `/ws`.
+Tools written for Upstox's feed connect on `upstox_feed.FEED_PATH` (answered with a redirect) and
+`upstox_feed.STREAM_PATH` (the one-time URL): the same connection then speaks Upstox's protocol
+(`wires.UPSTOX`): binary JSON requests with no reply, protobuf frames, refusals on the handshake
+in Upstox's envelope.
 """
 
 from __future__ import annotations
@@ -45,11 +49,30 @@ from services.gateway.protocol import (
     parse_command,
     pong_frame,
 )
-from services.gateway.security import client_address, presented_key, split_forbidden
+from services.gateway.security import (
+    client_address,
+    peer_trusted,
+    presented_key,
+    split_forbidden,
+)
+from services.gateway.upstox_feed import (
+    FEED_PATH,
+    STREAM_PATH,
+    UNAVAILABLE_MESSAGE,
+    FeedCodes,
+    bearer,
+    code_of,
+    feed_url,
+    refusal_body,
+)
+from services.gateway.wires import JSON, UPSTOX, Wire
 from services.gateway.wsframe import text_frame
+from shared.feed_protocol import FeedRequest, RequestError, Subscriptions, parse_request
 from shared.hosts import MISDIRECTED, MISDIRECTED_TEXT, handshake_admitted
 from shared.origins import origin_allowed
+from shared.redis_link import REDIS_ERRORS
 from shared.token_bucket import TokenBucket
+from shared.upstox.envelope import INTERNAL, INVALID_TOKEN
 from shared.viewer_tokens import TokenRefused, Viewer
 
 if TYPE_CHECKING:
@@ -90,6 +113,7 @@ class GatewayConnection(asyncio.Protocol):
         "_notices",
         "_open",
         "_sub",
+        "_subscriptions",
         "_transport",
         "_viewer",
         "_worker",
@@ -120,7 +144,8 @@ class GatewayConnection(asyncio.Protocol):
         self._notices: TokenBucket | None = None  # our replies to requests over the rate
         self._fragments: list[bytes] = []  # a text message arriving in several frames
         self._fragmented_binary = False
-        self._commands: deque[Command] | None = None
+        self._commands: deque[Command | FeedRequest] | None = None
+        self._subscriptions: Subscriptions | None = None  # an Upstox client's keys and modes
         self._worker: asyncio.Task[None] | None = None
         self._keepalive: asyncio.TimerHandle | None = None
         self._behind_timer: asyncio.TimerHandle | None = None
@@ -223,7 +248,10 @@ class GatewayConnection(asyncio.Protocol):
             response = ws.reject(503, "The gateway is not running (lifespan not started).\n")
         elif not handshake_admitted(hub.settings, request.headers, self._transport):
             response = ws.reject(MISDIRECTED, MISDIRECTED_TEXT)  # a foreign Host: DNS rebinding
-        elif path != WS_PATH:
+        elif path == FEED_PATH and not hub.drain.active:
+            self._worker = self._loop.create_task(self._redirect(request))
+            return
+        elif path not in (WS_PATH, STREAM_PATH):
             response = ws.reject(404, f"No WebSocket endpoint here; connect to {WS_PATH}.\n")
         elif hub.drain.active:
             # Stopping: a 503 the proxy can pass to another replica (a 101 would only be
@@ -235,7 +263,7 @@ class GatewayConnection(asyncio.Protocol):
         if response.status_code != 101 or hub is None:
             ws.send_response(response)
             if hub is not None:
-                reason = "path" if path != WS_PATH else "handshake"
+                reason = "path" if path not in (WS_PATH, STREAM_PATH) else "handshake"
                 hub.stats.rejected["draining" if response.status_code == 503 else reason] += 1
             return
         settings = hub.settings
@@ -268,6 +296,9 @@ class GatewayConnection(asyncio.Protocol):
             self._refuse(response, CLOSE_TRY_AGAIN_LATER, "try again later", error)
             return
         self._address = address
+        if path == STREAM_PATH:
+            self._worker = self._loop.create_task(self._redeem(response, code_of(query)))
+            return
         credential = presented_key(query, headers.get("Authorization"), headers.get("Cookie"))
         try:
             viewer = admission.viewers.check(credential)
@@ -292,7 +323,62 @@ class GatewayConnection(asyncio.Protocol):
             self._admit(response, viewer)
         self._write_ws()
 
-    def _admit(self, response: Response, viewer: Viewer | None) -> None:
+    async def _redirect(self, request: Request) -> None:
+        """Upstox's bearer handshake: 302 to a fresh one-time URL, or 401 in its envelope."""
+        assert self._hub is not None and self._admission is not None
+        headers = request.headers
+        try:
+            viewer = await self._admission.viewers.verify(bearer(headers.get("Authorization")))
+            code = await FeedCodes(self._hub.broker.redis).issue(viewer)
+        except TokenRefused:
+            self._reject_upstox(401, "unauthorized")
+        except REDIS_ERRORS:
+            self._reject_upstox(503, "redis", UNAVAILABLE_MESSAGE)
+        else:
+            secure = self._forwarded_secure(headers)
+            response = self._ws.reject(302, "")
+            response.headers["Location"] = feed_url(secure, headers.get("Host") or "", code)
+            self._ws.send_response(response)
+        self._worker = None
+        self._write_ws()
+
+    def _forwarded_secure(self, headers: Any) -> bool:
+        """Whether the client reached us over TLS: a trusted proxy's X-Forwarded-Proto says."""
+        assert self._hub is not None
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        address = peer[0] if isinstance(peer, tuple) else None
+        if not peer_trusted(address, self._hub.settings.trusted_proxies):
+            return False
+        return str(headers.get("X-Forwarded-Proto", "")).lower() in ("https", "wss")
+
+    async def _redeem(self, response: Response, code: str) -> None:
+        """The one-time URL: admit its viewer on Upstox's protocol, or 403 (spent, unknown)."""
+        assert self._hub is not None
+        try:
+            viewer = await FeedCodes(self._hub.broker.redis).redeem(code)
+        except REDIS_ERRORS:
+            viewer = None
+        self._worker = None
+        if viewer is None:
+            self._reject_upstox(403, "feed_url", "Feed URL already used, unknown or expired")
+        else:
+            self._admit(response, viewer, UPSTOX)
+        self._write_ws()
+
+    def _reject_upstox(self, status: int, reason: str, message: str | None = None) -> None:
+        assert self._hub is not None
+        self._hub.stats.rejected[reason] += 1
+        response = self._ws.reject(status, "")
+        code = INTERNAL if status >= 500 else INVALID_TOKEN
+        body = refusal_body(code=code) if message is None else refusal_body(message, code)
+        response.body = body
+        headers = response.headers  # a multi-dict: setting a name adds a second value
+        del headers["Content-Length"], headers["Content-Type"]
+        headers["Content-Length"] = str(len(body))
+        headers["Content-Type"] = "application/json"
+        self._ws.send_response(response)
+
+    def _admit(self, response: Response, viewer: Viewer | None, wire: Wire = JSON) -> None:
         assert self._hub is not None
         self._ws.send_response(response)
         settings = self._hub.settings
@@ -302,7 +388,9 @@ class GatewayConnection(asyncio.Protocol):
         self._bucket = TokenBucket(settings.gateway_max_ops_per_second, now)
         self._notices = TokenBucket(settings.gateway_max_ops_per_second, now)
         self._write_ws()  # the 101 response goes out before any frame
-        self._sub = self._hub.register(self)
+        self._sub = self._hub.register(self, wire)
+        if wire is UPSTOX:
+            self._subscriptions = Subscriptions()
         self._keepalive = self._loop.call_later(
             settings.gateway_ping_interval_seconds, self._keepalive_tick
         )
@@ -333,9 +421,10 @@ class GatewayConnection(asyncio.Protocol):
         """The credential's `exp` has come: a client that wants to go on signs in again."""
         self._expiry = None
         if self._open:
-            self.send_frame(
-                text_frame(error_frame("token_expired", "the token has expired: get a new one"))
-            )
+            if self._subscriptions is None:  # Upstox's protocol has no error frames
+                self.send_frame(
+                    text_frame(error_frame("token_expired", "the token has expired: get a new one"))
+                )
             self.close(CLOSE_TOKEN_EXPIRED, "token expired")
 
     # ---- frames from the client ------------------------------------------------------------
@@ -362,6 +451,9 @@ class GatewayConnection(asyncio.Protocol):
         if not self._open or self._sub is None or self._hub is None or self._bucket is None:
             return
         now = self._loop.time()
+        if self._subscriptions is not None:
+            self._on_upstox_request(data, now)
+            return
         if not self._bucket.take(now):
             self._refuse_over_rate(data, now)
             return
@@ -378,11 +470,26 @@ class GatewayConnection(asyncio.Protocol):
         if isinstance(command, Ping) and self._commands is None:
             self._hub.send(self._sub, pong_frame(command.request_id))
             return
+        self._queue(command)
+
+    def _queue(self, command: Command | FeedRequest) -> None:
         if self._commands is None:
             self._commands = deque()
         self._commands.append(command)
         if self._worker is None:
             self._worker = self._loop.create_task(self._run_commands())
+
+    def _on_upstox_request(self, data: bytes, now: float) -> None:
+        """Upstox answers no request: a malformed one, or one over the rate, is dropped."""
+        assert self._bucket is not None
+        if not self._bucket.take(now):
+            return
+        try:
+            request = parse_request(data)
+        except RequestError as error:
+            logger.debug("ignoring a malformed Upstox-protocol request: %s", error)
+            return
+        self._queue(request)
 
     def _refuse_over_rate(self, data: bytes, now: float) -> None:
         """Tell the client which request was dropped (its id and keys, so it can send it again
@@ -418,6 +525,12 @@ class GatewayConnection(asyncio.Protocol):
         try:
             while self._commands and self._sub is not None and self._hub is not None:
                 command = self._commands.popleft()
+                if isinstance(command, FeedRequest):
+                    assert self._subscriptions is not None
+                    viewer = self._viewer
+                    allows = None if viewer is None or viewer.keys is None else viewer.allows
+                    await self._hub.handle_upstox(self._sub, self._subscriptions, command, allows)
+                    continue
                 if isinstance(command, Subscribe):
                     screened = self._screen(command)
                     if screened is None:

@@ -9,7 +9,9 @@ stop withdraws both at once (a crash lets them lapse). Every write is announced 
 events channel so the ingestor rescans. The hash, the registry and the channel share the
 `{demand}` hash tag, so each MULTI is in one cluster slot.
 
-It reads the modes from the `FanOut` and must not change it, nor know clients or frames.
+It reads the modes from the two fan-outs (our JSON wire's and Upstox's, written apart so that
+the ingestor produces protobuf entries only for keys some Upstox client wants) and must not
+change them, nor know clients or frames.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class DemandWriter:
         self,
         replica_id: str,
         lease_seconds: float,
-        fanout: FanOut,
+        json: FanOut,
+        upstox: FanOut,
         broker: Broker,
         on_ingestor_status: Callable[[bytes | None], None],
     ) -> None:
@@ -48,7 +51,8 @@ class DemandWriter:
         self._key = rc.demand_key(replica_id)
         self._lease_ms = int(lease_seconds * 1000)
         self._heartbeat = lease_seconds / 3
-        self._fanout = fanout
+        self._json = json
+        self._upstox = upstox
         self._broker = broker
         self._on_ingestor_status = on_ingestor_status
         self._dirty: set[str] = set()
@@ -90,14 +94,16 @@ class DemandWriter:
     async def _write(self, *, full: bool) -> None:
         keys, self._dirty = self._dirty, set()
         if full:
-            keys = {key for _, key in self._fanout.channels}
+            keys = {key for fanout in (self._json, self._upstox) for _, key in fanout.channels}
         async with self._broker.redis.pipeline(transaction=True) as pipe:
             if full:
                 pipe.delete(self._key)
             for key in keys:
-                modes = self._fanout.modes_of(key)
-                if modes:
-                    pipe.hset(self._key, key, rc.encode_modes(modes))
+                wanted = rc.WireModes(
+                    frozenset(self._json.modes_of(key)), frozenset(self._upstox.modes_of(key))
+                )
+                if wanted.ticks or wanted.entries:
+                    pipe.hset(self._key, key, rc.encode_demand(wanted))
                 elif not full:
                     pipe.hdel(self._key, key)
             pipe.pexpire(self._key, self._lease_ms)
@@ -118,7 +124,7 @@ class DemandWriter:
             self._register(pipe)
             pipe.get(rc.INGESTOR_STATUS)
             kept, _, status = await guarded(pipe.execute())
-        if not kept and self._fanout.channels:
+        if not kept and (self._json.channels or self._upstox.channels):
             logger.warning("the demand lease had lapsed; writing it again")
             await self._write(full=True)
         self._on_ingestor_status(status)

@@ -41,18 +41,10 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.gateway.protocol import (
-    INITIAL_FEED,
-    LIVE_FEED,
-    FeedItem,
-    current_ts,
-    feed_frame_parts,
-    key_json,
-)
-from services.gateway.wsframe import text_frame_of
+from services.gateway.protocol import FeedItem
+from services.gateway.wires import JSON, Wire
 from shared.instruments import Mode
-from shared.redis_contract import is_partial, split_tick, tick_channel, whole_meta
-from shared.render import merge_value
+from shared.redis_contract import is_partial
 
 
 class Sink(Protocol):
@@ -76,13 +68,15 @@ class Channel:
         "ready",
         "subscribers",
         "version",
+        "wire",
     )
 
-    def __init__(self, mode: Mode, key: str) -> None:
+    def __init__(self, mode: Mode, key: str, wire: Wire = JSON) -> None:
         self.mode = mode
         self.key = key
-        self.name = tick_channel(mode, key).encode()
-        self.encoded_key = key_json(key)
+        self.wire = wire
+        self.name = wire.channel_name(mode, key)
+        self.encoded_key = wire.encoded_key(key)
         self.subscribers: dict[Subscriber, None] = {}  # receive live updates
         self.joining: dict[Subscriber, None] = {}  # waiting for their snapshot
         self.latest: FeedItem | None = None
@@ -119,10 +113,11 @@ class Subscriber:
     """One client's state in the fan-out: its keys (one mode each), its pending updates and the
     channels whose first value it waits for."""
 
-    __slots__ = ("awaiting", "behind", "closed", "pending", "sink", "subs")
+    __slots__ = ("awaiting", "behind", "closed", "pending", "sink", "subs", "wire")
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, wire: Wire = JSON) -> None:
         self.sink = sink
+        self.wire = wire  # of the fan-out it joins
         self.subs: dict[str, Channel] = {}
         self.pending: dict[Channel, FeedItem] = {}
         self.awaiting: dict[Channel, FirstValues] = {}  # their next update is an initial_feed
@@ -153,10 +148,20 @@ def _epoch_ms() -> int:
 
 
 class FanOut:
-    def __init__(self, clock_ms: Callable[[], int] = _epoch_ms) -> None:
+    """One wire's fan-out (`wires`): its channels and subscribers all speak that wire."""
+
+    def __init__(
+        self,
+        clock_ms: Callable[[], int] = _epoch_ms,
+        wire: Wire = JSON,
+        demand: dict[str, int] | None = None,
+    ) -> None:
+        """`demand`: another wire's `demand`, to share: the replica's demand is one."""
+        self.wire = wire
         self.channels: dict[tuple[Mode, str], Channel] = {}
         self.by_name: dict[bytes, Channel] = {}
-        self.demand: dict[str, int] = {}  # key -> its channels here (one per mode wanted)
+        # key -> its channels here (one per mode wanted), of every fan-out sharing it
+        self.demand: dict[str, int] = {} if demand is None else demand
         self.dirty: dict[Subscriber, None] = {}
         self.stats = FanOutStats()
         self.eager = True  # flush early rather than supersede (see the module docstring)
@@ -174,7 +179,7 @@ class FanOut:
         channel = self.channels.get((mode, key))
         opened = channel is None
         if channel is None:
-            channel = Channel(mode, key)
+            channel = Channel(mode, key, self.wire)
             self.channels[(mode, key)] = channel
             self.by_name[channel.name] = channel
             self.demand[key] = self.demand.get(key, 0) + 1
@@ -233,10 +238,9 @@ class FanOut:
         moved = channel.version != version_before
         if stored is None or (moved and not channel.partial):
             return channel.latest
-        value, meta = split_tick(stored)
-        item = FeedItem.of(channel.encoded_key, value, meta)
+        item = self.wire.item(channel.encoded_key, stored)
         if moved and channel.latest is not None:
-            item = _merged(channel.encoded_key, item, channel.latest)
+            item = self.wire.merged(channel.encoded_key, item, channel.latest)
         channel.latest = item
         return item
 
@@ -250,7 +254,7 @@ class FanOut:
         if sub.closed:
             return None
         present, _ = self._start(sub, items)
-        return self._frame(INITIAL_FEED, present, current_ts(self._clock_ms()))
+        return self._frame(True, present, self._clock_ms())
 
     def complete_waiting(
         self,
@@ -274,7 +278,7 @@ class FanOut:
             self.stats.first_value_waits += len(missing)
             if not present:
                 return None, first
-        return self._frame(INITIAL_FEED, present, current_ts(self._clock_ms())), first
+        return self._frame(True, present, self._clock_ms()), first
 
     def expire(self, sub: Subscriber, first: FirstValues) -> bytes | None:
         """The wait of `first` is over: first values still pending go out in an `initial_feed`
@@ -296,7 +300,7 @@ class FanOut:
             return None
         first.sent = True
         self.stats.delivered += len(items)
-        return self._frame(INITIAL_FEED, items, current_ts(self._clock_ms()))
+        return self._frame(True, items, self._clock_ms())
 
     def _start(
         self, sub: Subscriber, items: Sequence[tuple[Channel, FeedItem | None]]
@@ -330,12 +334,12 @@ class FanOut:
         channel = self.by_name.get(name)
         if channel is None:
             return False  # a channel nobody here holds any more
-        value, meta = split_tick(payload)
-        item = FeedItem.of(channel.encoded_key, value, meta)
-        partial = is_partial(meta)
+        wire = self.wire
+        item = wire.item(channel.encoded_key, payload)
+        partial = is_partial(item.meta)
         if partial and channel.joining and channel.latest is not None:
             # A snapshot is being read: keep every part since, for `resolve` to apply on it.
-            channel.latest = _merged(channel.encoded_key, channel.latest, item)
+            channel.latest = wire.merged(channel.encoded_key, channel.latest, item)
         else:
             channel.latest = item
         channel.version += 1
@@ -353,11 +357,12 @@ class FanOut:
                     if partial:  # superseding it would lose the parts it carried
                         older = pending[channel]
                         if older is not merged_onto:
-                            merged_onto, merged = older, _merged(channel.encoded_key, older, item)
+                            merged_onto = older
+                            merged = wire.merged(channel.encoded_key, older, item)
                         update = merged
                 else:
                     # The client keeps up: deliver the earlier update now instead of dropping it.
-                    self._write_pending(sub, current_ts(self._clock_ms()))
+                    self._write_pending(sub, self._clock_ms())
             elif not pending:
                 dirty[sub] = None
             pending[channel] = update
@@ -376,7 +381,7 @@ class FanOut:
         behind (those wait for `resume`). Returns the number of frames written."""
         if not self.dirty:
             return 0
-        ts = current_ts(self._clock_ms())
+        ts = self._clock_ms()
         dirty, self.dirty = self.dirty, {}
         written = 0
         for sub in dirty:
@@ -385,18 +390,18 @@ class FanOut:
                 written += 1
         return written
 
-    def _write_pending(self, sub: Subscriber, ts: bytes) -> None:
+    def _write_pending(self, sub: Subscriber, ts: int) -> None:
         if sub.awaiting:
             self._write_first(sub, ts)
             if not sub.pending:
                 return
         pending = sub.pending
-        frame = self._frame(LIVE_FEED, pending.values(), ts)
+        frame = self._frame(False, pending.values(), ts)
         self.stats.delivered += len(pending)
         pending.clear()
         sub.sink.send_frame(frame)
 
-    def _write_first(self, sub: Subscriber, ts: bytes) -> None:
+    def _write_first(self, sub: Subscriber, ts: int) -> None:
         """The pending first values of channels `sub` waits for: one `initial_feed`, written
         before anything else pending."""
         pending, awaiting = sub.pending, sub.awaiting
@@ -408,21 +413,10 @@ class FanOut:
             awaiting.pop(channel).sent = True
             items.append(pending.pop(channel))
         self.stats.delivered += len(items)
-        sub.sink.send_frame(self._frame(INITIAL_FEED, items, ts))
+        sub.sink.send_frame(self._frame(True, items, ts))
 
-    def _frame(self, head: bytes, items: Iterable[FeedItem], ts: bytes) -> bytes:
-        frame = text_frame_of(feed_frame_parts(head, items, ts))
+    def _frame(self, initial: bool, items: Iterable[FeedItem], epoch_ms: int) -> bytes:
+        frame = self.wire.frame(initial, items, epoch_ms)
         self.stats.frames += 1
         self.stats.bytes += len(frame)
         return frame
-
-
-def _merged(encoded_key: bytes, older: FeedItem, newer: FeedItem) -> FeedItem:
-    """The partial `newer` completed with the parts it lacks from `older`: what a client that
-    applied both holds (whole if `older` was)."""
-    start = len(encoded_key) + 1
-    value = merge_value(older.feed[start:], newer.feed[start:])
-    if value is None:
-        return newer
-    meta = newer.meta[start:]
-    return FeedItem.of(encoded_key, value, meta if is_partial(older.meta) else whole_meta(meta))

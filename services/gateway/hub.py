@@ -5,7 +5,9 @@ applies their decisions: channel changes to the broker and the demand writer, fr
 client, then the snapshot), the instrument catalogue requests are checked against (loaded
 before the first client, kept current by its own task), the dispatch of pub/sub messages
 (ticks straight to the pure `FanOut`, events to `UpstreamStatus`), flush scheduling, the
-`status` frames clients get, the drain before a stop (`drain.py`), and the counters. It is the
+`status` frames clients get, the drain before a stop (`drain.py`), and the counters. Clients of
+Upstox's protocol (`wires.UPSTOX`) have a fan-out and snapshots of their own, sharing the
+replica's demand, and get only feed frames and the market status in protobuf. It is the
 broker's `BrokerHandler`: it keeps channels' `ready`/`fresh` flags and runs the resync. It must
 not talk to Redis itself: the broker, the demand writer, the upstream status and the snapshots
 do.
@@ -28,7 +30,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -51,8 +53,10 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.snapshots import Snapshots
 from services.gateway.timing import FLUSH_BUCKETS, LAG_BUCKETS, Buckets, tick_ts_ms
 from services.gateway.upstream_status import UpstreamStatus
+from services.gateway.wires import JSON, UPSTOX, Wire
 from services.gateway.wsframe import text_frame
 from shared import redis_contract as rc
+from shared.feed_protocol import FeedRequest, Subscriptions
 from shared.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -83,6 +87,8 @@ class Hub:
         self.settings = settings
         self.replica_id = settings.gateway_replica_id
         self.fanout = FanOut()
+        self.upstox = FanOut(wire=UPSTOX, demand=self.fanout.demand)
+        self.upstox_market_info: bytes | None = None  # the binary frame
         self.stats = HubStats()
         self.clients: dict[Subscriber, None] = {}
         self.broker = Broker(
@@ -98,23 +104,27 @@ class Hub:
         self.upstream = UpstreamStatus(
             self.broker,
             on_state=self._announce_status,
-            on_market_info=self.broadcast,
+            on_market_info=self._market_info_changed,
             on_refused=self._report_refused,
         )
         self.demand = DemandWriter(
             self.replica_id,
             settings.gateway_demand_lease_seconds,
             self.fanout,
+            self.upstox,
             self.broker,
             on_ingestor_status=self.upstream.on_ingestor_status,
         )
         # The keys clients may subscribe: loaded at start, refreshed by a task of its own.
         self.catalogue = CatalogueSource(settings.gateway_instruments_source)
-        self.snapshots = Snapshots(
-            self.fanout,
-            self.broker,
-            settings.gateway_first_value_wait_ms / 1000,
-            refused=lambda channel: commands.is_refused(channel, self.upstream.refused),
+        self.snapshots, self.upstox_snapshots = (
+            Snapshots(
+                fanout,
+                self.broker,
+                settings.gateway_first_value_wait_ms / 1000,
+                refused=lambda channel: commands.is_refused(channel, self.upstream.refused),
+            )
+            for fanout in (self.fanout, self.upstox)
         )
         # On SIGTERM: clients told to reconnect, spread over the window (the server runs it).
         self.drain = Drain(
@@ -177,11 +187,16 @@ class Hub:
 
     # ---- clients ---------------------------------------------------------------------------
 
-    def register(self, sink: Sink) -> Subscriber:
-        """A client connected: greet it with the market status and the service status."""
-        sub = Subscriber(sink)
+    def register(self, sink: Sink, wire: Wire = JSON) -> Subscriber:
+        """A client connected: greet it with the market status and the service status (an
+        Upstox client: the market status alone, as Upstox sends first)."""
+        sub = Subscriber(sink, wire)
         self.clients[sub] = None
         self.stats.connections += 1
+        if wire is UPSTOX:
+            if self.upstox_market_info is not None:
+                sink.send_frame(self.upstox_market_info)
+            return sub
         if self.upstream.market_info is not None:
             self.send(sub, self.upstream.market_info)
         self.send(sub, self.upstream.status_frame(self.redis_up))
@@ -189,13 +204,16 @@ class Hub:
 
     def unregister(self, sub: Subscriber) -> None:
         if self.clients.pop(sub, 0) is None:
-            self._channels_changed((), self.fanout.remove(sub))
+            self._channels_changed((), self._fanout_of(sub).remove(sub))
             if self.drain.active:
                 self.drain.left()
 
     def resume(self, sub: Subscriber) -> None:
-        if self.fanout.resume(sub):
+        if self._fanout_of(sub).resume(sub):
             self._schedule_flush()
+
+    def _fanout_of(self, sub: Subscriber) -> FanOut:
+        return self.upstox if sub.wire is UPSTOX else self.fanout
 
     def send(self, sub: Subscriber, payload: bytes) -> None:
         """Send one control frame (ack, error, status...): never conflated, never delayed."""
@@ -211,11 +229,21 @@ class Hub:
         self.send(sub, error.frame())
 
     def broadcast(self, payload: bytes) -> None:
+        """Send a control frame to every client of our protocol."""
         frame = text_frame(payload)
         for sub in self.clients:
-            if not sub.closed:
+            if not sub.closed and sub.wire is JSON:
                 self.stats.control_frames += 1
                 self.stats.control_bytes += len(frame)
+                sub.sink.send_frame(frame)
+
+    def _market_info_changed(self, payload: bytes) -> None:
+        self.broadcast(payload)
+        frame = self.upstox_market_info = UPSTOX.market_info(payload)
+        if frame is None:
+            return
+        for sub in self.clients:
+            if not sub.closed and sub.wire is UPSTOX:
                 sub.sink.send_frame(frame)
 
     def _announce_status(self) -> None:
@@ -253,6 +281,28 @@ class Hub:
             )
             self._apply(sub, refused)
 
+    async def handle_upstox(
+        self,
+        sub: Subscriber,
+        subscriptions: Subscriptions,
+        request: FeedRequest,
+        allowed: Callable[[str], bool] | None,
+    ) -> None:
+        """Carry out one Upstox-protocol request (`commands.upstox_request`): nothing is sent
+        but the snapshot."""
+        decision = commands.upstox_request(
+            self.upstox,
+            sub,
+            subscriptions,
+            request,
+            known=self._known_keys(),
+            allowed=allowed,
+            max_demand_keys=self.settings.gateway_max_demand_keys,
+        )
+        self._channels_changed(decision.opened, decision.closed)
+        if decision.snapshot is not None:
+            await self.upstox_snapshots.send(sub, decision.snapshot)
+
     def _known_keys(self) -> frozenset[str] | None:
         catalogue = self.catalogue.current
         return None if catalogue is None else catalogue.keys
@@ -276,6 +326,8 @@ class Hub:
     def _report_refused(self, keys: Sequence[str]) -> None:
         """Keys the ingestor newly refuses: tell the clients that hold them."""
         for sub in self.clients:
+            if sub.wire is UPSTOX:
+                continue  # Upstox says nothing of keys it will not stream
             channels = [sub.subs[key] for key in keys if key in sub.subs]
             if channels:
                 self._apply(sub, commands.refusals(channels, self.upstream.refused, None))
@@ -298,7 +350,11 @@ class Hub:
             # A flush running late means the replica cannot keep up with its input: stop
             # multiplying frames for keys that tick again before their pending flush.
             fanout = self.fanout
-            fanout.eager = self._loop is None or self._loop.time() < self._flush_due + OVERDUE
+            upstox = self.upstox
+            if upstox.by_name and name in upstox.by_name:
+                fanout = upstox
+            eager = self._loop is None or self._loop.time() < self._flush_due + OVERDUE
+            fanout.eager = upstox.eager = eager
             if fanout.publish(name, data):
                 self._schedule_flush()
 
@@ -316,15 +372,15 @@ class Hub:
         self._flush_handle = None
         self._flush_due = math.inf
         started = time.perf_counter()
-        if self.fanout.flush():
+        if self.fanout.flush() + self.upstox.flush():
             self.flush_time.observe(time.perf_counter() - started)
 
     # ---- the broker's reports --------------------------------------------------------------
 
     def on_confirmed(self, names: Iterable[bytes]) -> None:
-        by_name = self.fanout.by_name
+        by_name, upstox = self.fanout.by_name, self.upstox.by_name
         for name in names:
-            channel = by_name.get(name)
+            channel = by_name.get(name) or upstox.get(name)
             if channel is not None:
                 channel.ready = True
 
@@ -338,16 +394,21 @@ class Hub:
         if self.stats.redis_reconnects:
             logger.info("Redis link restored; resending snapshots to %d clients", len(self.clients))
         self.stats.redis_reconnects += 1
-        await self.snapshots.resend_all(self.clients, names)
+        await self.snapshots.resend_all(self._clients_of(JSON), names)
+        await self.upstox_snapshots.resend_all(self._clients_of(UPSTOX), names)
+
+    def _clients_of(self, wire: Wire) -> list[Subscriber]:
+        return [sub for sub in self.clients if sub.wire is wire]
 
     def on_down(self, names: Collection[bytes] | None = None) -> None:
         # Until resubscribed and confirmed, nothing in memory is known to be current.
-        if names is None:
-            channels: Iterable[Channel] = self.fanout.channels.values()
-        else:
-            channels = filter(None, map(self.fanout.by_name.get, names))
-        for channel in channels:
-            channel.ready = channel.fresh = False
+        for fanout in (self.fanout, self.upstox):
+            if names is None:
+                channels: Iterable[Channel] = fanout.channels.values()
+            else:
+                channels = filter(None, map(fanout.by_name.get, names))
+            for channel in channels:
+                channel.ready = channel.fresh = False
 
     # ---- introspection ---------------------------------------------------------------------
 

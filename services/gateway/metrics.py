@@ -9,11 +9,13 @@ replicas can live in one process (the tests run two).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import fields
 from typing import Final
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from services.gateway.fanout import FanOutStats
 from services.gateway.hub import Hub
 from services.gateway.protocol import ERROR_CODES
 from shared.metrics import counter, gauge, histogram, labelled_counter, labelled_gauge
@@ -30,12 +32,17 @@ class HubCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         hub = self._hub
-        fan = hub.fanout.stats
+        fanouts = (hub.fanout, hub.upstox)  # both wires: our JSON and Upstox's protocol
+        fan = FanOutStats(
+            **{f.name: sum(getattr(x.stats, f.name) for x in fanouts) for f in fields(FanOutStats)}
+        )
         stats = hub.stats
+        channels = sum(len(x.channels) for x in fanouts)
+        subscriptions = sum(x.subscription_count for x in fanouts)
         gauges: tuple[tuple[str, str, float], ...] = (
             ("clients", "Connected WebSocket clients", len(hub.clients)),
-            ("channels", "Redis tick channels subscribed", len(hub.fanout.channels)),
-            ("subscriptions", "Client subscriptions (client x key)", hub.fanout.subscription_count),
+            ("channels", "Redis tick channels subscribed", channels),
+            ("subscriptions", "Client subscriptions (client x key)", subscriptions),
             ("redis_up", "1 when the Redis link is up", 1 if hub.redis_up else 0),
             ("draining", "1 once the replica drains before stopping", int(hub.drain.active)),
         )

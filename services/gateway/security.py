@@ -75,6 +75,11 @@ def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequ
     return hops[0]
 
 
+def peer_trusted(peer: str | None, trusted: Sequence[str]) -> bool:
+    """Whether the TCP peer is a trusted proxy, whose X-Forwarded-* headers are believed."""
+    return peer is not None and _trusted(peer, trusted)
+
+
 def _trusted(address: str, trusted: Sequence[str]) -> bool:
     if "*" in trusted:
         return True

@@ -28,7 +28,6 @@ from typing import Final
 from services.gateway.broker import Broker
 from services.gateway.fanout import Channel, FanOut, FirstValues, Subscriber
 from services.gateway.protocol import FeedItem
-from shared import redis_contract as rc
 from shared.redis_link import REDIS_ERRORS, guarded
 from shared.resp import as_bytes
 
@@ -121,7 +120,7 @@ class Snapshots:
         for start in range(0, len(stale), MGET_CHUNK):
             chunk = stale[start : start + MGET_CHUNK]
             versions = [ch.version for ch in chunk]
-            keys = [rc.last_value_key(ch.mode, ch.key) for ch in chunk]
+            keys = [ch.wire.last_value_key(ch.mode, ch.key) for ch in chunk]
             try:
                 values = await guarded(self._mget(keys))
             except REDIS_ERRORS as error:

@@ -11,17 +11,22 @@ import struct
 from typing import Final
 
 _FIN_TEXT: Final = 0x81
+_FIN_BINARY: Final = 0x82
 _U16: Final = struct.Struct("!BBH")
 _U64: Final = struct.Struct("!BBQ")
 
 
+def _header(first: int, length: int) -> bytes:
+    if length < 126:
+        return bytes((first, length))
+    if length < 1 << 16:
+        return _U16.pack(first, 126, length)
+    return _U64.pack(first, 127, length)
+
+
 def text_header(length: int) -> bytes:
     """The header of a final, unmasked text frame carrying `length` payload bytes."""
-    if length < 126:
-        return bytes((_FIN_TEXT, length))
-    if length < 1 << 16:
-        return _U16.pack(_FIN_TEXT, 126, length)
-    return _U64.pack(_FIN_TEXT, 127, length)
+    return _header(_FIN_TEXT, length)
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -34,3 +39,12 @@ def text_frame_of(parts: list[bytes]) -> bytes:
     for part in parts:
         length += len(part)
     return b"".join([text_header(length), *parts])
+
+
+def binary_frame_of(parts: list[bytes]) -> bytes:
+    """A final, unmasked binary frame whose payload is the concatenation of `parts` (Upstox's
+    feed frames are binary protobuf)."""
+    length = 0
+    for part in parts:
+        length += len(part)
+    return b"".join([_header(_FIN_BINARY, length), *parts])

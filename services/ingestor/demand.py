@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import redis.asyncio as aioredis
 
@@ -36,7 +36,9 @@ from shared.redis_client import queue_publish
 from shared.redis_link import REDIS_ERRORS, RedisLink, guarded
 from shared.resp import as_text
 
-__all__ = ["DemandSync", "read_demand"]
+__all__ = ["DemandSync", "read_demand", "split_wires", "wanted"]
+
+Render = dict[str, frozenset[Mode]]
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +49,9 @@ logger = logging.getLogger(__name__)
 REGISTRY_SWEEP_AFTER_MS = 60_000
 
 
-async def read_demand(client: aioredis.Redis) -> dict[str, dict[str, set[Mode]]]:
-    """replica id -> (instrument key -> modes) for every registered replica's demand hash
-    present now."""
+async def read_demand(client: aioredis.Redis) -> dict[str, dict[str, rc.WireModes]]:
+    """replica id -> (instrument key -> modes per wire) for every registered replica's demand
+    hash present now."""
     swept_before = int(time.time() * 1000) - REGISTRY_SWEEP_AFTER_MS
     async with client.pipeline(transaction=True) as pipe:
         pipe.zremrangebyscore(rc.DEMAND_REGISTRY, "-inf", swept_before)
@@ -62,12 +64,34 @@ async def read_demand(client: aioredis.Redis) -> dict[str, dict[str, set[Mode]]]
         for replica in replicas:
             pipe.hgetall(rc.demand_key(replica))
         tables = await pipe.execute(raise_on_error=False)
-    demand: dict[str, dict[str, set[Mode]]] = {}
+    demand: dict[str, dict[str, rc.WireModes]] = {}
     for replica, table in zip(replicas, tables, strict=True):
         if not isinstance(table, dict) or not table:
             continue  # lapsed (or not a hash): no demand
-        demand[replica] = {as_text(key): rc.decode_modes(value) for key, value in table.items()}
+        demand[replica] = {as_text(key): rc.decode_demand(value) for key, value in table.items()}
     return demand
+
+
+def split_wires(
+    tables: Iterable[Mapping[str, rc.WireModes]],
+) -> tuple[dict[str, set[Mode]], dict[str, set[Mode]]]:
+    """(JSON ticks, protobuf entries): key -> modes wanted on that wire, by any replica."""
+    tables = list(tables)
+    ticks = aggregate_demand([{key: w.ticks for key, w in t.items()} for t in tables])
+    entries = aggregate_demand([{key: w.entries for key, w in t.items()} for t in tables])
+    return ticks, entries
+
+
+def wanted(render: Mapping[str, frozenset[Mode]], demand: Mapping[str, set[Mode]]) -> Render:
+    """The planned modes of each key that `demand` (one wire's) asks for."""
+    out: Render = {}
+    for key, modes in render.items():
+        asked = demand.get(key)
+        if asked:
+            served = modes & asked
+            if served:
+                out[key] = served
+    return out
 
 
 class DemandSync:
@@ -80,6 +104,8 @@ class DemandSync:
         reporter: StatusReporter,
     ) -> None:
         self.plan = Plan()
+        self._ticks: Render = {}  # the plan's modes per key, on each wire
+        self._entries: Render = {}
         self._settings = settings
         self._link = link
         self._processor = processor
@@ -115,6 +141,7 @@ class DemandSync:
     def forget(self) -> None:
         """No plan any more (the instance became a standby)."""
         self.plan = Plan()
+        self._ticks, self._entries = {}, {}
 
     async def run(self) -> None:
         while True:
@@ -130,18 +157,27 @@ class DemandSync:
                 continue
             await self._replan(tables)
 
-    async def _replan(self, tables: Mapping[str, Mapping[str, set[Mode]]]) -> None:
-        demand = aggregate_demand([self._static, *tables.values()])
-        subscribed = self._upstream.subscribed
+    async def _replan(self, tables: Mapping[str, Mapping[str, rc.WireModes]]) -> None:
+        ticks, entries = split_wires(tables.values())
+        ticks = aggregate_demand([self._static, ticks])
         if time.monotonic() < self._grace_until:
             # Redis came back empty-handed moments ago: gateways are still rewriting their
-            # demand, so keep what is subscribed rather than drop it and subscribe it again.
-            for key, mode in subscribed.items():
-                demand.setdefault(key, set(self.plan.render.get(key, {mode})))
-        current = subscribed or self.plan.upstream
+            # demand, so keep what is subscribed (and published) rather than drop it and
+            # subscribe it again.
+            for key, mode in self._upstream.subscribed.items():
+                if key in ticks or key in entries:
+                    continue
+                if key in self._ticks or key in self._entries:
+                    ticks[key] = set(self._ticks.get(key, ()))
+                    entries[key] = set(self._entries.get(key, ()))
+                else:
+                    ticks[key] = {mode}
+        demand = aggregate_demand([ticks, entries])
+        current = self._upstream.subscribed or self.plan.upstream
         new = plan(demand, self._limits, current=current, priority=self._static)
         self.plan = new
-        self._processor.set_render(new.render)
+        self._ticks, self._entries = wanted(new.render, ticks), wanted(new.render, entries)
+        self._processor.set_render(self._ticks, self._entries)
         await self._upstream.subscribe(new.upstream)
         await self._write_refusals(new.refused)
 

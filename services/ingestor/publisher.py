@@ -129,7 +129,7 @@ class Publisher:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.published = 0  # tick payloads Redis acknowledged
+        self.published = 0  # payloads (JSON ticks and protobuf entries) Redis acknowledged
         self.shed = 0  # ticks dropped because Redis was down or too slow
         self._refused = False  # by the fence, since the last `forget`
         self.lag = Buckets(LAG_BUCKETS)  # frame currentTs -> Redis acknowledged
@@ -143,12 +143,13 @@ class Publisher:
         """Queue one processed frame (called by the reader; never waits)."""
         if result.market_info is not None:
             self._market_info = result.market_info
-        elif not result.ticks:
+        elif not result.ticks and not result.entries:
             return
         if not self._link.ok:
-            self._shed(len(result.ticks))
+            self._shed(len(result.ticks) + len(result.entries))
             return
         self._pending.extend(result.ticks)
+        self._pending.extend(result.entries)  # same script call: one round trip for both
         self._frames.append((result.ts, result.received))
         if len(self._pending) > self._max_pending:
             logger.warning(

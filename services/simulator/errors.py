@@ -24,7 +24,11 @@ from typing import Final
 
 from starlette.responses import JSONResponse
 
-INVALID_TOKEN: Final = "UDAPI100050"
+# Re-exported: the simulator's routes name them from here with its own codes.
+from shared.upstox.envelope import INTERNAL as INTERNAL
+from shared.upstox.envelope import INVALID_TOKEN as INVALID_TOKEN
+from shared.upstox.envelope import envelope as envelope
+
 EXTENDED_TOKEN_NOT_PERMITTED: Final = "UDAPI100067"
 TOO_MANY_REQUESTS: Final = "UDAPI10005"
 BAD_CLIENT_OR_REDIRECT: Final = "UDAPI100068"
@@ -34,7 +38,6 @@ INVALID_INPUT: Final = "UDAPI100036"
 INVALID_INSTRUMENT_KEY: Final = "UDAPI100011"
 INVALID_DATE_RANGE: Final = "UDAPI1148"
 NOT_SUPPORTED: Final = "UDAPI10000"
-INTERNAL: Final = "UDAPI100500"
 FEED_URL_USED: Final = "SIM_FEED_URL_USED"
 CONNECTION_LIMIT: Final = "SIM_CONNECTION_LIMIT"
 ADMIN_FORBIDDEN: Final = "SIM_ADMIN_FORBIDDEN"
@@ -49,24 +52,6 @@ class EnvelopeError(Exception):
         self.status = status
         self.code = code
         self.message = message
-
-
-def envelope(code: str, message: str) -> dict[str, object]:
-    """`{"status": "error", "errors": [...]}` with snake_case keys and their camelCase twins."""
-    return {
-        "status": "error",
-        "errors": [
-            {
-                "error_code": code,
-                "message": message,
-                "property_path": None,
-                "invalid_value": None,
-                "errorCode": code,
-                "propertyPath": None,
-                "invalidValue": None,
-            }
-        ],
-    }
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:

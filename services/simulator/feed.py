@@ -38,8 +38,8 @@ from services.simulator.market import (
     MarketModel,
     Snapshot,
 )
-from services.simulator.protocol import KeyLimits, RequestError, Subscriptions, parse_request
 from services.simulator.universe import Instrument
+from shared.feed_protocol import KeyLimits, RequestError, Subscriptions, parse_request
 from shared.instruments import Mode
 
 logger = logging.getLogger(__name__)

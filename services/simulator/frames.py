@@ -14,12 +14,24 @@ gives them no presence, so a scalar left out would read as zero, not as unchange
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Final
 
 from services.simulator.market import Candle, Snapshot
+from shared.feed_frames import feed_entry, initial_frame, live_frame
 from shared.instruments import Mode
 from shared.proto import pb
+
+# The frame builders are shared with the gateway's Upstox-protocol path (`shared.feed_frames`).
+__all__ = [
+    "build_feed",
+    "feed_entry",
+    "initial_frame",
+    "live_frame",
+    "malformed_frame",
+    "market_info_frame",
+    "unchanged_parts",
+]
 
 REQUEST_MODE: Final = {
     Mode.LTPC: pb.ltpc,
@@ -34,22 +46,7 @@ SAME_DEPTH: Final = 1
 SAME_GREEKS: Final = 2
 SAME_OHLC: Final = 4
 
-_TYPE_INITIAL: Final = b""  # initial_feed is enum value 0: proto3 leaves it out
-_TYPE_LIVE: Final = b"\x08\x01"
 _TYPE_MARKET_INFO: Final = b"\x08\x02"
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    value &= (1 << 64) - 1
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _fill_ltpc(target: pb.LTPC, snap: Snapshot) -> None:
@@ -160,34 +157,6 @@ def build_feed(snap: Snapshot, mode: Mode, is_index: bool, leave_out: int = 0) -
         market.tsq = snap.tsq
     feed.requestMode = REQUEST_MODE[mode]
     return feed
-
-
-_SMALL_VARINTS: Final = tuple(_varint(value) for value in range(1 << 14))
-
-
-def _length(value: int) -> bytes:
-    return _SMALL_VARINTS[value] if value < 16_384 else _varint(value)
-
-
-def feed_entry(key: str, feed: pb.Feed) -> bytes:
-    """`feeds` map entry bytes (field 2) for one instrument, ready to concatenate."""
-    key_bytes = key.encode()
-    feed_bytes = feed.SerializeToString()
-    entry = b"\x0a" + _length(len(key_bytes)) + key_bytes
-    entry += b"\x12" + _length(len(feed_bytes)) + feed_bytes
-    return b"\x12" + _length(len(entry)) + entry
-
-
-def _timestamp(current_ms: int) -> bytes:
-    return b"\x18" + _varint(current_ms)
-
-
-def live_frame(entries: Iterable[bytes], current_ms: int) -> bytes:
-    return _TYPE_LIVE + b"".join(entries) + _timestamp(current_ms)
-
-
-def initial_frame(entries: Iterable[bytes], current_ms: int) -> bytes:
-    return _TYPE_INITIAL + b"".join(entries) + _timestamp(current_ms)
 
 
 def market_info_frame(statuses: Mapping[str, str], current_ms: int) -> bytes:

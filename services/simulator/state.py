@@ -23,9 +23,9 @@ from services.simulator.errors import (
 )
 from services.simulator.feed import FeedHub
 from services.simulator.market import MarketModel
-from services.simulator.protocol import KeyLimits
 from services.simulator.ratelimit import RateLimiter
 from services.simulator.settings import SimulatorSettings
+from shared.feed_protocol import KeyLimits
 from shared.instruments import Mode
 
 

@@ -46,6 +46,9 @@ Projection rules (the projected JSON equals `MessageToDict` of the Feed Upstox w
   first 5 levels (full mode's depth) and `requestMode` `full_d5`; an `indexFF` is unchanged
   apart from `requestMode`. A `fullFeed` with neither branch stays `{}`.
 Projections render straight from the source's fields; no protobuf message is built per tick.
+- `project_feed(feed, mode) -> pb.Feed`: the same projection as a protobuf message (for the
+  Upstox-compatible wire, which carries serialized feeds); its `MessageToDict` equals
+  `project`'s JSON.
 
 Partial ticks (Upstox's live ticks may leave out sub-messages that did not change):
 - `present_parts(feed) -> int`: bits of the feed's branch (`BRANCH_BITS`) and of the parts it
@@ -78,6 +81,7 @@ from shared.render._core import (
 from shared.render._merge import BRANCHES as BRANCH_BITS
 from shared.render._merge import LTPC as LTPC_BIT
 from shared.render._merge import merge_feed, merge_value, present_parts
+from shared.render._proto import project_feed
 
 __all__ = [
     "BRANCH_BITS",
@@ -90,6 +94,7 @@ __all__ = [
     "merge_value",
     "present_parts",
     "project",
+    "project_feed",
     "render_feed",
     "render_frame",
     "render_frame_envelope",

@@ -30,7 +30,7 @@ from shared.sessions import SessionStore
 from shared.upstox.backoff import Backoff
 from shared.upstox.models import Profile
 from tests.auth.conftest import REDIRECT_URI, auth_settings, listening, running_auth
-from tests.ingestor.conftest import FAST, USER, put_demand, upstream
+from tests.ingestor.conftest import FAST, USER, put_demand, ticks, upstream
 from tests.support.redis_cluster import ClusterNode, RedisClusterHarness
 from tests.support.simulator import SimulatorHandle, login_via_dialog, simulator  # noqa: F401
 from tests.support.waiting import eventually
@@ -205,8 +205,8 @@ async def test_demand_is_found_through_the_registry(cluster_client: aioredis.Red
     await put_demand(cluster_client, "gw-1", {KEYS[0]: {LTPC}})
     await put_demand(cluster_client, "gw-2", {KEYS[1]: {Mode.FULL}})
     assert await read_demand(cluster_client) == {
-        "gw-1": {KEYS[0]: {LTPC}},
-        "gw-2": {KEYS[1]: {Mode.FULL}},
+        "gw-1": {KEYS[0]: ticks(LTPC)},
+        "gw-2": {KEYS[1]: ticks(Mode.FULL)},
     }
 
 
@@ -214,7 +214,7 @@ async def test_a_registry_member_long_expired_is_dropped(cluster_client: aioredi
     await put_demand(cluster_client, "alive", {KEYS[0]: {LTPC}})
     long_ago = 1_000 - REGISTRY_SWEEP_AFTER_MS
     await cluster_client.zadd(rc.DEMAND_REGISTRY, {"crashed": long_ago})
-    assert await read_demand(cluster_client) == {"alive": {KEYS[0]: {LTPC}}}
+    assert await read_demand(cluster_client) == {"alive": {KEYS[0]: ticks(LTPC)}}
     assert await cluster_client.zscore(rc.DEMAND_REGISTRY, "crashed") is None
     assert await cluster_client.zscore(rc.DEMAND_REGISTRY, "alive") is not None
 

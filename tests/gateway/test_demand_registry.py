@@ -15,6 +15,7 @@ from services.ingestor.demand import read_demand
 from shared import redis_contract as rc
 from shared.instruments import Mode
 from tests.gateway.conftest import NIFTY, client, eventually, running_gateway
+from tests.ingestor.conftest import ticks
 
 
 async def test_a_replica_is_registered_while_it_runs_and_withdrawn_at_stop(
@@ -24,7 +25,7 @@ async def test_a_replica_is_registered_while_it_runs_and_withdrawn_at_stop(
         replica = gateway.hub.replica_id
         await viewer.expect("status")
         await viewer.subscribe([NIFTY])
-        assert await read_demand(redis_client) == {replica: {NIFTY: {Mode.LTPC}}}
+        assert await read_demand(redis_client) == {replica: {NIFTY: ticks(Mode.LTPC)}}
         score = await redis_client.zscore(rc.DEMAND_REGISTRY, replica)
         lease_ms = gateway.settings.gateway_demand_lease_seconds * 1000
         assert score is not None and 0 < score - time.time() * 1000 <= lease_ms

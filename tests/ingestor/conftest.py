@@ -42,19 +42,36 @@ def sample(ingestor: Ingestor, name: str, **labels: str) -> float:
 
 
 async def put_demand(
-    client: aioredis.Redis, replica: str, table: dict[str, set[Mode]], ttl_ms: int = 60_000
+    client: aioredis.Redis,
+    replica: str,
+    table: dict[str, set[Mode]],
+    ttl_ms: int = 60_000,
+    *,
+    entries: dict[str, set[Mode]] | None = None,
 ) -> None:
     """Write a replica's demand hash and registry entry the way a gateway does, and announce
-    it."""
+    it: `table` on our JSON wire, `entries` on Upstox's."""
+    entries = entries or {}
+    values = {
+        key: rc.encode_demand(
+            rc.WireModes(frozenset(table.get(key, ())), frozenset(entries.get(key, ())))
+        )
+        for key in table.keys() | entries.keys()
+    }
     key = rc.demand_key(replica)
     async with client.pipeline(transaction=True) as pipe:
         pipe.delete(key)
-        if table:
-            pipe.hset(key, mapping={k: rc.encode_modes(m) for k, m in table.items()})
+        if values:
+            pipe.hset(key, mapping=values)  # type: ignore[arg-type]
             pipe.pexpire(key, ttl_ms)
         pipe.zadd(rc.DEMAND_REGISTRY, {replica: int(time.time() * 1000) + ttl_ms})
         queue_publish(pipe, rc.DEMAND_EVENTS, replica)
         await pipe.execute()
+
+
+def ticks(*modes: Mode) -> rc.WireModes:
+    """Demand for JSON ticks alone, as `read_demand` reports it."""
+    return rc.WireModes(frozenset(modes), frozenset())
 
 
 async def upstream(sim: SimulatorHandle) -> dict[str, str]:

@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from services.ingestor.service import Ingestor
 from shared import redis_contract as rc
+from shared.feed_frames import live_frame
 from shared.instruments import Mode
 from shared.proto import pb
 from shared.render import project
@@ -166,6 +167,33 @@ async def test_published_values_are_what_upstox_would_send(
             assert rc.split_tick(by_ts[ts])[0] == project(feed, LTPC)
             checked += 1
     assert checked >= 3
+
+
+async def test_protobuf_entries_go_out_only_where_upstoxs_wire_asks_for_them(
+    simulator: SimulatorHandle,
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    logged_in: str,
+    start_ingestor: StartIngestor,
+) -> None:
+    await connected(await start_ingestor())
+    await put_demand(redis_client, "gw", {EQ: {LTPC}}, entries={IDX: {FULL}})
+    await eventually(lambda: upstream_is(simulator, {EQ: "ltpc", IDX: "full"}), "both keys")
+    asked, unasked = rc.entry_channel(FULL, IDX), rc.entry_channel(LTPC, EQ)
+    channels = [asked, unasked, rc.tick_channel(LTPC, EQ), rc.tick_channel(FULL, IDX)]
+    async with Listener(redis_url, channels) as ear:
+        await eventually(
+            lambda: len(ear.on(asked)) >= 3 and len(ear.on(rc.tick_channel(LTPC, EQ))) >= 3,
+            "entries for the index and ticks for the equity",
+        )
+    assert ear.on(unasked) == [] and ear.on(rc.tick_channel(FULL, IDX)) == []
+    for payload in ear.on(asked):
+        entry, _ = rc.split_entry(payload)
+        feed = pb.FeedResponse.FromString(live_frame([entry], 1)).feeds[IDX]
+        assert feed.fullFeed.HasField("indexFF")
+    assert await redis_client.exists(rc.last_entry_key(FULL, IDX)) == 1
+    assert await redis_client.exists(rc.last_entry_key(LTPC, EQ)) == 0
+    assert await redis_client.exists(rc.last_value_key(FULL, IDX)) == 0
 
 
 async def test_sequences_increase_and_a_reconnect_starts_a_new_epoch(

@@ -140,14 +140,17 @@ def test_market_info_frames_become_the_market_status() -> None:
 
 def test_latest_keeps_the_newest_payload_of_each_demanded_route() -> None:
     processor = TickProcessor()
-    processor.set_render({EQ: frozenset({Mode.FULL}), IDX: frozenset({Mode.LTPC})})
+    render = {EQ: frozenset({Mode.FULL}), IDX: frozenset({Mode.LTPC})}
+    processor.set_render(render, render)
     processor.process(frame_of({EQ: (full_equity, 1.0), IDX: (ltpc_only, 2.0)}).SerializeToString())
-    newest = processor.process(frame_of({EQ: (full_equity, 3.0)}).SerializeToString()).ticks[0]
+    result = processor.process(frame_of({EQ: (full_equity, 3.0)}).SerializeToString())
+    newest, newest_entry = result.ticks[0], result.entries[0]
     latest = {channel: payload for channel, _, payload, _ in processor.latest()}
     assert latest[newest[0]] == newest[2]
-    assert len(latest) == 2
-    processor.set_render({EQ: frozenset({Mode.FULL})})
-    assert [tick[0] for tick in processor.latest()] == [newest[0]]
+    assert latest[newest_entry[0]] == newest_entry[2]
+    assert len(latest) == 4  # a JSON tick and a protobuf entry per route
+    processor.set_render({EQ: frozenset({Mode.FULL})}, {EQ: frozenset({Mode.FULL})})
+    assert [tick[0] for tick in processor.latest()] == [newest[0], newest_entry[0]]
     processor.forget()
     assert processor.latest() == []
 

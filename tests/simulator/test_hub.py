@@ -10,8 +10,8 @@ from services.simulator.accounts import DEMO_USERS, TokenStore
 from services.simulator.clock import MarketClock, ist_ms
 from services.simulator.feed import CloseRequest, FeedConnection, FeedHub
 from services.simulator.market import MarketModel
-from services.simulator.protocol import UPSTOX_LIMITS
 from services.simulator.universe import universe
+from shared.feed_protocol import UPSTOX_LIMITS
 from shared.proto import pb
 
 DAY = dt.date(2026, 11, 18)  # a Wednesday

@@ -12,14 +12,14 @@ from services.simulator import frames
 from services.simulator.accounts import DEMO_USERS, AuthCode, OneTimeCodes, TokenStore
 from services.simulator.clock import MarketClock, ist_ms
 from services.simulator.market import DETAIL_FULL, MarketModel
-from services.simulator.protocol import (
+from services.simulator.ratelimit import RateLimiter
+from services.simulator.universe import lookup
+from shared.feed_protocol import (
     KeyLimits,
     RequestError,
     Subscriptions,
     parse_request,
 )
-from services.simulator.ratelimit import RateLimiter
-from services.simulator.universe import lookup
 from shared.instruments import Mode
 from shared.proto import pb
 

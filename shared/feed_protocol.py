@@ -1,5 +1,6 @@
-"""The feed's client protocol, without I/O: parsing requests and keeping a connection's
-subscriptions within Upstox's per-mode key limits.
+"""Upstox's V3 feed client protocol, without I/O: parsing requests and keeping a connection's
+subscriptions within Upstox's per-mode key limits. The simulator serves it as the upstream, and
+the gateway's Upstox-compatible endpoint to tools written against Upstox.
 
 Requests are JSON objects (sent as binary frames, text tolerated): `{"guid": "...", "method":
 "sub"|"unsub"|"change_mode", "data": {"mode": ..., "instrumentKeys": [...]}}`.

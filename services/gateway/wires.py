@@ -1,0 +1,114 @@
+"""The two wire formats one replica fans out: our JSON (`/ws`) and Upstox's protobuf.
+
+A `Wire` is what `FanOut` needs to know of a format, and nothing else: which Redis channel and
+last value carry a (mode, key), how a payload from there becomes a spliceable `FeedItem`, how two
+items merge when a partial one is conflated onto another, and how items become one frame. Every
+client of a fan-out speaks its wire; a replica runs one fan-out per wire, so a (mode, key)
+wanted on both is two channels.
+
+`UPSTOX`: a `FeedItem.feed` is one `FeedResponse.feeds` map entry as the ingestor serialized
+it, and a frame is the concatenation of entries between the type and the timestamp
+(`shared.feed_frames`); a partial item's `meta` is the partial mark, a whole one's empty, so
+`redis_contract.is_partial` reads both wires alike. Only a partial conflated onto a pending
+value costs a decode and an encode, once per channel, not per client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Final
+
+from google.protobuf import json_format
+from google.protobuf.message import Error as ProtobufError
+
+from services.gateway.protocol import INITIAL_FEED, LIVE_FEED, FeedItem, feed_frame_parts, key_json
+from services.gateway.wsframe import binary_frame_of, text_frame_of
+from shared import redis_contract as rc
+from shared.feed_frames import feed_entry, frame_parts
+from shared.instruments import Mode
+from shared.proto import pb
+from shared.render import merge_feed, merge_value
+
+__all__ = ["JSON", "UPSTOX", "Wire"]
+
+logger = logging.getLogger(__name__)
+
+
+class Wire:
+    """Our JSON protocol (`/ws`); `UpstoxWire` overrides each part."""
+
+    name = "json"
+
+    def channel_name(self, mode: Mode, key: str) -> bytes:
+        return rc.tick_channel(mode, key).encode()
+
+    def last_value_key(self, mode: Mode, key: str) -> str:
+        return rc.last_value_key(mode, key)
+
+    def encoded_key(self, key: str) -> bytes:
+        return key_json(key)
+
+    def item(self, encoded_key: bytes, payload: bytes) -> FeedItem:
+        value, meta = rc.split_tick(payload)
+        return FeedItem.of(encoded_key, value, meta)
+
+    def merged(self, encoded_key: bytes, older: FeedItem, newer: FeedItem) -> FeedItem:
+        """The partial `newer` completed with the parts it lacks from `older`: what a client
+        that applied both holds (whole if `older` was)."""
+        start = len(encoded_key) + 1
+        value = merge_value(older.feed[start:], newer.feed[start:])
+        if value is None:
+            return newer
+        meta = newer.meta[start:]
+        if not rc.is_partial(older.meta):
+            meta = rc.whole_meta(meta)
+        return FeedItem.of(encoded_key, value, meta)
+
+    def frame(self, initial: bool, items: Iterable[FeedItem], epoch_ms: int) -> bytes:
+        head = INITIAL_FEED if initial else LIVE_FEED
+        return text_frame_of(feed_frame_parts(head, items, b"%d" % epoch_ms))
+
+
+_WHOLE: Final = b""
+
+
+class UpstoxWire(Wire):
+    name = "upstox"
+
+    def channel_name(self, mode: Mode, key: str) -> bytes:
+        return rc.entry_channel(mode, key).encode()
+
+    def last_value_key(self, mode: Mode, key: str) -> str:
+        return rc.last_entry_key(mode, key)
+
+    def encoded_key(self, key: str) -> bytes:
+        return key.encode()
+
+    def item(self, encoded_key: bytes, payload: bytes) -> FeedItem:
+        entry, partial = rc.split_entry(payload)
+        return FeedItem(entry, rc.PARTIAL_META_END if partial else _WHOLE)
+
+    def merged(self, encoded_key: bytes, older: FeedItem, newer: FeedItem) -> FeedItem:
+        key = encoded_key.decode()
+        whole = pb.FeedResponse.FromString(older.feed).feeds[key]
+        update = pb.FeedResponse.FromString(newer.feed).feeds[key]
+        meta = older.meta if rc.is_partial(older.meta) else _WHOLE
+        return FeedItem(feed_entry(key, merge_feed(whole, update)), meta)
+
+    def frame(self, initial: bool, items: Iterable[FeedItem], epoch_ms: int) -> bytes:
+        return binary_frame_of(frame_parts(initial, [item.feed for item in items], epoch_ms))
+
+    def market_info(self, payload: bytes) -> bytes | None:
+        """The `market_info` frame of the JSON one the ingestor stores (converted once per
+        change, not per client); None if it cannot be read."""
+        try:
+            message = json_format.Parse(payload, pb.FeedResponse(), ignore_unknown_fields=True)
+        except (json_format.ParseError, ProtobufError, ValueError) as error:
+            logger.warning("unreadable market status, not sent to Upstox clients: %s", error)
+            return None
+        return binary_frame_of([message.SerializeToString()])
+
+
+JSON: Final = Wire()
+UPSTOX: Final = UpstoxWire()
