@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "front": ("services.front.command", "reverse proxy: one port for dashboard, /ws, auth, login"),
     "dev": ("services.dev.command", "run the whole system locally without Docker"),
     "token": ("services.tools.token", "issue a viewer token (GATEWAY_TOKEN_SECRET, HS256)"),
+    "recorder": ("services.recorder.command", "run the recorder (the feed to Parquet, queries)"),
+    "ticks": ("services.recorder.ticks_command", "print the recorded ticks of an instrument"),
 }
 
 

@@ -33,6 +33,8 @@ announces; classic pub/sub reaches every node whatever the slot.
 | `ingestor:{ingestor}:status` | string, TTL | ingestor | `IngestorStatus` JSON |
 | `ingestor:{ingestor}:refused` | hash | ingestor | key -> "modes: reason" (a refusal) |
 | `events:{ingestor}:ingestor` | channel | ingestor | `IngestorStatus` JSON, on change |
+| `ingestor:{ingestor}:record` | stream, MAXLEN ~ | ingestor | raw frames (`RECORD_FIELDS`) |
+| `recorder:{ingestor}:status` | string, TTL | recorder | `RecorderStatus` JSON |
 | `upstox:code:{sha256}` | string, short TTL | gateway | `FeedGrant` JSON: whom a feed URL admits |
 | `history:cache:{key}:{unit}:{interval}:{span}` | string, TTL | gateway | candle rows or error |
 | `history:lock:{key}:{unit}:{interval}:{span}` | string, PX | gateway | id of the replica asking |
@@ -69,6 +71,14 @@ MARKET_INFO_EVENTS: Final = f"{PREFIX}:events:{{ingestor}}:market_info"
 # ingestor coordination
 INGESTOR_LEASE: Final = f"{PREFIX}:ingestor:{{ingestor}}:lease"
 INGESTOR_STATUS: Final = f"{PREFIX}:ingestor:{{ingestor}}:status"
+# The feed as the active ingestor received it, for the recorder (`shared.recording`). In the
+# lease's slot, so that the script appending to it is fenced by the lease on a cluster too.
+RECORD_STREAM: Final = f"{PREFIX}:ingestor:{{ingestor}}:record"
+RECORD_GROUP: Final = "recorder"  # the recorder's consumer group
+# A record stream entry's fields: the frame's bytes, when it was received (epoch ms), the
+# receiving instance, and that instance's frame counter (consecutive: a jump is a gap).
+RECORD_FIELDS: Final = (b"f", b"t", b"i", b"n")
+RECORDER_STATUS: Final = f"{PREFIX}:recorder:{{ingestor}}:status"
 INGESTOR_REFUSED: Final = f"{PREFIX}:ingestor:{{ingestor}}:refused"
 INGESTOR_EVENTS: Final = f"{PREFIX}:events:{{ingestor}}:ingestor"
 
@@ -309,6 +319,23 @@ class FeedGrant(BaseModel):
     exp: float | None = None
     exact: list[str] | None = None  # None: every key
     segments: list[str] = []
+
+
+RecorderState = Literal["starting", "recording", "catching_up", "disk_error", "redis_down"]
+
+
+class RecorderStatus(BaseModel):
+    """What the recorder reports (`RECORDER_STATUS`, its /status, its metrics say the same)."""
+
+    instance: str
+    state: RecorderState
+    detail: str = ""  # why, for disk_error and redis_down
+    frames_recorded: int = 0  # since the recorder started
+    last_recorded_id: str | None = None  # the newest frame durably written
+    last_received_ms: int | None = None  # when the ingestor received that frame
+    lag_frames: int | None = None  # stream entries not yet written (Redis's group lag)
+    gaps: int = 0  # gaps found since the recording began (see `/api/recording/gaps`)
+    updated_at: float = 0.0
 
 
 class IngestorStatus(BaseModel):
