@@ -130,3 +130,21 @@ class IngestorCollector(Collector):
             publisher.shed,
         )
         yield counter(PREFIX + "redis_errors", "Failed Redis operations.", ingestor.link.errors)
+        framelog = ingestor.framelog
+        if framelog is not None:
+            yield counter(
+                PREFIX + "record_frames",
+                "Frames appended to the record stream for the recorder.",
+                framelog.appended,
+            )
+            yield counter(
+                PREFIX + "record_dropped",
+                "Frames never appended to the record stream (Redis away past the buffer, or "
+                "another instance held the lease); the recorder reports them as a gap.",
+                framelog.dropped,
+            )
+            yield gauge(
+                PREFIX + "record_backlog",
+                "Frames waiting to be appended to the record stream.",
+                framelog.backlog,
+            )

@@ -7,6 +7,7 @@ lease loop (always) ── holds the lease? ──► active session (TaskGroup)
                                             ├─ upstream (UpstreamSession): token -> authorize
                                             │    -> connect -> read -> processor -> publisher
                                             ├─ publisher (Publisher): batches of ticks -> Redis
+                                            ├─ frame log (FrameLog): frames -> record stream
                                             └─ status (StatusReporter): INGESTOR_STATUS
 Redis link (always): probes with backoff after a failure, then republishes and re-reads demand
 ```
@@ -31,6 +32,7 @@ import time
 from collections.abc import Mapping
 
 from services.ingestor.demand import DemandSync
+from services.ingestor.framelog import FrameLog
 from services.ingestor.lease import Lease, LeaseTiming, LeaseView
 from services.ingestor.metrics import IngestorCollector
 from services.ingestor.processor import TickProcessor
@@ -80,8 +82,18 @@ class Ingestor:
         self._reporter = StatusReporter(
             self.link, self, instance=self.instance, ttl_ms=self._ttl_ms
         )
+        self.framelog = (
+            FrameLog(
+                self.link,
+                instance=self.instance,
+                stream_bytes=int(settings.ingestor_record_stream_mb * (1 << 20)),
+                buffer_bytes=int(settings.ingestor_record_buffer_mb * (1 << 20)),
+            )
+            if settings.ingestor_record
+            else None
+        )
         self.upstream = UpstreamSession(
-            settings, self.link, self.processor, self.publisher, self._reporter
+            settings, self.link, self.processor, self.publisher, self._reporter, self.framelog
         )
         self.demand = DemandSync(settings, self.link, self.processor, self.upstream, self._reporter)
         self.metrics = registry_for(IngestorCollector(self))
@@ -245,12 +257,16 @@ class Ingestor:
         self.demand.forget()
         self.processor.forget()
         self.publisher.forget()
+        if self.framelog is not None:
+            self.framelog.forget()
         self.upstream.forget()
 
     async def _run_active(self) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.publisher.run())
+                if self.framelog is not None:
+                    group.create_task(self.framelog.run())
                 group.create_task(self._events_loop())
                 group.create_task(self.demand.run())
                 group.create_task(self.upstream.run())

@@ -130,6 +130,15 @@ class IngestorSettings(CommonSettings):
     ingestor_max_pending_ticks: int = Field(
         default=200_000, ge=1000, description="Ticks buffered for Redis before old ones are shed."
     )
+    ingestor_record: bool = Field(
+        default=True, description="Append every frame received to the record stream (recorder)."
+    )
+    ingestor_record_stream_mb: float = Field(
+        default=64.0, gt=0, description="The record stream's memory in Redis, about (MAXLEN ~)."
+    )
+    ingestor_record_buffer_mb: float = Field(
+        default=64.0, gt=0, description="Frames kept for the stream while Redis is unreachable."
+    )
 
     @field_validator("ingestor_static_keys", mode="before")
     @classmethod

@@ -37,6 +37,7 @@ from services.ingestor.failures import (
     UpstreamFailure,
     classify,
 )
+from services.ingestor.framelog import FrameLog
 from services.ingestor.processor import PART_FEEDS, TickProcessor
 from services.ingestor.publisher import Publisher
 from services.ingestor.settings import IngestorSettings
@@ -76,8 +77,11 @@ class UpstreamSession:
         processor: TickProcessor,
         publisher: Publisher,
         reporter: StatusReporter,
+        framelog: FrameLog | None = None,
     ) -> None:
+        """`framelog`: where every frame received goes for the recorder (None: not recorded)."""
         self._settings = settings
+        self._framelog = framelog
         self._link = link
         self._processor = processor
         self._publisher = publisher
@@ -338,6 +342,7 @@ class UpstreamSession:
         publisher = self._publisher
         clock = time.monotonic
         heard = self._watch.heard
+        record = self._framelog.append if self._framelog is not None else None
         async for message in ws:
             received = clock()
             try:
@@ -355,6 +360,8 @@ class UpstreamSession:
                 self._malformed(error)
                 continue
             self.frames += 1
+            if record is not None:
+                record(message, int(time.time() * 1000))
             if data and (silent := heard(received)) is not None:
                 self._heard_again(silent)
             if self._malformed_burst:
