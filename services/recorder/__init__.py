@@ -1,0 +1,1 @@
+"""The recorder: the record stream to Parquet files by IST day (`shared.recording`)."""
