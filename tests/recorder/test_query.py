@@ -173,3 +173,29 @@ def test_intervals(text: str, seconds: int) -> None:
 def test_bad_intervals_name_the_allowed_forms(text: str) -> None:
     with pytest.raises(ValueError, match=r"<n>s .*1d"):
         query.parse_interval(text)
+
+
+def test_ticks_command_prints_a_table_and_json_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+    import json
+
+    from services.recorder import ticks_command
+
+    write(tmp_path, [tick(at(0), 100.0, 0, volume=10), tick(at(1), 101.5, 1, volume=12)])
+    parser = argparse.ArgumentParser()
+    ticks_command.add_arguments(parser)
+    common = [KEY, "--dir", str(tmp_path), "--from", "2026-12-04T09:00", "--to", "2026-12-04"]
+
+    assert ticks_command.run(parser.parse_args([*common[:-1], "2026-12-05"])) == 0
+    table = capsys.readouterr().out
+    assert "2026-12-04T09:16:00+05:30" in table and "101.50" in table and "2 ticks" in table
+
+    assert ticks_command.run(parser.parse_args([*common[:-1], "2026-12-05", "--json"])) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(t["ltp"], t["volume"]) for t in lines] == [(100.0, 10), (101.5, 12)]
+
+    assert ticks_command.run(parser.parse_args(common)) == 2  # 'to' before 'from'
+    assert "before" in capsys.readouterr().err
+    assert ticks_command.run(parser.parse_args(["nokey", "--dir", str(tmp_path)])) == 2

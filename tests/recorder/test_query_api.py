@@ -26,9 +26,8 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.include_router(router)
     app.state.recording_root = tmp_path
-    async with running_server(app) as server:
-        async with httpx.AsyncClient(base_url=server.http_url) as http:
-            yield http
+    async with running_server(app) as server, httpx.AsyncClient(base_url=server.http_url) as http:
+        yield http
 
 
 async def get(client: httpx.AsyncClient, path: str, **params: Any) -> tuple[int, Any]:
