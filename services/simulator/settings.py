@@ -7,6 +7,7 @@ Every field is read from the environment variable of the same name in upper case
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -86,6 +87,22 @@ class SimulatorSettings(CommonSettings):
         default=True,
         description="Live ticks leave out the parts that did not change since the instrument's "
         "previous tick (depth, greeks, candles), as Upstox's do; false: every part, always.",
+    )
+    simulator_replay: Path | None = Field(
+        default=None,
+        description="Serve a recording instead of the market model: a recording's root "
+        "(frames/day=*/...) or one frames .parquet file; login, REST and the feed stay the same.",
+    )
+    simulator_replay_speed: float = Field(
+        default=1.0, gt=0, le=10_000, description="Replay this many times faster than recorded."
+    )
+    simulator_replay_from: str | None = Field(
+        default=None,
+        description="Skip the frames received before this time: ISO 8601 (no offset: IST) or "
+        "HH:MM (IST, on the first recorded day).",
+    )
+    simulator_replay_loop: bool = Field(
+        default=False, description="Start the replay over at its end (else the feed goes quiet)."
     )
 
     _split_uris = field_validator("simulator_redirect_uris", mode="before")(comma_list)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
@@ -24,6 +25,7 @@ from services.simulator.errors import (
 from services.simulator.feed import FeedHub
 from services.simulator.market import MarketModel
 from services.simulator.ratelimit import RateLimiter
+from services.simulator.replay import replay_hub
 from services.simulator.settings import SimulatorSettings
 from shared.feed_protocol import KeyLimits
 from shared.instruments import Mode
@@ -73,7 +75,10 @@ def build_state(settings: SimulatorSettings) -> SimulatorState:
     demo = settings.simulator_demo_token
     tokens = TokenStore(demo.get_secret_value() if demo else None, DEMO_USERS[0])
     model = MarketModel(settings.simulator_seed, MarketClock(settings.simulator_market_clock))
-    hub = FeedHub(
+    make_hub: Callable[..., FeedHub] = FeedHub
+    if settings.simulator_replay is not None:  # the feed's data from a recording instead
+        make_hub = replay_hub(settings)
+    hub = make_hub(
         model=model,
         tokens=tokens,
         limits=key_limits(settings),
