@@ -4,20 +4,25 @@ that authorizes through the simulator's REST as Upstox documents."""
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import websockets
 from google.protobuf.json_format import MessageToDict
 from websockets.asyncio.client import ClientConnection
 
+from services.simulator.replay import ReplayError, load_frames, parse_from
 from shared.instruments import Mode
+from shared.ist import IST
 from shared.proto import pb
+from shared.recording import file_stem
 from shared.render import merge_feed, project_feed
 from tests.simulator.helpers import authorized_url, next_frame, send
 from tests.support.simulator import SimulatorHandle, running_simulator
@@ -161,29 +166,40 @@ async def test_loop_starts_over_with_a_new_offset(replaying: SimulatorHandle) ->
     assert second > first
 
 
+def latest_values(frames: list[pb.FeedResponse]) -> tuple[dict[str, pb.Feed], dict[str, pb.Feed]]:
+    """Each key's last recorded feed, and its latest value made whole (partial ticks merged)."""
+    last: dict[str, pb.Feed] = {}
+    whole: dict[str, pb.Feed] = {}
+    for frame in frames:
+        for key, feed in frame.feeds.items():
+            last[key] = feed
+            whole[key] = merge_feed(whole[key], feed) if key in whole else feed
+    return last, whole
+
+
 @pytest.mark.parametrize("replaying", [{"simulator_replay_speed": 20.0}], indirect=True)
 async def test_unrecorded_key_gets_nothing_and_login_works(replaying: SimulatorHandle) -> None:
     want = data_frames()
-    key = recorded_keys()[0]
+    last, whole = latest_values(want)
+    # a key whose last recorded tick is partial: its snapshot must be merged to be whole
+    partial = [key for key in last if MessageToDict(last[key]) != MessageToDict(whole[key])]
+    assert partial, "the fixture has no partial tick at its end"
+    key = next(key for key in recorded_keys() if key != partial[0])
     ws = await subscribed(replaying, [key, NOT_RECORDED], "full")
     async with ws:
         got = await live_frames(ws, len(want))
         assert all(set(frame.feeds) == {key} for frame in got)
         # The replay is over: the feed stays connected, and a snapshot is the key's latest
         # value made whole from the partial ticks.
-        await send(ws, "sub", [recorded_keys()[1]], "full")
+        await send(ws, "sub", [partial[0]], "full")
         snapshot = await next_frame(ws, within=30.0)
         with pytest.raises(TimeoutError):
             await next_frame(ws, within=1.0)
     assert snapshot.type == pb.initial_feed
-    other = recorded_keys()[1]
-    whole: pb.Feed | None = None
-    for frame in want:
-        if other in frame.feeds:
-            update = frame.feeds[other]
-            whole = update if whole is None else merge_feed(whole, update)
-    assert whole is not None
-    assert without_ltt(MessageToDict(snapshot.feeds[other])) == without_ltt(MessageToDict(whole))
+    assert set(snapshot.feeds) == {partial[0]}
+    assert without_ltt(MessageToDict(snapshot.feeds[partial[0]])) == without_ltt(
+        MessageToDict(whole[partial[0]])
+    )
     token = await replaying.login()
     assert token["access_token"]
 
@@ -211,3 +227,55 @@ def test_a_bad_recording_stops_the_start_clearly(tmp_path: Path, kind: str) -> N
     assert result.returncode != 0
     assert str(path) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def fixture_rows() -> list[tuple[str, int]]:
+    """(stream id, received ms) of the fixture's frames."""
+    (file,) = sorted(FIXTURE.glob("frames/day=*/*.parquet"))
+    table = pq.read_table(file, columns=["stream_id", "received"])
+    times = table.column("received").cast(pa.int64()).to_pylist()
+    return list(zip(table.column("stream_id").to_pylist(), times, strict=True))
+
+
+def test_load_frames_reads_in_stream_order_each_frame_once(tmp_path: Path) -> None:
+    (file,) = sorted(FIXTURE.glob("frames/day=*/*.parquet"))
+    table = pq.read_table(file)
+    rows = table.num_rows
+    day = tmp_path / "frames" / file.parent.name
+    day.mkdir(parents=True)
+    ids = table.column("stream_id").to_pylist()
+    # Two files overlapping on the middle frames, as a compaction may briefly leave them.
+    first, second = table.slice(0, rows // 2 + 5), table.slice(rows // 2)
+    pq.write_table(first, day / f"{file_stem(ids[0], ids[rows // 2 + 4])}.parquet")
+    pq.write_table(second, day / f"{file_stem(ids[rows // 2], ids[-1])}.parquet")
+    loaded = load_frames(tmp_path)
+    assert [frame.stream_id for frame in loaded] == ids
+    assert [frame.stream_id for frame in load_frames(file)] == ids
+
+
+def test_from_takes_iso_or_ist_clock_time() -> None:
+    first = round(dt.datetime(2026, 1, 5, 9, 14, 59, tzinfo=IST).timestamp() * 1000)
+    nine_fifteen = round(dt.datetime(2026, 1, 5, 9, 15, tzinfo=IST).timestamp() * 1000)
+    assert parse_from("09:15", first) == nine_fifteen
+    assert parse_from("2026-01-05T09:15:00", first) == nine_fifteen
+    assert parse_from("2026-01-05T03:45:00+00:00", first) == nine_fifteen
+    with pytest.raises(ReplayError):
+        parse_from("soon", first)
+
+
+async def test_from_skips_the_frames_received_before() -> None:
+    rows = fixture_rows()
+    frames = recorded()
+    middle = len(rows) // 2
+    start = dt.datetime.fromtimestamp(rows[middle][1] / 1000, IST).isoformat()
+    want = [frame for frame in frames[middle:] if frame.type != pb.market_info]
+    options: dict[str, Any] = {"simulator_replay_speed": 10.0, "simulator_replay_from": start}
+    async with running_simulator(simulator_replay=FIXTURE, **options) as sim:
+        ws = await subscribed(sim, recorded_keys(), "full")
+        async with ws:
+            got: list[pb.FeedResponse] = []
+            while len(got) < len(want):
+                frame = await next_frame(ws, within=30.0)
+                if frame.type == pb.live_feed:
+                    got.append(frame)
+    assert_replayed(got, want)
