@@ -319,21 +319,38 @@ function select(key) {
   if (changed) resubscribe();
 }
 
+// Today's one-minute candles from the recording (`/api/candles`, served by the recorder where
+// one runs): no Upstox call. Empty where there is no recorder (404/503) or it holds nothing for
+// the key yet; then the chart asks Upstox's history as before.
+async function loadRecordedCandles(key) {
+  try {
+    const res = await fetch(`/api/candles/${encodeURIComponent(key)}?interval=1m`, {
+      headers: { Accept: "application/json" },
+    });
+    return res.ok ? parseHistory(await res.json()) : [];
+  } catch {
+    return [];
+  }
+}
+
 async function loadHistory(key, attempt = 0) {
   const gen = ++state.historyGen;
   state.chartNote = "Loading candles…";
   schedule();
   let candles = [];
   let note = "";
-  try {
-    const res = await fetch(`/api/history/${encodeURIComponent(key)}?unit=minutes&interval=1`, {
-      headers: { Accept: "application/json" },
-    });
-    if (res.ok) candles = parseHistory(await res.json());
-    else if (res.status === 401) note = "Log in to load today's candles; drawing live ticks.";
-    else note = `History unavailable (${res.status}); drawing live ticks only.`;
-  } catch {
-    note = "History unavailable; drawing live ticks only.";
+  candles = await loadRecordedCandles(key);
+  if (!candles.length) {
+    try {
+      const res = await fetch(`/api/history/${encodeURIComponent(key)}?unit=minutes&interval=1`, {
+        headers: { Accept: "application/json" },
+      });
+      if (res.ok) candles = parseHistory(await res.json());
+      else if (res.status === 401) note = "Log in to load today's candles; drawing live ticks.";
+      else note = `History unavailable (${res.status}); drawing live ticks only.`;
+    } catch {
+      note = "History unavailable; drawing live ticks only.";
+    }
   }
   if (gen !== state.historyGen || key !== state.selected) return; // selection moved on
   if (note && attempt < 5) {
