@@ -9,6 +9,11 @@ pass), nothing else changed. Each connection gets what Upstox would send it: onl
 in its mode (a richer recorded feed projected down with `project_feed`; a poorer one gives that
 key nothing), spliced into frames as the live simulator does. A new subscription first gets an
 `initial_feed` of the latest whole value of its keys so far (partial ticks merged).
+
+The first pass starts at the first subscription, not at start-up, so that the first client (the
+ingestor, a test) sees the recording from its beginning. Frames before `--from` are not served,
+but they make the snapshots' latest values. The market's status comes from the recording's
+market_info frames (after the model's own at connect, which the protocol sends first).
 """
 
 from __future__ import annotations
@@ -169,6 +174,7 @@ class ReplayHub(live.FeedHub):
         loop = asyncio.get_running_loop()
         # The recording starts playing at the first subscription, so that whoever connects first
         # (the ingestor, a test) sees it from its beginning.
+        logger.info("replay of %d frames waits for the first subscription", len(self._frames))
         while not self._current_demand():
             await self._serve_until(loop.time() + 1.0, stop=self._current_demand)
         logger.info("replay starts: the first subscription arrived")
@@ -195,10 +201,10 @@ class ReplayHub(live.FeedHub):
                     await self._serve_until(loop.time() + 3600.0)
             logger.info("replay finished; starting over (--loop)")
 
-    async def _serve_until(self, due: float, stop: Callable[[], object] = bool) -> None:
+    async def _serve_until(self, due: float, stop: Callable[[], object] | None = None) -> None:
         """Answer snapshots and housekeeping until the loop's time `due` (or `stop()`)."""
         loop = asyncio.get_running_loop()
-        while not stop():
+        while stop is None or not stop():
             now = self.market_now()
             try:
                 self._housekeeping(now)
