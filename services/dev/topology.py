@@ -3,7 +3,7 @@
 Pure: `plan()` turns options, ports and per-run secrets into `ServiceSpec`s, and
 `TopologyAddresses` says where each planned service is reached; nothing here starts a process.
 The topology is compose's: Redis, the simulator (the upstream), auth, two ingestors (one active,
-one standby), N gateways and one front port.
+one standby), the recorder, N gateways and one front port.
 
 Environment precedence, lowest first: `DEMO_SETTINGS` (the demo's tunables, the same values
 compose's `x-` block carries), the caller's environment (so `LOG_LEVEL=DEBUG tickstream dev`
@@ -46,6 +46,7 @@ REDIS = "redis"
 REDIS_PASSWORD = "REDIS_PASSWORD"
 SIMULATOR = "simulator"
 AUTH = "auth"
+RECORDER = "recorder"
 FRONT = "front"
 
 
@@ -172,6 +173,10 @@ class TopologyAddresses:
         return self.topology.spec(SIMULATOR).url
 
     @property
+    def recorder_url(self) -> str:
+        return self.topology.spec(RECORDER).url
+
+    @property
     def redis_url(self) -> str:
         return self.topology.redis_url
 
@@ -198,6 +203,7 @@ def internal_names(options: Options) -> list[str]:
     names = [] if options.redis_url else [REDIS]
     names += [SIMULATOR, AUTH]
     names += [ingestor_name(i + 1) for i in range(options.ingestors)]
+    names += [RECORDER]
     names += [gateway_name(i + 1) for i in range(options.gateways)]
     return names
 
@@ -263,7 +269,8 @@ def plan(
     workdir: Path | None = None,
 ) -> Topology:
     """The services to run, in start order. `ports` has one entry per `internal_names()`;
-    `workdir`, the run's working directory, holds auth's durable copy of the login."""
+    `workdir`, the run's working directory, holds auth's durable copy of the login and the
+    recording (gone with the run, as the rest of the demo's state)."""
     redis_url = options.redis_url or (
         f"redis://:{secrets_.redis_password}@127.0.0.1:{ports[REDIS]}/0"
     )
@@ -292,6 +299,9 @@ def plan(
     for i in range(options.ingestors):
         name = ingestor_name(i + 1)
         services.append(service(name, "ingestor", 3, INGESTOR_INSTANCE_ID=name))
+    # One recorder (its consumer group reads each frame once); with the ingestors, after Redis.
+    recording = {} if workdir is None else {"RECORDER_DIR": str(workdir / "recording")}
+    services.append(service(RECORDER, "recorder", 3, **{**recording, **(overrides or {})}))
     gateways = [gateway_name(i + 1) for i in range(options.gateways)]
     for name in gateways:
         services.append(service(name, "gateway", 3, GATEWAY_REPLICA_ID=name))
@@ -299,6 +309,7 @@ def plan(
         arg for name in gateways for arg in ("--gateway", f"http://127.0.0.1:{ports[name]}")
     ]
     front_args += ["--auth", f"http://127.0.0.1:{ports[AUTH]}", "--simulator", simulator_url]
+    front_args += ["--recorder", f"http://127.0.0.1:{ports[RECORDER]}"]
     services.append(
         ServiceSpec(
             FRONT, "front", options.port, 4, env, tuple(front_args), ready_path=FRONT_HEALTH_PATH

@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the simulator's base URL, for its login dialog at /v2/login/ (omit for Upstox)",
     )
+    parser.add_argument(
+        "--recorder",
+        metavar="URL",
+        help="the recorder's base URL, for /api/ticks/, /api/candles/ and /api/recording/ "
+        "(omit when nothing records: the gateways answer those 404)",
+    )
 
 
 class NoQueryInLogs(logging.Filter):
@@ -54,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("uvicorn.error").addFilter(NoQueryInLogs())
     # The Host allowlist first, and no framing of the front's own answers (`protect`).
     app = protect(
-        create_front_app(args.gateway, args.auth, args.simulator), settings, behind_proxies=False
+        create_front_app(args.gateway, args.auth, args.simulator, args.recorder),
+        settings,
+        behind_proxies=False,
     )
     config = uvicorn.Config(
         app,

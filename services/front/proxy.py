@@ -173,11 +173,16 @@ class FrontApp:
     """The ASGI app. Build it with `create_front_app`."""
 
     def __init__(
-        self, gateway_urls: Sequence[str], auth_url: str, simulator_url: str | None
+        self,
+        gateway_urls: Sequence[str],
+        auth_url: str,
+        simulator_url: str | None,
+        recorder_url: str | None = None,
     ) -> None:
         self.gateways = RoundRobin(gateway_urls)
         self.auth_url = auth_url.rstrip("/")
         self.simulator_url = simulator_url.rstrip("/") if simulator_url else None
+        self.recorder_url = recorder_url.rstrip("/") if recorder_url else None
         self._states = _ReplicaStates()
         self._client: httpx.AsyncClient | None = None
 
@@ -188,6 +193,8 @@ class FrontApp:
             return [self.auth_url]
         if upstream is Upstream.SIMULATOR and self.simulator_url:
             return [self.simulator_url]
+        if upstream is Upstream.RECORDER and self.recorder_url:
+            return [self.recorder_url]
         return self.gateways.order()
 
     def _http_client(self) -> httpx.AsyncClient:
@@ -210,7 +217,12 @@ class FrontApp:
             self._client = None
 
     def _admit(self, scope: Scope) -> Target | Refusal:
-        return admit(_raw_path(scope), scope["path"], has_simulator=self.simulator_url is not None)
+        return admit(
+            _raw_path(scope),
+            scope["path"],
+            has_simulator=self.simulator_url is not None,
+            has_recorder=self.recorder_url is not None,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -444,7 +456,10 @@ async def _deny(scope: Scope, send: Send, status: int, body: bytes) -> None:
 
 
 def create_front_app(
-    gateway_urls: list[str], auth_url: str, simulator_url: str | None = None
+    gateway_urls: list[str],
+    auth_url: str,
+    simulator_url: str | None = None,
+    recorder_url: str | None = None,
 ) -> FrontApp:
     """The front for these upstreams (base URLs like `http://127.0.0.1:8000`)."""
-    return FrontApp(gateway_urls, auth_url, simulator_url)
+    return FrontApp(gateway_urls, auth_url, simulator_url, recorder_url)

@@ -6,6 +6,7 @@
 | `/user-profile/...` | auth | same |
 | `/auth`, `/auth/...` | auth | prefix `/auth` removed (`/auth/` is auth's own page `/`) |
 | `/v2/login/...` | simulator (when configured) | same: the simulated Upstox login dialog |
+| `/api/ticks/...`, `/api/candles/...`, `/api/recording/...` | recorder (when configured) | same |
 | `/metrics`, `/metrics/...`, `/token/...` | none: 404 (callers inside reach each service) | |
 | everything else: `/`, `/static/...`, `/api/...`, `/ws`, `/healthz`, ... | gateways | same |
 
@@ -36,6 +37,8 @@ AUTH_PATHS = frozenset({"/authorize", "/exchange-token", "/session", "/logout"})
 AUTH_PATH_PREFIXES = ("/user-profile/",)
 AUTH_PAGE_PREFIX = "/auth"
 SIMULATOR_PATH_PREFIXES = ("/v2/login/",)
+# The recording's queries; the rest of /api (instruments, history, status) is the gateways'.
+RECORDER_PATH_PREFIXES = ("/api/ticks/", "/api/candles/", "/api/recording/")
 
 # RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded by a proxy.
 HOP_BY_HOP = frozenset(
@@ -74,6 +77,7 @@ Headers = list[tuple[bytes, bytes]]
 class Upstream(enum.Enum):
     AUTH = "auth"
     SIMULATOR = "simulator"
+    RECORDER = "recorder"
     GATEWAY = "gateway"
 
 
@@ -117,24 +121,31 @@ def edge_refusal(raw_path: str, path: str) -> Refusal | None:
     return None
 
 
-def admit(raw_path: str, path: str, *, has_simulator: bool = True) -> Target | Refusal:
+def admit(
+    raw_path: str, path: str, *, has_simulator: bool = True, has_recorder: bool = True
+) -> Target | Refusal:
     """Where a request goes, or the edge's refusal: an internal path is refused as the upstream
     would get it, so a prefix the table removes (`/auth/metrics`) hides nothing."""
     refusal = edge_refusal(raw_path, path)
     if refusal is not None:
         return refusal
-    target = route(path, has_simulator=has_simulator)
+    target = route(path, has_simulator=has_simulator, has_recorder=has_recorder)
     return NOT_FOUND if is_internal(target.path) else target
 
 
-def route(path: str, *, has_simulator: bool = True) -> Target:
-    """Where a request for `path` goes, and the path it gets there."""
+def route(path: str, *, has_simulator: bool = True, has_recorder: bool = True) -> Target:
+    """Where a request for `path` goes, and the path it gets there.
+
+    Without a recorder its paths stay with the gateways, which answer them 404, as for any
+    other path they do not serve."""
     if path in AUTH_PATHS or path.startswith(AUTH_PATH_PREFIXES):
         return Target(Upstream.AUTH, path)
     if path == AUTH_PAGE_PREFIX or path.startswith(AUTH_PAGE_PREFIX + "/"):
         return Target(Upstream.AUTH, path.removeprefix(AUTH_PAGE_PREFIX) or "/", AUTH_PAGE_PREFIX)
     if has_simulator and path.startswith(SIMULATOR_PATH_PREFIXES):
         return Target(Upstream.SIMULATOR, path)
+    if has_recorder and path.startswith(RECORDER_PATH_PREFIXES):
+        return Target(Upstream.RECORDER, path)
     return Target(Upstream.GATEWAY, path)
 
 

@@ -150,6 +150,7 @@ class Topology:
     simulator: Upstream
 
     auth_port: int = 0
+    recorder: Upstream | None = None
 
     @property
     def url(self) -> str:
@@ -158,10 +159,15 @@ class Topology:
 
 @contextlib.asynccontextmanager
 async def topology(
-    gateway_count: int = 2, dead_gateways: int = 0, *, dead_first: bool = True
+    gateway_count: int = 2,
+    dead_gateways: int = 0,
+    *,
+    dead_first: bool = True,
+    with_recorder: bool = True,
 ) -> AsyncIterator[Topology]:
     gateways = [Upstream(f"gateway-{i + 1}") for i in range(gateway_count)]
     auth, simulator = Upstream("auth"), Upstream("simulator")
+    recorder = Upstream("recorder") if with_recorder else None
     async with contextlib.AsyncExitStack() as stack:
         servers = [
             await stack.enter_async_context(running_server(upstream_app(g))) for g in gateways
@@ -171,12 +177,18 @@ async def topology(
         urls = [s.http_url for s in servers]
         dead = [dead_url() for _ in range(dead_gateways)]
         urls = dead + urls if dead_first else urls + dead
-        app = create_front_app(urls, auth_server.http_url, sim_server.http_url)
+        recorder_url = None
+        if recorder is not None:
+            recorder_server = await stack.enter_async_context(
+                running_server(upstream_app(recorder))
+            )
+            recorder_url = recorder_server.http_url
+        app = create_front_app(urls, auth_server.http_url, sim_server.http_url, recorder_url)
         # as `tickstream front` serves it: the edge, so the TCP peer is the client; h11
         front = await stack.enter_async_context(
             running_server(app, proxy_headers=False, http="h11")
         )
-        yield Topology(front, gateways, auth, simulator, auth_server.port)
+        yield Topology(front, gateways, auth, simulator, auth_server.port, recorder)
 
 
 @pytest.fixture
@@ -197,6 +209,11 @@ ROUTES = [
     ("/v2/login/authorization/dialog", "simulator", "/v2/login/authorization/dialog"),
     ("/api/instruments", "gateway-1", "/api/instruments"),
     ("/", "gateway-1", "/"),
+    ("/api/ticks/NSE_EQ|INE002A01018", "recorder", "/api/ticks/NSE_EQ|INE002A01018"),
+    ("/api/candles/NSE_INDEX|Nifty 50", "recorder", "/api/candles/NSE_INDEX|Nifty 50"),
+    ("/api/recording/gaps", "recorder", "/api/recording/gaps"),
+    ("/api/history/NSE_INDEX|Nifty 50", "gateway-1", "/api/history/NSE_INDEX|Nifty 50"),
+    ("/api/ticks", "gateway-1", "/api/ticks"),
 ]
 
 
@@ -217,6 +234,23 @@ async def test_metrics_stay_inside_the_topology(http: httpx.AsyncClient) -> None
         # the upstream answers every path, so a 404 can only come from the front itself
         assert (await http.get(top.url + "/metrics")).status_code == 404
         assert (await http.get(top.url + "/healthz")).status_code == 200
+
+
+async def test_without_a_recorder_its_paths_stay_with_the_gateways(
+    http: httpx.AsyncClient,
+) -> None:
+    """`tickstream front` with no --recorder: the gateways answer (404 from a real one)."""
+    async with topology(gateway_count=1, with_recorder=False) as top:
+        body = (await http.get(top.url + "/api/ticks/NSE_EQ|INE002A01018")).json()
+    assert (body["who"], body["path"]) == ("gateway-1", "/api/ticks/NSE_EQ|INE002A01018")
+
+
+async def test_the_recorders_raw_path_is_passed_as_sent(http: httpx.AsyncClient) -> None:
+    async with topology(gateway_count=1) as top:
+        seen = (await http.get(top.url + "/api/candles/NSE_INDEX%7CNifty%2050?interval=1m")).json()
+        assert top.recorder is not None
+        assert top.recorder.paths == ["/api/candles/NSE_INDEX%7CNifty%2050"]
+    assert (seen["who"], seen["query"]) == ("recorder", "interval=1m")
 
 
 async def test_raw_path_encoding_survives_prefix_removal(http: httpx.AsyncClient) -> None:
@@ -247,7 +281,8 @@ async def raw_request(top: Topology, target: str, method: str = "GET") -> tuple[
 
 
 def reached(top: Topology) -> list[str]:
-    return [path for u in (*top.gateways, top.auth, top.simulator) for path in u.paths]
+    upstreams = (*top.gateways, top.auth, top.simulator, *([top.recorder] if top.recorder else []))
+    return [path for u in upstreams for path in u.paths]
 
 
 NOT_ORIGIN_FORM = (400, "origin-form request targets only\n")
@@ -276,6 +311,10 @@ INTERNAL = (404, "not found\n")
         ("/%2Fmetrics", "GET", AMBIGUOUS),
         ("/auth//metrics", "GET", AMBIGUOUS),
         ("/api//instruments", "GET", AMBIGUOUS),
+        # the recorder's paths: its /metrics and /status are not reachable through them
+        ("/api/ticks/../../metrics", "GET", AMBIGUOUS),
+        ("/api/recording/%2e%2e/%2e%2e/status", "GET", AMBIGUOUS),
+        ("/api/candles//x", "GET", AMBIGUOUS),
         # internal, as spelled or as the upstream would get it once /auth is removed
         ("/metrics", "GET", INTERNAL),
         ("/metrics?format=text", "GET", INTERNAL),

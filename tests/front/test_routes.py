@@ -41,11 +41,20 @@ from services.front.routes import (
         ("/api/instruments", Upstream.GATEWAY, "/api/instruments"),
         ("/static/app.js", Upstream.GATEWAY, "/static/app.js"),
         ("/healthz", Upstream.GATEWAY, "/healthz"),
+        ("/api/ticks/NSE_EQ|INE002A01018", Upstream.RECORDER, "/api/ticks/NSE_EQ|INE002A01018"),
+        ("/api/candles/NSE_INDEX|Nifty 50", Upstream.RECORDER, "/api/candles/NSE_INDEX|Nifty 50"),
+        ("/api/recording/gaps", Upstream.RECORDER, "/api/recording/gaps"),
+        ("/api/history/NSE_INDEX|Nifty 50", Upstream.GATEWAY, "/api/history/NSE_INDEX|Nifty 50"),
+        ("/api/status", Upstream.GATEWAY, "/api/status"),
         # near misses stay with the gateways
         ("/authorized", Upstream.GATEWAY, "/authorized"),
         ("/authx", Upstream.GATEWAY, "/authx"),
         ("/token", Upstream.GATEWAY, "/token"),
         ("/v2/user/profile", Upstream.GATEWAY, "/v2/user/profile"),
+        ("/api/ticks", Upstream.GATEWAY, "/api/ticks"),
+        ("/api/ticksx/K", Upstream.GATEWAY, "/api/ticksx/K"),
+        ("/api/recordings", Upstream.GATEWAY, "/api/recordings"),
+        ("/API/ticks/K", Upstream.GATEWAY, "/API/ticks/K"),
     ],
 )
 def test_route_table(path: str, upstream: Upstream, upstream_path: str) -> None:
@@ -74,6 +83,8 @@ def test_route_table(path: str, upstream: Upstream, upstream_path: str) -> None:
         ("/auth/metrics", "/auth/metrics", NOT_FOUND),
         ("/token/USER1", "/token/USER1", NOT_FOUND),
         ("/auth/token/USER1", "/auth/token/USER1", NOT_FOUND),
+        ("/api/ticks/../metrics", "/api/ticks/../metrics", AMBIGUOUS_PATH),
+        ("/api/ticks/K", "/api/ticks/K", Target(Upstream.RECORDER, "/api/ticks/K")),
         ("/METRICS", "/METRICS", Target(Upstream.GATEWAY, "/METRICS")),
         ("/api/x/", "/api/x/", Target(Upstream.GATEWAY, "/api/x/")),
         ("/api/...", "/api/...", Target(Upstream.GATEWAY, "/api/...")),
@@ -87,6 +98,12 @@ def test_the_edge_admits_or_refuses(raw_path: str, path: str, expected: Target |
 
 def test_login_dialog_goes_to_the_gateways_without_a_simulator() -> None:
     assert route("/v2/login/authorization/dialog", has_simulator=False).upstream is Upstream.GATEWAY
+
+
+def test_recordings_go_to_the_gateways_without_a_recorder() -> None:
+    for path in ("/api/ticks/K", "/api/candles/K", "/api/recording/gaps"):
+        assert route(path, has_recorder=False) == Target(Upstream.GATEWAY, path)
+        assert admit(path, path, has_recorder=False) == Target(Upstream.GATEWAY, path)
 
 
 def test_hop_by_hop_headers_and_those_named_by_connection_are_dropped() -> None:

@@ -35,6 +35,7 @@ def test_plan_is_compose_topology_in_dependency_order() -> None:
         ("auth", "auth", 2),
         ("ingestor-1", "ingestor", 3),
         ("ingestor-2", "ingestor", 3),
+        ("recorder", "recorder", 3),
         ("gateway-1", "gateway", 3),
         ("gateway-2", "gateway", 3),
         ("gateway-3", "gateway", 3),
@@ -48,6 +49,7 @@ def test_plan_is_compose_topology_in_dependency_order() -> None:
         "--gateway", topology.spec("gateway-3").url,
         "--auth", topology.spec("auth").url,
         "--simulator", topology.spec("simulator").url,
+        "--recorder", topology.spec("recorder").url,
     )  # fmt: skip
     assert topology.spec("ingestor-2").env["INGESTOR_INSTANCE_ID"] == "ingestor-2"
     assert topology.spec("gateway-3").env["GATEWAY_REPLICA_ID"] == "gateway-3"
@@ -99,11 +101,30 @@ def test_plan_keeps_auths_durable_login_in_the_working_directory(tmp_path: Path)
     assert explicit.spec("auth").env["AUTH_STATE_DIR"] == "/x"  # a test's override wins
 
 
+def test_plan_records_into_the_working_directory_with_the_services_wiring(tmp_path: Path) -> None:
+    options = Options(port=8080)
+    topology = plan(options, ports_for(options), SECRETS, workdir=tmp_path)
+    recorder = topology.spec("recorder")
+    assert recorder.env["RECORDER_DIR"] == str(tmp_path / "recording")
+    assert "RECORDER_DIR" not in topology.spec("ingestor-1").env
+    # the same Redis and Host allowlist as every service, so it serves through the front
+    gateway = topology.spec("gateway-1").env
+    for name in ("REDIS_URL", "TICKSTREAM_ALLOWED_HOSTS"):
+        assert recorder.env[name] == gateway[name], name
+    assert recorder.stage > topology.spec("redis").stage
+    assert recorder.stage < topology.spec("front").stage
+    explicit = plan(
+        options, ports_for(options), SECRETS, overrides={"RECORDER_DIR": "/x"}, workdir=tmp_path
+    )
+    assert explicit.spec("recorder").env["RECORDER_DIR"] == "/x"  # a test's override wins
+
+
 def test_plan_with_an_existing_redis_starts_none() -> None:
     options = Options(redis_url="redis://10.0.0.5:6379/2")
     topology = plan(options, ports_for(options), SECRETS)
     assert "redis" not in topology.names()
     assert topology.spec("auth").env["REDIS_URL"] == "redis://10.0.0.5:6379/2"
+    assert topology.spec("recorder").env["REDIS_URL"] == "redis://10.0.0.5:6379/2"
 
 
 def test_options_are_checked() -> None:
