@@ -31,6 +31,8 @@ from services.gateway.app import create_app as create_gateway
 from services.gateway.settings import GatewaySettings
 from services.ingestor.app import create_app as create_ingestor
 from services.ingestor.settings import IngestorSettings
+from services.recorder.app import create_app as create_recorder
+from services.recorder.settings import RecorderSettings
 from services.simulator.app import create_app as create_simulator
 from services.simulator.settings import SimulatorSettings
 from shared.settings import SECRETS_DIR_VARIABLE
@@ -49,6 +51,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "auth": AuthSettings,
     "gateway": GatewaySettings,
     "ingestor": IngestorSettings,
+    "recorder": RecorderSettings,
     "simulator": SimulatorSettings,
 }
 
@@ -204,6 +207,7 @@ def apps() -> dict[str, FastAPI]:
         "auth": create_auth(AuthSettings()),
         "gateway": create_gateway(GatewaySettings()),
         "ingestor": create_ingestor(IngestorSettings()),
+        "recorder": create_recorder(RecorderSettings()),
         "simulator": create_simulator(SimulatorSettings()),
     }
 
@@ -290,7 +294,7 @@ def test_services_and_ingresses_reach_the_listening_ports(
                 assert backend["port"]["name"] in {p["name"] for p in ports}, backend
     assert len(hosts) == 1, f"one host for every route, not {hosts}"
     for service, _, container in tickstream_containers(objects):
-        if service in {"auth", "gateway", "simulator"}:
+        if service in {"auth", "gateway", "recorder", "simulator"}:
             allowed = environment(objects, container)["TICKSTREAM_ALLOWED_HOSTS"] or ""
             assert hosts <= set(allowed.split(",")), f"{service} refuses the Ingress host"
 
@@ -356,6 +360,7 @@ def test_each_secret_reaches_only_the_services_compose_gives_it_to(
     assert given["auth"] >= {"redis_url", "api_secret", "auth_operator_password"}
     assert given["gateway"] >= {"redis_url", "gateway_token_secret"}
     assert given["simulator"] == set()
+    assert given["recorder"] >= {"redis_url"}
     secret = set().union(*given.values())
     objects = rendered[overlay]
     for _, template in pod_templates(objects):
@@ -397,3 +402,40 @@ def test_production_runs_against_a_redis_cluster_and_real_upstox(
         if service == "gateway":
             assert variables["GATEWAY_VIEWER_ACCESS"] == "token"
             assert (variables["GATEWAY_INSTRUMENTS_SOURCE"] or "").startswith("https://")
+
+
+# The recorder's paths on the edge (services/front/routes.py); the rest of /api is the gateways'.
+RECORDER_PREFIXES = ("/api/ticks", "/api/candles", "/api/recording")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_recorder_is_one_writer_on_its_own_volume_behind_the_ingress(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    deployment = find(objects, "Deployment", "recorder")
+    # Never two writers of the recording, not even during a rollout.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    directory = environment(objects, container)["RECORDER_DIR"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert directory in mounts, f"RECORDER_DIR {directory} is not a mounted volume"
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts[directory])
+    claim = find(objects, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert deployment["spec"]["template"]["metadata"]["labels"]["tickstream/redis-client"] == "true"
+    routed = {
+        path["path"]: path["backend"]["service"]["name"]
+        for ingress in objects
+        if ingress["kind"] == "Ingress"
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert {prefix: routed.get(prefix) for prefix in RECORDER_PREFIXES} == dict.fromkeys(
+        RECORDER_PREFIXES, "recorder"
+    )
+    edge = find(objects, "NetworkPolicy", "edge-to-services")
+    names = edge["spec"]["podSelector"]["matchExpressions"][0]["values"]
+    assert "recorder" in names, "the ingress controller cannot reach the recorder"
