@@ -248,7 +248,8 @@ def test_command_runs_the_whole_system_and_stops_it_on_sigterm(tmp_path: Path) -
             time.sleep(0.2)
             text = Path(out.name).read_text()
         assert f"dashboard      http://127.0.0.1:{port}/" in text
-        for name in ("redis", "simulator", "auth", "ingestor-1", "ingestor-2", "gateway-2"):
+        names = ("redis", "simulator", "auth", "ingestor-1", "ingestor-2", "recorder", "gateway-2")
+        for name in names:
             assert f"\n{name:<10} | " in text, f"no {name} lines"
         assert "redis://127.0.0.1:" in text and "redis://:" not in text  # no password shown
         # auth's one-time operator sign-in link, at the front's address, signs in
@@ -260,8 +261,14 @@ def test_command_runs_the_whole_system_and_stops_it_on_sigterm(tmp_path: Path) -
             assert http.get("/healthz").status_code == 200
             assert http.get(link).json()["operator"] is True
             assert http.get("/session").json()["operator"] is True
+            # the recording's queries reach the recorder through the front
+            ticks = http.get("/api/ticks/NSE_INDEX|Nifty 50")
+            assert ticks.status_code == 200, ticks.text
+            assert "ticks" in ticks.json()
         children = children_of(process.pid)
-        assert len(children) == 8  # redis, simulator, auth, 2 ingestors, 2 gateways, front
+        assert (
+            len(children) == 9
+        )  # redis, simulator, auth, 2 ingestors, recorder, 2 gateways, front
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
