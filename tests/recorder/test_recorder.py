@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import redis.asyncio as aioredis
 
+from services.recorder.app import create_app
 from services.recorder.gaps import GapDetector
 from shared.recording import StreamFrame
 from tests.recorder.conftest import (
@@ -16,7 +18,10 @@ from tests.recorder.conftest import (
     add_frame,
     pending,
     recorded_ids,
+    settings_for,
 )
+from tests.support.redis_server import ContainerRedisServer, LocalRedisServer
+from tests.support.servers import running_server
 from tests.support.waiting import eventually
 
 
@@ -103,3 +108,54 @@ async def test_status_is_published_with_a_ttl(
     assert status.instance == "rec-status"
     assert status.lag_frames == 0
     assert 0 < await redis_client.pttl(rc.RECORDER_STATUS) <= 15_000
+
+
+async def test_redis_down_then_back_with_its_data_lost(
+    redis_server: LocalRedisServer | ContainerRedisServer,
+    redis_url: str,
+    run_recorder: RecorderFactory,
+    tmp_path: Path,
+) -> None:
+    recorder = await run_recorder()
+    client: aioredis.Redis = aioredis.Redis.from_url(redis_url)
+    try:
+        before = [await add_frame(client, "ing-a", n) for n in (1, 2)]
+        root = tmp_path / "rec"
+        await eventually(lambda: recorded_ids(root) == before, "recorded before the outage")
+        redis_server.stop()
+        try:
+            await eventually(lambda: recorder.state == "redis_down", "redis_down")
+            assert recorder.status().detail
+        finally:
+            redis_server.start()  # empty: the stream and its group are gone
+        await eventually(lambda: recorder.state == "recording", "recording again")
+        await client.aclose()
+        client = aioredis.Redis.from_url(redis_url)  # the old connection died with the server
+        after = [await add_frame(client, "ing-a", n) for n in (3, 4)]
+        await eventually(lambda: recorded_ids(root) == before + after, "recorded after it")
+    finally:
+        await client.aclose()
+
+
+async def test_http_status_and_metrics(redis_url: str, tmp_path: Path) -> None:
+    settings = settings_for(redis_url, tmp_path / "rec")
+    async with (
+        running_server(create_app(settings)) as server,
+        httpx.AsyncClient(base_url=server.http_url) as http,
+    ):
+        await eventually(lambda: _status_code(http, "/readyz", 200), "ready", within=30)
+
+        async def recording() -> dict[str, object] | None:
+            status: dict[str, object] = (await http.get("/status")).json()
+            return status if status["state"] == "recording" else None
+
+        status = await eventually(recording, "/status says recording")
+        assert status["instance"] == "recorder-1"
+        text = (await http.get("/metrics")).text
+        for name in ("frames_total", "gaps_total", "gap_frames_total", "write_errors_total"):
+            assert f"tickstream_recorder_{name} 0.0" in text
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def _status_code(http: httpx.AsyncClient, path: str, code: int) -> bool:
+    return (await http.get(path)).status_code == code
