@@ -11,6 +11,8 @@ Layout under the recording's root directory:
     frames/day=YYYY-MM-DD/<first>_<last>.parquet   one row per frame (`FRAMES_SCHEMA`)
     ticks/day=YYYY-MM-DD/<first>_<last>.parquet    one row per instrument per frame (`TICKS_SCHEMA`)
 
+    gaps.jsonl                                     one JSON object per gap found (`GAPS`)
+
 `day` is the IST calendar day of the frame's receipt; `<first>` and `<last>` are the stream ids
 of the file's first and last frame (`file_stem`, zero-padded so that names sort in stream
 order). A file appears whole or not at all (`write_table`: a temporary name, fsync, rename,
@@ -34,6 +36,10 @@ from shared.render import feed_mode
 
 FRAMES: Final = "frames"
 TICKS: Final = "ticks"
+# Frames missing from the recording, a line each: the instance whose counter jumped, the
+# counters around the jump (`from_n`, `to_n`), `missing`, and the received times and stream ids
+# of the frames around it (`before_received_ms`, `after_received_ms`, `before_id`, `after_id`).
+GAPS: Final = "gaps.jsonl"
 
 FRAMES_SCHEMA: Final = pa.schema(
     [

@@ -4,9 +4,10 @@ recorder's app sets it) and runs each query in a thread (`query.py`: DuckDB bloc
 
 Answers have the shape of the gateway's `/api/history` so that the dashboard reads both alike:
 `{"key", "interval", "candles": [[ts, o, h, l, c, volume, oi], ...]}` or
-`{"key", "ticks": [...], "truncated"}`, and errors `{"error": code, "message": text}`. Bounds
-keep one request from reading a recording's whole history or building a huge answer: a span
-of at most `MAX_SPAN` and at most `MAX_TICKS` ticks.
+`{"key", "ticks": [...], "truncated"}`; `GET /api/recording/gaps` answers `{"gaps": [...]}`
+(what the recording is missing, so that a gap is reported, never hidden); errors are
+`{"error": code, "message": text}`. Bounds keep one request from reading a recording's whole
+history or building a huge answer: a span of at most `MAX_SPAN` and at most `MAX_TICKS` ticks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from shared.instruments import is_instrument_key
 from shared.ist import IST, now_ist
 
 __all__ = ["MAX_SPAN", "MAX_TICKS", "TimeError", "parse_time", "router"]
+
+GAPS_SPAN: Final = dt.timedelta(days=7)  # the default for gaps: the last week
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +135,22 @@ async def recorded_candles(
         return _error(503, "no_recording", "this server has no recording")
     found = await asyncio.to_thread(query.candles, root, key, interval, since, until)
     return JSONResponse({"key": key, "interval": interval, "candles": found})
+
+
+@router.get("/api/recording/gaps")
+async def recording_gaps(
+    request: Request,
+    start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
+) -> Response:
+    """Frames missing from the recording in [from, to) (default: the last week): each gap with
+    the instance whose frames are missing, how many, and the received times around it."""
+    try:
+        since, until = time_range(start, end, GAPS_SPAN)
+    except TimeError as error:
+        return _error(400, "bad_time", str(error))
+    root = _root(request)
+    if root is None:
+        return _error(503, "no_recording", "this server has no recording")
+    found = await asyncio.to_thread(query.gaps, root, since, until)
+    return JSONResponse({"gaps": found})

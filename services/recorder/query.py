@@ -21,6 +21,7 @@ asked for), or the sum of ltq where the feed carries no volume (ltpc mode).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 from typing import Any, Final
@@ -28,7 +29,7 @@ from typing import Any, Final
 import duckdb
 
 from shared.ist import IST
-from shared.recording import TICKS, table_glob
+from shared.recording import GAPS, TICKS, table_glob
 
 __all__ = [
     "INTERVAL_FORMS",
@@ -36,6 +37,7 @@ __all__ = [
     "TICK_COLUMNS",
     "Candle",
     "candles",
+    "gaps",
     "parse_interval",
     "ticks",
 ]
@@ -196,3 +198,28 @@ def _run(sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, IST).isoformat()
+
+
+def gaps(root: Path | str, start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
+    """The gaps the recorder found (`shared.recording.GAPS`) that touch [start, end), oldest
+    first, with the received times around each as ISO 8601 in IST. A local root only."""
+    path = Path(root) / GAPS
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    start_ms, end_ms = start.timestamp() * 1000, end.timestamp() * 1000
+    found = []
+    for line in lines:
+        try:
+            gap = json.loads(line)
+            before, after = int(gap["before_received_ms"]), int(gap["after_received_ms"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash mid-append
+        if after >= start_ms and before < end_ms:
+            found.append({**gap, "from": _iso_ms(before), "to": _iso_ms(after)})
+    return sorted(found, key=lambda gap: gap["before_received_ms"])
+
+
+def _iso_ms(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, IST).isoformat(timespec="milliseconds")

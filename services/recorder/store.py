@@ -37,6 +37,7 @@ from services.recorder.gaps import Gap
 from shared.proto import pb
 from shared.recording import (
     FRAMES,
+    GAPS,
     TICKS,
     StreamFrame,
     TickRows,
@@ -50,7 +51,6 @@ from shared.recording import (
 )
 
 __all__ = [
-    "GAPS_FILE",
     "SMALL_FILE_BYTES",
     "Store",
     "Written",
@@ -62,7 +62,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GAPS_FILE = "gaps.jsonl"
+
 SMALL_FILE_BYTES = 16 << 20  # files below this are merged by compaction
 MERGED_MAX_BYTES = 128 << 20  # a merged file stops growing past this
 
@@ -184,7 +184,7 @@ class Store:
         return StreamFrame(row["stream_id"], received, row["instance"], row["seq"], b"")
 
     def recorded_gaps(self) -> set[tuple[str, int, int]]:
-        path = self.root / GAPS_FILE
+        path = self.root / GAPS
         if not path.exists():
             return set()
         found: set[tuple[str, int, int]] = set()
@@ -201,7 +201,7 @@ class Store:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps(gap._asdict(), separators=(",", ":")) + "\n" for gap in gaps)
-        with open(self.root / GAPS_FILE, "a", encoding="utf-8") as handle:
+        with open(self.root / GAPS, "a", encoding="utf-8") as handle:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())

@@ -13,7 +13,10 @@ import pytest
 from fastapi import FastAPI
 
 from services.recorder.api import router
+from services.recorder.gaps import Gap
+from services.recorder.store import Store
 from shared.ist import IST
+from shared.recording import GAPS
 from tests.recorder.test_query import KEY, OPEN, at, tick, write
 from tests.support.servers import running_server
 
@@ -119,3 +122,24 @@ def test_ist_naive_times_are_ist() -> None:
 
     assert parse_time("2026-12-04T09:15") == OPEN
     assert parse_time("2026-12-04") == dt.datetime(2026, 12, 4, tzinfo=IST)
+
+
+async def test_gaps_found_by_the_recorder_are_reported_in_range(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    def gap(n: int, before: dt.datetime) -> Gap:
+        ms = int(before.timestamp() * 1000)
+        return Gap("ingestor-0", n, n + 4, 3, ms, ms + 2000, f"{ms}-0", f"{ms + 2000}-0")
+
+    Store(tmp_path).append_gaps([gap(10, at(0)), gap(50, at(120))])
+    with (tmp_path / GAPS).open("a") as cut:
+        cut.write('{"instance": "cut sh')  # a crash mid-append
+    status, body = await get(client, "/api/recording/gaps", **{"from": DAY_START, "to": DAY_END})
+    assert status == 200
+    assert [(g["from_n"], g["missing"]) for g in body["gaps"]] == [(10, 3), (50, 3)]
+    assert body["gaps"][0]["from"].endswith("+05:30")
+    late = (at(60)).isoformat()
+    status, body = await get(client, "/api/recording/gaps", **{"from": late, "to": DAY_END})
+    assert [g["from_n"] for g in body["gaps"]] == [50]
+    status, body = await get(client, "/api/recording/gaps", **{"from": "yesterday"})
+    assert status == 400 and body["error"] == "bad_time"
