@@ -13,15 +13,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from services.gateway.protocol import Subscribe
-from services.gateway.security import (
-    ConnectionCaps,
-    client_address,
-    presented_key,
-    split_forbidden,
-)
+from services.gateway.security import ConnectionCaps, client_address, split_forbidden
 from services.gateway.settings import GatewaySettings
 from shared.instruments import Mode
 from shared.settings import SettingsError, load_settings
+from shared.viewer_access import presented_key
 from shared.viewer_tokens import (
     KeyScope,
     TokenRefused,

@@ -24,7 +24,7 @@ from services.gateway.history import History, HistoryCollector
 from services.gateway.hub import Hub
 from services.gateway.metrics import HubCollector
 from services.gateway.settings import GatewaySettings
-from services.gateway.signin import ViewerGuard, add_signin_routes
+from services.gateway.signin import DashboardGuard, add_signin_routes
 from services.gateway.upstox_feed import ADMISSION_APP_STATE
 from services.gateway.upstox_feed import router as upstox_router
 from shared.metrics import registry_for
@@ -120,7 +120,7 @@ def create_app(settings: GatewaySettings | None = None, static_dir: Path | None 
     setattr(app.state, ADMISSION_APP_STATE, admission)
     _add_pages(app, static)
     add_signin_routes(app, admission.viewers, STATIC_DIR / "signin.html")
-    app.add_middleware(ViewerGuard, access=admission.viewers)
+    app.add_middleware(DashboardGuard, access=admission.viewers)
     app.add_middleware(PageHeaders)
     return app
 

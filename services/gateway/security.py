@@ -1,61 +1,29 @@
-"""Who may open a WebSocket: where a client puts its credential, the API keys, the client's
-address behind trusted proxies, and the connection caps (the Origin rule is `shared.origins`).
-Pure: no I/O."""
+"""Who may open a WebSocket: the client's address behind trusted proxies, the connection caps
+and the keys a token forbids (where a client puts its credential and the API keys are
+`shared.viewer_access`; the Origin rule is `shared.origins`). Pure: no I/O."""
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Final, Literal
-from urllib.parse import parse_qs
-
-from pydantic import SecretStr
+from typing import Literal
 
 from services.gateway.protocol import ProtocolError, Subscribe
+from shared.viewer_access import presented_key
 from shared.viewer_tokens import KeyScope
 
-VIEWER_COOKIE: Final = "tickstream_viewer"
-
-
-def presented_key(
-    query_string: str, authorization: str | None, cookie: str | None = None
-) -> str | None:
-    """The credential (API key or viewer token) a client presents, in this order:
-    `Authorization: Bearer`, `?token=`, `?api_key=`, the sign-in cookie."""
-    if authorization:
-        scheme, _, credentials = authorization.partition(" ")
-        if scheme.lower() == "bearer" and credentials.strip():
-            return credentials.strip()
-    query = parse_qs(query_string)
-    for name in ("token", "api_key"):
-        if query.get(name):
-            return query[name][0]
-    return cookie_value(cookie, VIEWER_COOKIE)
-
-
-def cookie_value(header: str | None, name: str) -> str | None:
-    """One cookie's value from a `Cookie` header."""
-    for part in (header or "").split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key == name and value:
-            return value.strip('"')
-    return None
-
-
-def key_accepted(presented: str | None, keys: Sequence[SecretStr]) -> bool:
-    """Whether `presented` is one of `keys` (constant-time); no keys configured: auth is off."""
-    if not keys:
-        return True
-    if not presented:
-        return False
-    given = presented.encode()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given, key.get_secret_value().encode())
-    return matched
+# Kept here for the gateway modules that import it from here (services/gateway/connection.py,
+# upstox_feed.py); its home is shared.viewer_access.
+__all__ = [
+    "CapRefusal",
+    "ConnectionCaps",
+    "client_address",
+    "peer_trusted",
+    "presented_key",
+    "split_forbidden",
+]
 
 
 def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[str]) -> str:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from shared.settings import CommonSettings, comma_list
-from shared.viewer_tokens import MIN_SECRET_BYTES
+from shared.viewer_access import ViewerSettings
 
 
-class GatewaySettings(CommonSettings):
-    """Limits, timings and access rules of one gateway replica."""
+class GatewaySettings(ViewerSettings, CommonSettings):
+    """Limits, timings and access rules of one gateway replica (who may watch:
+    `ViewerSettings`, shared with the recorder)."""
 
     gateway_replica_id: str = Field(
         default_factory=lambda: "gw-" + secrets.token_hex(4),
@@ -67,38 +68,6 @@ class GatewaySettings(CommonSettings):
             "Browser origins allowed besides the gateway's own (Origin host = Host header); "
             "comma-separated, '*' allows any. Clients without an Origin header are allowed."
         ),
-    )
-    gateway_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list,
-        description="Comma-separated client API keys; empty: no client authentication.",
-    )
-    gateway_viewer_access: Literal["open", "token"] = Field(
-        default="open",
-        description=(
-            "'open': anyone who reaches the gateway may watch (the demo); 'token': the "
-            "dashboard, /ws and /api/* need a viewer token or an API key."
-        ),
-    )
-    gateway_token_secret: SecretStr | None = Field(
-        default=None,
-        description="Shared secret (at least 32 bytes) verifying HS256 viewer tokens, and "
-        "signing them with `tickstream token issue`.",
-    )
-    gateway_token_jwks_url: str | None = Field(
-        default=None,
-        pattern=r"^https?://",
-        description="JWKS URL of your identity provider: RS256/ES256 viewer tokens are checked "
-        "against its keys.",
-    )
-    gateway_token_audience: str | None = Field(
-        default=None, description="When set, a viewer token's `aud` must name it."
-    )
-    gateway_token_jwks_refresh_seconds: float = Field(
-        default=60.0,
-        ge=1,
-        le=86_400,
-        description="Fetch the JWKS at most this often (a token with an unknown `kid` waits for "
-        "the next allowed fetch rather than hammering the identity provider).",
     )
     gateway_max_connections: int = Field(
         default=20_000, ge=1, description="WebSocket connections one replica accepts (1013)."
@@ -166,36 +135,6 @@ class GatewaySettings(CommonSettings):
     )
 
     _split_origins = field_validator("gateway_allowed_origins", mode="before")(comma_list)
-    _split_keys = field_validator("gateway_api_keys", mode="before")(comma_list)
-
-    @field_validator(
-        "gateway_token_secret", "gateway_token_jwks_url", "gateway_token_audience", mode="before"
-    )
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @field_validator("gateway_token_secret")
-    @classmethod
-    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
-            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes (HS256's strength)")
-        return value
-
-    @model_validator(mode="after")
-    def _check_viewer_access(self) -> GatewaySettings:
-        verifiable = self.gateway_token_secret or self.gateway_token_jwks_url
-        if self.gateway_viewer_access == "token" and not (verifiable or self.gateway_api_keys):
-            raise ValueError(
-                "GATEWAY_VIEWER_ACCESS=token needs GATEWAY_TOKEN_SECRET, "
-                "GATEWAY_TOKEN_JWKS_URL or GATEWAY_API_KEYS"
-            )
-        return self
-
-    @property
-    def viewers_need_credentials(self) -> bool:
-        """Token mode, or API keys listed (which have always required a key)."""
-        return self.gateway_viewer_access == "token" or bool(self.gateway_api_keys)
 
     @model_validator(mode="after")
     def _check_timings(self) -> GatewaySettings:

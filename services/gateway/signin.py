@@ -1,5 +1,7 @@
-"""Viewers over HTTP: the guard in front of the dashboard page and /api/*, and the sign-in page
-that keeps a viewer token in an HttpOnly cookie for the dashboard.
+"""Viewers over HTTP at the gateway: the guard in front of the dashboard page and /api/* (the
+shared `ViewerGuard`, with the page added), and the sign-in page that keeps a viewer token in an
+HttpOnly cookie for the dashboard (Path=/, so the recorder's /api/* behind the same edge gets it
+too).
 
 Static assets, /signin, /healthz, /readyz and /metrics stay open (the edge keeps /metrics
 inside). A refused page request goes to /signin; a refused API request gets 401 JSON saying why
@@ -17,12 +19,11 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from services.gateway.access import ViewerAccess
-from services.gateway.security import VIEWER_COOKIE, presented_key
 from shared.origins import origin_allowed
+from shared.viewer_access import VIEWER_COOKIE, ViewerAccess
+from shared.viewer_guard import ViewerGuard
 from shared.viewer_tokens import MAX_TOKEN_LENGTH, Reason, TokenRefused
 
 SIGNIN_PATH: Final = "/signin"
@@ -45,65 +46,24 @@ def local_next(value: str | None) -> str:
     return "/"
 
 
-class ViewerGuard:
-    """Asks the viewer's credential on the dashboard page and every /api/* route (when viewers
-    need one), and refuses keys outside the token's `keys` claim on routes that take a key. The
-    admitted `Viewer` is left in the request's state as `viewer`."""
+class DashboardGuard(ViewerGuard):
+    """The shared guard on /api/* (keys checked on /api/history/ and /api/candles/), and on the
+    dashboard page too: a refused page request goes to the sign-in page, not a 401."""
 
     def __init__(self, app: ASGIApp, access: ViewerAccess) -> None:
-        self.app = app
-        self.access = access
+        super().__init__(app, access, KEYED_API_PREFIXES)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        guarded = path == "/" or path.startswith("/api/")
-        if scope["type"] != "http" or not guarded or not self.access.required:
-            # Open mode leaves no viewer in the state: who a request is, is then its address.
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        query = scope.get("query_string", b"").decode("latin-1")
-        credential = presented_key(query, headers.get("authorization"), headers.get("cookie"))
-        try:
-            viewer = await self.access.verify(credential)
-        except TokenRefused as refused:
-            await _refusal(path, query, refused)(scope, receive, send)
-            return
-        key = _key_named(path)
-        if key is not None and not viewer.allows(key):
-            forbidden = JSONResponse(
-                {
-                    "error": "forbidden_key",
-                    "message": "your token does not allow this key",
-                    "keys": [key],
-                },
-                status_code=403,
-            )
-            await forbidden(scope, receive, send)
-            return
-        scope.setdefault("state", {})["viewer"] = viewer
-        await self.app(scope, receive, send)
+    def guards(self, path: str) -> bool:
+        return path == "/" or super().guards(path)
 
-
-def _key_named(path: str) -> str | None:
-    for prefix in KEYED_API_PREFIXES:
-        if path.startswith(prefix):
-            return path[len(prefix) :]
-    return None
-
-
-def _refusal(path: str, query: str, refused: TokenRefused) -> Response:
-    if path.startswith("/api/"):
-        return JSONResponse(
-            {"error": "unauthorized", "reason": refused.reason, "message": refused.message},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    back = path + ("?" + query if query else "")
-    params = {"next": back}
-    if refused.reason != "missing":
-        params["why"] = refused.reason
-    return RedirectResponse(f"{SIGNIN_PATH}?{urlencode(params, quote_via=quote)}", 303)
+    def refusal(self, path: str, query: str, refused: TokenRefused) -> Response:
+        if path.startswith("/api/"):
+            return super().refusal(path, query, refused)
+        back = path + ("?" + query if query else "")
+        params = {"next": back}
+        if refused.reason != "missing":
+            params["why"] = refused.reason
+        return RedirectResponse(f"{SIGNIN_PATH}?{urlencode(params, quote_via=quote)}", 303)
 
 
 def add_signin_routes(app: FastAPI, access: ViewerAccess, template: Path) -> None:

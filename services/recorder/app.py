@@ -1,10 +1,16 @@
 """The recorder's HTTP side: health, readiness, status and metrics, with the recorder run by
-lifespan, and the recording's query API (`services.recorder.api`)."""
+lifespan, and the recording's query API (`services.recorder.api`) behind the viewer guard the
+gateway uses, so a deployment in token mode does not leave the recording open to anyone.
+
+The guard answers JSON only (the recorder has no page to sign in on); the dashboard's sign-in
+cookie (Path=/) reaches it through the same edge, so the dashboard's calls work in token mode.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -13,10 +19,15 @@ from services.recorder.api import router
 from services.recorder.service import Recorder
 from services.recorder.settings import RecorderSettings
 from shared.metrics import metrics_response
+from shared.viewer_access import ViewerAccess
+from shared.viewer_guard import ViewerGuard
+
+KEYED_API_PREFIXES: Final = ("/api/ticks/", "/api/candles/")  # the rest of the path is the key
 
 
 def create_app(settings: RecorderSettings) -> FastAPI:
     recorder = Recorder(settings)
+    viewers = ViewerAccess(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -24,6 +35,7 @@ def create_app(settings: RecorderSettings) -> FastAPI:
         try:
             yield
         finally:
+            await viewers.aclose()
             await recorder.stop()
 
     app = FastAPI(
@@ -36,6 +48,7 @@ def create_app(settings: RecorderSettings) -> FastAPI:
     app.state.recorder = recorder
     app.state.recording_root = settings.recorder_dir  # read by the query API
     app.include_router(router)
+    app.add_middleware(ViewerGuard, access=viewers, keyed_prefixes=KEYED_API_PREFIXES)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -8,9 +8,13 @@ from pydantic import Field
 
 from shared.settings import CommonSettings
 from shared.upstox.backoff import Backoff
+from shared.viewer_access import ViewerSettings
 
 
-class RecorderSettings(CommonSettings):
+class RecorderSettings(ViewerSettings, CommonSettings):
+    """Where and how the recording is written, and who may query it (`ViewerSettings`: the
+    gateway's GATEWAY_VIEWER_ACCESS and token variables, so both answer the same viewers)."""
+
     recorder_dir: Path = Field(
         default=Path("./recording"), description="Root of the recording (frames/, ticks/)."
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from services.gateway.security import key_accepted, presented_key
 from services.gateway.settings import GatewaySettings
 from shared.origins import origin_allowed
 from shared.settings import SettingsError, load_settings
 from shared.token_bucket import TokenBucket
+from shared.viewer_access import key_accepted, presented_key
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from services.gateway.access import ViewerAccess
 from services.gateway.settings import GatewaySettings
+from shared.viewer_access import ViewerAccess
 from shared.viewer_tokens import TokenRefused
 from tests.support.tokens import (
     IdentityProvider,
