@@ -36,6 +36,7 @@ from services.recorder.settings import RecorderSettings
 from services.simulator.app import create_app as create_simulator
 from services.simulator.settings import SimulatorSettings
 from shared.settings import SECRETS_DIR_VARIABLE
+from shared.viewer_access import ViewerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -399,9 +400,32 @@ def test_production_runs_against_a_redis_cluster_and_real_upstox(
         variables = environment(objects, container)
         assert variables["REDIS_CLUSTER"] == "true", service
         assert variables["UPSTOX_BASE_URL"] == "https://api.upstox.com", service
+        if service in {"gateway", "recorder"}:  # the recording answers the same viewers
+            assert variables["GATEWAY_VIEWER_ACCESS"] == "token", service
         if service == "gateway":
-            assert variables["GATEWAY_VIEWER_ACCESS"] == "token"
             assert (variables["GATEWAY_INSTRUMENTS_SOURCE"] or "").startswith("https://")
+
+
+# Who may watch (shared/viewer_access.py ViewerSettings): the gateway's and the recorder's.
+VIEWER_SETTINGS = {name.upper() for name in ViewerSettings.model_fields}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_recorder_asks_viewers_for_what_the_gateway_asks(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    seen: dict[str, tuple[dict[str, str | None], set[str]]] = {}
+    for service, pod, container in tickstream_containers(objects):
+        if service in {"gateway", "recorder"}:
+            variables = environment(objects, container)
+            viewer = {name: value for name, value in variables.items() if name in VIEWER_SETTINGS}
+            files = {f.upper() for f in secrets_files_read(pod, container)} & VIEWER_SETTINGS
+            seen[service] = (viewer, files)
+    gateway, recorder = seen["gateway"], seen["recorder"]
+    assert gateway[0] and "GATEWAY_VIEWER_ACCESS" in gateway[0]
+    assert "GATEWAY_TOKEN_SECRET" in gateway[1]
+    assert recorder == gateway
 
 
 # The recorder's paths on the edge (services/front/routes.py); the rest of /api is the gateways'.

@@ -300,6 +300,8 @@ def plan(
         name = ingestor_name(i + 1)
         services.append(service(name, "ingestor", 3, INGESTOR_INSTANCE_ID=name))
     # One recorder (its consumer group reads each frame once); with the ingestors, after Redis.
+    # It reads the gateways' viewer settings (GATEWAY_VIEWER_ACCESS, GATEWAY_TOKEN_*,
+    # GATEWAY_API_KEYS) from the same `env`, so token mode closes the recording's API too.
     recording = {} if workdir is None else {"RECORDER_DIR": str(workdir / "recording")}
     services.append(service(RECORDER, "recorder", 3, **{**recording, **(overrides or {})}))
     gateways = [gateway_name(i + 1) for i in range(options.gateways)]

@@ -119,6 +119,23 @@ def test_plan_records_into_the_working_directory_with_the_services_wiring(tmp_pa
     assert explicit.spec("recorder").env["RECORDER_DIR"] == "/x"  # a test's override wins
 
 
+def test_plan_gives_the_recorder_the_gateways_viewer_access() -> None:
+    options = Options(port=8080)
+    viewers = {
+        "GATEWAY_VIEWER_ACCESS": "token",
+        "GATEWAY_TOKEN_SECRET": "a-viewer-token-secret-of-32-bytes-or-more",
+        "GATEWAY_TOKEN_JWKS_URL": "https://idp.example.com/jwks.json",
+        "GATEWAY_TOKEN_AUDIENCE": "tickstream",
+        "GATEWAY_TOKEN_JWKS_REFRESH_SECONDS": "120",
+        "GATEWAY_API_KEYS": "key-one,key-two",
+    }
+    for caller, overrides in ((viewers, None), (None, viewers)):
+        topology = plan(options, ports_for(options), SECRETS, caller, overrides)
+        recorder, gateway = topology.spec("recorder").env, topology.spec("gateway-1").env
+        for name, value in viewers.items():
+            assert recorder[name] == gateway[name] == value, name
+
+
 def test_plan_with_an_existing_redis_starts_none() -> None:
     options = Options(redis_url="redis://10.0.0.5:6379/2")
     topology = plan(options, ports_for(options), SECRETS)
