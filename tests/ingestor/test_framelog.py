@@ -165,7 +165,9 @@ async def test_the_active_ingestor_appends_every_frame_it_receives(
     await put_demand(redis_client, "gw", {"NSE_INDEX|Nifty 50": {Mode.LTPC}})
     await eventually(lambda: ingestor.upstream.frames >= 5, "frames received")
     assert ingestor.framelog is not None
-    await eventually(lambda: ingestor.framelog is not None and ingestor.framelog.backlog == 0, "sent")
+    await eventually(
+        lambda: ingestor.framelog is not None and ingestor.framelog.backlog == 0, "sent"
+    )
     stored = await entries(redis_client)
     assert len(stored) >= 5
     kinds = [pb.FeedResponse.FromString(fields[b"f"]).type for _, fields in stored]
