@@ -426,6 +426,7 @@ async def run_tickstream(
         "UPSTOX_BASE_URL": sim_url,
         "LOG_LEVEL": "WARNING",
         "INGESTOR_MODE_LIMITS": json.dumps({"full": len(keys)}),
+        "INGESTOR_RECORD": "false" if args.no_record else "true",
     }
     with process(tickstream("ingestor", "--port", str(port)), env, "ingestor") as proc:
         base = f"http://127.0.0.1:{port}"
@@ -468,7 +469,8 @@ async def run_sdk(
 
 def report(results: list[Result], args: argparse.Namespace, cores: int) -> str:
     rows = [
-        f"{args.keys} keys in full mode (wire: {args.wire}), one tick per key every "
+        f"{args.keys} keys in full mode (wire: {args.wire}, record stream: "
+        f"{'off' if args.no_record else 'on'}), one tick per key every "
         f"{args.sim_tick_ms:g} ms "
         f"(offered {args.keys * 1000 / args.sim_tick_ms:,.0f} feeds/s); {args.duration:g} s "
         f"measured after {args.warmup:g} s; {cores} cores shared by Redis, the simulator, the "
@@ -563,6 +565,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=WIRES,
         default="json",
         help="what the ingestor is asked for: JSON ticks, Upstox's protobuf entries, or both",
+    )
+    parser.add_argument(
+        "--no-record",
+        action="store_true",
+        help="the ingestor appends no frames to the record stream (INGESTOR_RECORD=false)",
     )
     parser.add_argument(
         "--replay-frames", type=int, default=100, help="frames captured and replayed (0: skip)"

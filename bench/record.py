@@ -8,6 +8,11 @@ measures:
 
 - the recording rate: feeds per CPU-second of that per-frame work (the recorder's own cost;
   reading the stream from Redis is not included),
+- the same end to end (`--stream N`, default 20,000 frames): the real recorder process
+  (`tickstream recorder`) on a fresh redis-server, the first N frames appended to its record
+  stream as the ingestor appends them (as fast as this process can): its CPU time (from /proc,
+  start-up excluded) and wall time until every frame is on disk, so the consumer group's reads
+  and acknowledgements are included,
 - bytes per tick on disk, of the ticks table and of the frames table,
 - a one-key one-day `ticks` query and a one-minute-candle query over that day (`query.py`),
   median wall time of several runs.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,9 +32,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
+import redis
+
+from bench.fanout import process, tickstream, usage, wait_http
 from bench.frames import FrameKind, build_feed, instrument_key
 from services.recorder import query
+from shared import redis_contract as rc
 from shared.ist import IST
+from shared.ports import free_port
 from shared.proto import pb
 from shared.recording import (
     FRAMES,
@@ -96,6 +108,53 @@ def record(frames: list[StreamFrame], root: Path, batch: int) -> tuple[float, in
     return time.process_time() - started, ticks
 
 
+def record_from_stream(frames: list[StreamFrame], root: Path) -> tuple[float, float, int]:
+    """(CPU seconds, wall seconds, feeds) of the recorder process taking `frames` from the
+    record stream of its own redis-server into `root`."""
+    from tests.support.redis_server import LocalRedisServer
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("bench.record --stream needs redis-server on PATH")
+    server = LocalRedisServer(binary)
+    server.start()
+    try:
+        feeds = sum(len(pb.FeedResponse.FromString(f.data).feeds) for f in frames)
+        port = free_port()
+        env = {"REDIS_URL": server.url, "RECORDER_DIR": str(root), "LOG_LEVEL": "WARNING"}
+        with process(tickstream("recorder", "--port", str(port)), env, "recorder") as proc:
+            status = f"http://127.0.0.1:{port}/status"
+            wait_http(status, 120)
+            cpu = usage(proc.pid).cpu_seconds  # start-up (imports) not counted
+            started = time.perf_counter()
+            append(server.url, frames)
+            while httpx.get(status, timeout=5).json()["frames_recorded"] < len(frames):
+                time.sleep(0.05)
+            wall = time.perf_counter() - started
+            cpu = usage(proc.pid).cpu_seconds - cpu
+        return cpu, wall, feeds
+    finally:
+        server.cleanup()
+
+
+def append(url: str, frames: list[StreamFrame]) -> None:
+    """`frames` into the record stream as the ingestor appends them, pipelined."""
+    client = redis.Redis.from_url(url)
+    data, received, instance, counter = rc.RECORD_FIELDS
+    for start in range(0, len(frames), 1000):
+        pipe = client.pipeline(transaction=False)
+        for frame in frames[start : start + 1000]:
+            fields: dict[bytes, bytes | int | str] = {
+                data: frame.data,
+                received: frame.received_ms,
+                instance: "bench",
+                counter: frame.seq,
+            }
+            pipe.xadd(rc.RECORD_STREAM, fields)  # type: ignore[arg-type]
+        pipe.execute()
+    client.close()
+
+
 def size_of(directory: Path) -> int:
     return sum(path.stat().st_size for path in directory.rglob("*.parquet"))
 
@@ -119,6 +178,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000, help="frames a file (2000)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each query (5)")
     parser.add_argument("--dir", type=Path, help="keep the recording here (a temporary dir)")
+    parser.add_argument(
+        "--stream", type=int, default=20_000, help="frames the recorder process takes (0: skip)"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -148,6 +210,17 @@ def main() -> None:
                 f"one-minute candles of that day ({len(candles):,} candles)",
                 f"{candle_time * 1000:.1f} ms",
             ),
+        ]
+    if args.stream:
+        with tempfile.TemporaryDirectory(prefix="bench-record-stream-") as scratch:
+            cpu, wall, feeds = record_from_stream(frames[: args.stream], Path(scratch))
+        rows += [
+            (
+                f"recorder process from the stream ({min(args.stream, len(frames)):,} frames):"
+                " feeds per CPU-second",
+                f"{feeds / cpu:,.0f}",
+            ),
+            ("  the same, feeds/s (wall)", f"{feeds / wall:,.0f}"),
         ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings
 from services.auth.settings import AuthSettings
 from services.gateway.settings import GatewaySettings
 from services.ingestor.settings import IngestorSettings
+from services.recorder.settings import RecorderSettings
 from services.simulator.settings import SimulatorSettings
 from services.tools.settings import ToolSettings
 
@@ -18,7 +19,14 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 @pytest.mark.parametrize(
     "settings_class",
-    [AuthSettings, GatewaySettings, IngestorSettings, SimulatorSettings, ToolSettings],
+    [
+        AuthSettings,
+        GatewaySettings,
+        IngestorSettings,
+        RecorderSettings,
+        SimulatorSettings,
+        ToolSettings,
+    ],
 )
 def test_every_setting_is_documented(settings_class: type[BaseSettings]) -> None:
     text = README.read_text(encoding="utf-8")

@@ -49,12 +49,7 @@ from services.gateway.protocol import (
     parse_command,
     pong_frame,
 )
-from services.gateway.security import (
-    client_address,
-    peer_trusted,
-    presented_key,
-    split_forbidden,
-)
+from services.gateway.security import client_address, peer_trusted, split_forbidden
 from services.gateway.upstox_feed import (
     FEED_PATH,
     STREAM_PATH,
@@ -73,6 +68,7 @@ from shared.origins import origin_allowed
 from shared.redis_link import REDIS_ERRORS
 from shared.token_bucket import TokenBucket
 from shared.upstox.envelope import INTERNAL, INVALID_TOKEN
+from shared.viewer_access import presented_key
 from shared.viewer_tokens import TokenRefused, Viewer
 
 if TYPE_CHECKING:

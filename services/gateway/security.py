@@ -11,19 +11,9 @@ from dataclasses import replace
 from typing import Literal
 
 from services.gateway.protocol import ProtocolError, Subscribe
-from shared.viewer_access import presented_key
 from shared.viewer_tokens import KeyScope
 
-# Kept here for the gateway modules that import it from here (services/gateway/connection.py,
-# upstox_feed.py); its home is shared.viewer_access.
-__all__ = [
-    "CapRefusal",
-    "ConnectionCaps",
-    "client_address",
-    "peer_trusted",
-    "presented_key",
-    "split_forbidden",
-]
+__all__ = ["CapRefusal", "ConnectionCaps", "client_address", "peer_trusted", "split_forbidden"]
 
 
 def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[str]) -> str:

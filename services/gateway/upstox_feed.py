@@ -21,10 +21,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.gateway.access import Admission
-from services.gateway.security import presented_key
 from shared import redis_contract as rc
 from shared.redis_link import REDIS_ERRORS, guarded
 from shared.upstox.envelope import INTERNAL, INVALID_TOKEN, envelope, success
+from shared.viewer_access import presented_key
 from shared.viewer_tokens import KeyScope, TokenRefused, Viewer
 
 __all__ = [
