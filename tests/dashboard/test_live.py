@@ -9,9 +9,13 @@ with a generous upper bound; nothing here measures time.
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -347,6 +351,68 @@ async def test_reconnects_by_itself_after_the_gateway_restarts(session: Session)
     await wait_for_state(page, "live")
     await wait_for_tick(page, RELIANCE, frozen)
     await screenshot(page, "reconnected")
+
+
+async def test_five_second_candles_come_from_the_recorder(session: Session) -> None:
+    page, stack = session.page, session.stack
+    await wait_for_state(page, "live")
+    await page.click(row(RELIANCE))
+    await page.wait_for_selector(f"{row(RELIANCE)}.selected")
+    recorded_url = f"{stack.front_url}/api/candles/{quote(RELIANCE, safe='')}?interval=5s"
+
+    async def recorded_candles() -> list[list[Any]]:
+        answer = await page.request.get(recorded_url)
+        assert answer.ok, f"the recorder answered {answer.status}"
+        candles: list[list[Any]] = (await answer.json())["candles"]
+        return candles
+
+    async def recording_has_candles() -> bool:
+        return len(await recorded_candles()) >= 3
+
+    # The recorder writes its files every few seconds: wait for some seconds of Reliance.
+    await eventually(
+        recording_has_candles, "three 5 s candles of Reliance in the recording", within=60
+    )
+
+    history: list[str] = []
+    page.on("request", lambda r: history.append(r.url) if "/api/history/" in r.url else None)
+    async with page.expect_response(
+        lambda r: "/api/candles/" in r.url and "interval=5s" in r.url, timeout=WAIT_MS
+    ) as answered:
+        await page.select_option("#interval", "5s")
+    shown = [
+        int(dt.datetime.fromisoformat(c[0]).timestamp())
+        for c in (await (await answered.value).json())["candles"]
+    ]
+    assert len(shown) >= 3
+    await page.wait_for_function(
+        "n => { const s = window.tickstream.state; return s.interval === '5s'"
+        " && s.candles.interval === 5 && s.candles.candles.length >= n; }",
+        arg=len(shown),
+        timeout=WAIT_MS,
+    )
+    drawn = await page.evaluate("() => window.tickstream.state.candles.candles.map(c => c.time)")
+    # Every candle the recorder answered is on the chart, live ticks extend it, all 5 s apart.
+    assert set(shown) <= set(drawn)
+    assert all(t % 5 == 0 for t in drawn)
+    assert all(b > a and (b - a) % 5 == 0 for a, b in itertools.pairwise(drawn))
+    assert any(b - a == 5 for a, b in itertools.pairwise(drawn))
+    assert history == [], "second candles come from the recording only"
+    assert await page.get_attribute("#chart", "aria-label") == "Price chart, 5-second candles"
+    await page.wait_for_function(CANDLE_PIXELS, timeout=WAIT_MS)
+    await screenshot(page, "chart-5s")
+
+    # The choice is remembered like the other preferences; back at 1m the chart reloads.
+    await page.reload()
+    await wait_for_state(page, "live")
+    assert await page.input_value("#interval") == "5s"
+    await page.select_option("#interval", "1m")
+    await page.wait_for_function(
+        "() => { const c = window.tickstream.state.candles;"
+        " return c.interval === 60 && c.candles.length > 0"
+        "   && c.candles.every(x => x.time % 60 === 0); }",
+        timeout=WAIT_MS,
+    )
 
 
 async def test_new_epoch_after_an_ingestor_failover_takes_a_snapshot(session: Session) -> None:

@@ -243,6 +243,102 @@ async def test_minute_candles_from_ticks_and_the_upstream_minute_bar(page: Page)
     assert out["candles"][1]["high"] == 12.5 and out["candles"][1]["volume"] == 260
 
 
+OPEN_0915_IST = 1740714300  # 2025-02-28 09:15:00 IST in epoch seconds
+
+
+async def test_candle_builder_buckets_ticks_at_its_interval_from_0915_ist(page: Page) -> None:
+    # 09:15 IST is a whole number of 5 s, 15 s, 1 min and 5 min steps since the epoch: for these
+    # intervals aligning to 09:15 IST (the recorder's buckets) and to the epoch are the same.
+    assert all(OPEN_0915_IST % step == 0 for step in (5, 15, 60, 300, 900))
+    open_ms = OPEN_0915_IST * 1000
+    out = await run(
+        page,
+        "const c = new m.candles.CandleBuilder(5);"
+        " const t = (...a) => { const x = c.applyTick(...a); return x && {...x}; };"
+        f" const r = [t({open_ms} + 1000, 10, 100), t({open_ms} + 4999, 11, 110),"
+        f"   t({open_ms} + 5000, 9, 130), t({open_ms} + 2000, 50, 140),"
+        f"   t({open_ms} + 17500, 12, 150)];"
+        f" const bar = c.applyMinuteBar({{ts: {open_ms}, open: 1, high: 2, low: 1, close: 2,"
+        "   vol: 9});"
+        " const b = m.candles.bucketStart;"
+        f" const starts = [[{OPEN_0915_IST} + 299, 300], [{OPEN_0915_IST} - 1, 300],"
+        f"   [{OPEN_0915_IST} + 3599, 3600], [{OPEN_0915_IST} + 14, 15]].map(([s, i]) => b(s, i));"
+        " const legacy = new m.candles.MinuteCandles();"
+        " return {r, bar, starts, candles: c.candles, interval: c.interval,"
+        "   legacy: legacy.interval, table: m.candles.INTERVALS};",
+    )
+    times = [c["time"] for c in out["candles"]]
+    assert times == [OPEN_0915_IST, OPEN_0915_IST + 5, OPEN_0915_IST + 15]
+    assert out["candles"][0] == {
+        "time": OPEN_0915_IST,
+        "open": 10,
+        "high": 11,
+        "low": 10,
+        "close": 11,
+        "volume": 10,
+    }
+    assert out["r"][3] is None  # older than the last candle: ignored
+    assert out["bar"] is None  # Upstox's minute candle says nothing about one of 5 s
+    assert out["starts"] == [
+        OPEN_0915_IST,
+        OPEN_0915_IST - 300,
+        OPEN_0915_IST,  # hours start at 09:15, 10:15, ... as the recorder's do
+        OPEN_0915_IST,
+    ]
+    assert out["interval"] == 5 and out["legacy"] == 60
+    assert out["table"] == {"5s": 5, "15s": 15, "1m": 60, "5m": 300}
+
+
+async def test_history_aligns_to_the_interval_asked_for(page: Page) -> None:
+    body = {
+        "candles": [
+            ["2025-02-28T09:20:00+05:30", 11, 13, 10, 12, 600, 0],
+            ["2025-02-28T09:15:00+05:30", 8, 9, 7, 9, 300, 0],
+            ["2025-02-28T09:15:10+05:30", 9, 9, 9, 9, 5, 0],
+        ]
+    }
+    out = await run(
+        page,
+        f"return [m.candles.parseHistory({_js(body)}, 300),"
+        f" m.candles.parseHistory({_js(body)}, 5)];",
+    )
+    five_minutes, five_seconds = out
+    assert [c["time"] for c in five_minutes] == [OPEN_0915_IST, OPEN_0915_IST + 300]
+    assert [c["time"] for c in five_seconds] == [
+        OPEN_0915_IST,
+        OPEN_0915_IST + 10,
+        OPEN_0915_IST + 300,
+    ]
+
+
+async def test_recorded_candles_win_where_they_exist_and_upstox_fills_the_rest(
+    page: Page,
+) -> None:
+    def candle(minute: int, close: float) -> dict[str, float]:
+        time = OPEN_0915_IST + 60 * minute
+        return {
+            "time": time,
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "volume": 1,
+        }
+
+    upstox = [candle(0, 1), candle(1, 1), candle(2, 1), candle(4, 1)]
+    recorded = [candle(1, 2), candle(2, 2), candle(3, 2), candle(5, 2)]
+    out = await run(
+        page,
+        f"return [m.candles.mergeCandles({_js(recorded)}, {_js(upstox)}),"
+        f" m.candles.mergeCandles([], {_js(upstox)}),"
+        f" m.candles.mergeCandles({_js(recorded)}, [])];",
+    )
+    merged, only_upstox, only_recorded = out
+    assert [(c["time"] - OPEN_0915_IST) // 60 for c in merged] == [0, 1, 2, 3, 4, 5]
+    assert [c["close"] for c in merged] == [1, 2, 2, 2, 1, 2]
+    assert only_upstox == upstox and only_recorded == recorded
+
+
 async def test_backoff_is_jittered_exponential_and_capped(page: Page) -> None:
     out = await run(
         page,

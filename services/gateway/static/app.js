@@ -4,7 +4,7 @@
 
 import { FeedConnection, feedUrl } from "./connection.js";
 import { merge, parseFeed } from "./feed.js";
-import { MinuteCandles, parseHistory } from "./candles.js";
+import { CandleBuilder, INTERVALS, MINUTE, mergeCandles, parseHistory } from "./candles.js";
 import { PriceChart } from "./chart.js";
 import { SearchBox, searchInstruments } from "./search.js";
 import { expiryMs, fetchSession, login, logout } from "./session.js";
@@ -20,6 +20,7 @@ import { Watchlist, fallbackSymbol, isIndexKey, segmentOf } from "./watchlist.js
 
 const SELECTED_KEY = "tickstream.selected.v1";
 const DEPTH_KEY = "tickstream.depth.v1";
+const INTERVAL_KEY = "tickstream.interval.v1";
 const STALE_AFTER_MS = 20000; // no tick this long while a watched segment is open: say so
 const SESSION_REFRESH_MS = 60000;
 
@@ -31,6 +32,11 @@ function readPref(name, fallback) {
   } catch {
     return fallback;
   }
+}
+
+function readInterval() {
+  const name = readPref(INTERVAL_KEY, "1m");
+  return Object.hasOwn(INTERVALS, name) ? name : "1m";
 }
 
 function writePref(name, value) {
@@ -48,6 +54,7 @@ const quotes = new Map(); // key -> merged quote
 const state = {
   selected: readPref(SELECTED_KEY, null),
   depthLevels: readPref(DEPTH_KEY, "5") === "30" ? 30 : 5,
+  interval: readInterval(), // a name of INTERVALS: "5s", "15s", "1m", "5m"
   d30Refused: new Set(),
   segmentStatus: {},
   gateway: { redis: "up", ingestor: "", message: "" },
@@ -55,7 +62,7 @@ const state = {
   lastFeedAt: 0,
   lastTickTs: 0,
   frames: 0,
-  candles: new MinuteCandles(),
+  candles: new CandleBuilder(MINUTE),
   historyGen: 0,
   chartNote: "",
 };
@@ -307,11 +314,7 @@ function select(key) {
   detail.setDepthNote("");
   chart.setPrecision(key && /^(NCD|BCD)_FO/.test(key) ? 4 : 2);
   chart.setVolumeVisible(!key || !isIndexKey(key));
-  if (changed || state.candles.candles.length === 0) {
-    state.candles = new MinuteCandles();
-    chart.clear();
-    if (key) loadHistory(key);
-  }
+  if (changed || state.candles.candles.length === 0) restartCandles();
   detailDirty = true;
   schedule();
   // Depth mode follows the selection (the old key drops back to "full"); only differences
@@ -319,47 +322,84 @@ function select(key) {
   if (changed) resubscribe();
 }
 
-// Today's one-minute candles from the recording (`/api/candles`, served by the recorder where
-// one runs): no Upstox call. Empty where there is no recorder (404/503) or it holds nothing for
-// the key yet; then the chart asks Upstox's history as before.
-async function loadRecordedCandles(key) {
+/** Empty the chart and load the selected instrument's candles at the chosen interval. */
+function restartCandles() {
+  state.candles = new CandleBuilder(INTERVALS[state.interval]);
+  chart.clear();
+  if (state.selected) loadHistory(state.selected);
+}
+
+function chooseInterval(name) {
+  state.interval = name;
+  writePref(INTERVAL_KEY, name);
+  $("interval").value = name;
+  chart.setInterval(INTERVALS[name]);
+}
+
+// Today's candles from the recording (`/api/candles`, served by the recorder where one runs):
+// no Upstox call. `ok` is false where there is no recorder (404/503) or it failed.
+async function loadRecordedCandles(key, name) {
+  const url = `/api/candles/${encodeURIComponent(key)}?interval=${encodeURIComponent(name)}`;
   try {
-    const res = await fetch(`/api/candles/${encodeURIComponent(key)}?interval=1m`, {
-      headers: { Accept: "application/json" },
-    });
-    return res.ok ? parseHistory(await res.json()) : [];
+    const res = await fetch(url, { headers: { Accept: "application/json" } });
+    if (!res.ok) return { ok: false, candles: [] };
+    return { ok: true, candles: parseHistory(await res.json(), INTERVALS[name]) };
   } catch {
-    return [];
+    return { ok: false, candles: [] };
   }
+}
+
+// Upstox's intraday history in `minutes`-minute candles (cached by the gateway); `note` says
+// why there is none.
+async function loadUpstoxCandles(key, minutes) {
+  const url = `/api/history/${encodeURIComponent(key)}?unit=minutes&interval=${minutes}`;
+  try {
+    const res = await fetch(url, { headers: { Accept: "application/json" } });
+    if (res.ok) return { candles: parseHistory(await res.json(), minutes * MINUTE), note: "" };
+    if (res.status === 401) {
+      return { candles: [], note: "Log in to load today's candles; drawing live ticks." };
+    }
+    return { candles: [], note: `History unavailable (${res.status}); drawing live ticks only.` };
+  } catch {
+    return { candles: [], note: "History unavailable; drawing live ticks only." };
+  }
+}
+
+/**
+ * Second candles come only from the recording; minute candles from both sources at once,
+ * merged (the recording wins where it has the bucket). Either one alone is enough.
+ */
+async function loadCandles(key, name) {
+  const seconds = INTERVALS[name];
+  if (seconds < MINUTE) {
+    const recorded = await loadRecordedCandles(key, name);
+    const note = recorded.ok ? "" : "Second candles need the recorder; drawing live ticks.";
+    return { candles: recorded.candles, note };
+  }
+  const [recorded, upstox] = await Promise.all([
+    loadRecordedCandles(key, name),
+    loadUpstoxCandles(key, seconds / MINUTE),
+  ]);
+  const candles = mergeCandles(recorded.candles, upstox.candles);
+  return { candles, note: candles.length ? "" : upstox.note };
 }
 
 async function loadHistory(key, attempt = 0) {
   const gen = ++state.historyGen;
+  const name = state.interval;
   state.chartNote = "Loading candles…";
   schedule();
-  let candles = [];
-  let note = "";
-  candles = await loadRecordedCandles(key);
-  if (!candles.length) {
-    try {
-      const res = await fetch(`/api/history/${encodeURIComponent(key)}?unit=minutes&interval=1`, {
-        headers: { Accept: "application/json" },
-      });
-      if (res.ok) candles = parseHistory(await res.json());
-      else if (res.status === 401) note = "Log in to load today's candles; drawing live ticks.";
-      else note = `History unavailable (${res.status}); drawing live ticks only.`;
-    } catch {
-      note = "History unavailable; drawing live ticks only.";
-    }
-  }
-  if (gen !== state.historyGen || key !== state.selected) return; // selection moved on
+  const loaded = await loadCandles(key, name);
+  let note = loaded.note;
+  // The selection or the interval moved on while loading.
+  if (gen !== state.historyGen || key !== state.selected || name !== state.interval) return;
   if (note && attempt < 5) {
     // Auth may not have stored the token yet, or Upstox was busy: try again a few times.
     setTimeout(() => {
       if (gen === state.historyGen && key === state.selected) loadHistory(key, attempt + 1);
     }, Math.min(30000, 2000 * 2 ** attempt));
   }
-  state.candles.setHistory(candles);
+  state.candles.setHistory(loaded.candles);
   if (!note && !state.candles.candles.length) note = "No trades yet today.";
   state.chartNote = note;
   chartDirty = "all";
@@ -543,6 +583,13 @@ for (const b of document.querySelectorAll("[data-depth]")) {
   b.addEventListener("click", () => setDepthLevels(Number(b.dataset.depth)));
 }
 
+$("interval").addEventListener("change", (ev) => {
+  const name = ev.target.value;
+  if (!Object.hasOwn(INTERVALS, name) || name === state.interval) return;
+  chooseInterval(name);
+  restartCandles();
+});
+
 // ---- start ------------------------------------------------------------------------------
 
 const conn = new FeedConnection(feedUrl(), {
@@ -560,6 +607,7 @@ new SearchBox($("search"), $("search-results"), {
 
 wlView.sync(watchlist.items);
 setDepthLevels(state.depthLevels);
+chooseInterval(state.interval);
 select(state.selected);
 resubscribe();
 conn.start();

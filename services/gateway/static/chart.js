@@ -1,4 +1,4 @@
-// The price chart of the selected instrument: one-minute candles and volume, drawn by
+// The price chart of the selected instrument: candles of the chosen interval and volume, drawn by
 // TradingView Lightweight Charts (vendored, see vendor/README.md), times shown in IST.
 
 // The library draws times as UTC; shifting by IST's fixed offset (no daylight saving) makes
@@ -18,6 +18,11 @@ function volumeBar(c) {
     value: c.volume || 0,
     color: c.close >= c.open ? "rgba(34,197,94,0.35)" : "rgba(239,68,68,0.35)",
   };
+}
+
+function intervalWords(seconds) {
+  if (seconds < 60) return `${seconds}-second`;
+  return seconds === 60 ? "one-minute" : `${seconds / 60}-minute`;
 }
 
 export class PriceChart {
@@ -70,6 +75,13 @@ export class PriceChart {
     this.volume.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
     this.prevCloseLine = null;
     this.bars = 0;
+  }
+
+  /** Second candles need the seconds on the time axis; minute candles read better without. */
+  setInterval(seconds) {
+    this.container.setAttribute("aria-label", `Price chart, ${intervalWords(seconds)} candles`);
+    if (!this.available) return;
+    this.chart.applyOptions({ timeScale: { secondsVisible: seconds < 60 } });
   }
 
   /** Replace everything (a new instrument, history arrived, or an earlier minute corrected). */
