@@ -51,6 +51,7 @@ class Session:
 
 
 GATEWAY = "gateway-1"
+RECORDER = "recorder"
 
 
 @pytest.fixture(scope="module")
@@ -413,6 +414,42 @@ async def test_five_second_candles_come_from_the_recorder(session: Session) -> N
         "   && c.candles.every(x => x.time % 60 === 0); }",
         timeout=WAIT_MS,
     )
+
+
+async def test_second_candles_without_the_recorder_are_built_from_live_ticks(
+    session: Session,
+) -> None:
+    page, stack = session.page, session.stack
+    await wait_for_state(page, "live")
+    await page.click(row(RELIANCE))
+    await page.wait_for_selector(f"{row(RELIANCE)}.selected")
+    await stack.akill(RECORDER)  # SIGKILL: the edge has no recorder behind it now
+    try:
+        await page.select_option("#interval", "15s")
+        await page.wait_for_function(
+            "() => document.getElementById('chart-note').textContent"
+            " === 'Second candles need the recorder; drawing live ticks.'",
+            timeout=WAIT_MS,
+        )
+        await page.wait_for_function(
+            "() => { const c = window.tickstream.state.candles;"
+            " return c.interval === 15 && c.candles.length >= 2; }",
+            timeout=WAIT_MS,
+        )
+        drawn = await page.evaluate(
+            "() => window.tickstream.state.candles.candles.map(c => c.time)"
+        )
+        assert all(b > a and (b - a) % 15 == 0 for a, b in itertools.pairwise(drawn))
+        assert all(t % 15 == 0 for t in drawn)
+        # Live ticks drew them: the note stays true and stays up.
+        note = await page.locator("#chart-note").inner_text()
+        assert note == "Second candles need the recorder; drawing live ticks."
+    finally:
+        await stack.astart(RECORDER)
+    # Chromium logs the edge's refusals while the recorder is down; those are expected here.
+    session.problems.errors[:] = [
+        e for e in session.problems.errors if not ("/api/candles/" in e and "status of 50" in e)
+    ]
 
 
 async def test_new_epoch_after_an_ingestor_failover_takes_a_snapshot(session: Session) -> None:

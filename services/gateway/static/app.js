@@ -23,6 +23,7 @@ const DEPTH_KEY = "tickstream.depth.v1";
 const INTERVAL_KEY = "tickstream.interval.v1";
 const STALE_AFTER_MS = 20000; // no tick this long while a watched segment is open: say so
 const SESSION_REFRESH_MS = 60000;
+const NO_TRADES = "No trades yet today.";
 
 const $ = (id) => document.getElementById(id);
 
@@ -161,7 +162,8 @@ function onSelectedTick(parsed, quote) {
     else if (changed === "last") chartDirty = chartDirty || "last";
   }
   if (chartDirty) {
-    state.chartNote = "";
+    // A note about where candles come from ("drawing live ticks") stays true while ticks draw.
+    if (state.chartNote === NO_TRADES) state.chartNote = "";
     schedule();
   }
 }
@@ -400,7 +402,7 @@ async function loadHistory(key, attempt = 0) {
     }, Math.min(30000, 2000 * 2 ** attempt));
   }
   state.candles.setHistory(loaded.candles);
-  if (!note && !state.candles.candles.length) note = "No trades yet today.";
+  if (!note && !state.candles.candles.length) note = NO_TRADES;
   state.chartNote = note;
   chartDirty = "all";
   schedule();
