@@ -8,8 +8,9 @@ before Redis and the services (from the tickstream image, as its user) and write
   by any user of that container, because Redis runs under its own image's user;
 - the services' (mounted read-only in auth, the ingestors and the gateways, 0600 for the
   tickstream user): `redis_url` (with the password) and `token_encryption_key`, which those
-  services read through TICKSTREAM_SECRETS_DIR (shared/settings.py). The simulator and nginx
-  get neither.
+  services read through TICKSTREAM_SECRETS_DIR (shared/settings.py);
+- the recorder's (mounted read-only in the recorder): `redis_url` alone, since the recorder never
+  reads the stored token. The simulator and nginx get none of them.
 
 Each secret is the value given in the environment (REDIS_PASSWORD, TOKEN_ENCRYPTION_KEY from
 `.env`) when set, else the one this service wrote before (a restart keeps Redis's password and
@@ -81,16 +82,15 @@ def redis_url(password: str, address: str) -> str:
 
 
 def files(password: str, fernet_key: str, address: str) -> dict[str, dict[str, tuple[str, int]]]:
-    """What each volume holds: {"redis"|"services": {file name: (content, mode)}}."""
+    """What each volume holds: {"redis"|"services"|"recorder": {file name: (content, mode)}}."""
+    url = (redis_url(password, address) + "\n", SERVICE_MODE)
     return {
         "redis": {
             PASSWORD_FILE: (password + "\n", REDIS_MODE),
             REDIS_CONF_FILE: (redis_conf(password), REDIS_MODE),
         },
-        "services": {
-            REDIS_URL_FILE: (redis_url(password, address) + "\n", SERVICE_MODE),
-            FERNET_KEY_FILE: (fernet_key + "\n", SERVICE_MODE),
-        },
+        "services": {REDIS_URL_FILE: url, FERNET_KEY_FILE: (fernet_key + "\n", SERVICE_MODE)},
+        "recorder": {REDIS_URL_FILE: url},
     }
 
 
@@ -117,9 +117,14 @@ def write_atomically(path: Path, content: str, mode: int) -> None:
 
 
 def provision(
-    redis_dir: Path, services_dir: Path, environ: Mapping[str, str], address: str
+    redis_dir: Path,
+    services_dir: Path,
+    environ: Mapping[str, str],
+    address: str,
+    recorder_dir: Path | None = None,
 ) -> dict[str, str]:
-    """Writes both volumes; returns where each secret came from, by variable."""
+    """Writes the volumes (the recorder's when given); returns where each secret came from, by
+    variable."""
     password = choose(
         environ.get("REDIS_PASSWORD"), read_kept(redis_dir / PASSWORD_FILE), new_password
     )
@@ -128,10 +133,13 @@ def provision(
         read_kept(services_dir / FERNET_KEY_FILE),
         new_fernet_key,
     )
-    directories = {"redis": redis_dir, "services": services_dir}
+    directories = {"redis": redis_dir, "services": services_dir, "recorder": recorder_dir}
     for volume, contents in files(password.value, key.value, address).items():
+        directory = directories[volume]
+        if directory is None:
+            continue
         for name, (content, mode) in contents.items():
-            write_atomically(directories[volume] / name, content, mode)
+            write_atomically(directory / name, content, mode)
     return {"REDIS_PASSWORD": password.origin, "TOKEN_ENCRYPTION_KEY": key.origin}
 
 
@@ -140,13 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("redis_dir", type=Path, help="Redis's secrets volume")
     parser.add_argument("services_dir", type=Path, help="the services' secrets volume")
     parser.add_argument(
+        "recorder_dir", type=Path, nargs="?", help="the recorder's secrets volume (REDIS_URL only)"
+    )
+    parser.add_argument(
         "--redis-address", default="redis:6379/0", help="host:port/db in the services' REDIS_URL"
     )
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     try:
         origins = provision(
-            options.redis_dir, options.services_dir, os.environ, options.redis_address
+            options.redis_dir,
+            options.services_dir,
+            os.environ,
+            options.redis_address,
+            options.recorder_dir,
         )
     except OSError as error:
         logger.error("cannot write the secrets: %s", error)

@@ -409,12 +409,13 @@ def test_each_secret_volume_is_mounted_only_where_it_is_needed(stack: Stack) -> 
         mounts = json.loads(docker_inspect(container, "{{json .Mounts}}"))
         for mount in mounts:
             name = str(mount.get("Name") or "")
-            if name.endswith(("_redis-secrets", "_service-secrets")):
+            if name.endswith(("_redis-secrets", "_service-secrets", "_recorder-secrets")):
                 readers.setdefault(name.rsplit("_", 1)[1], set()).add(service)
                 assert mount["RW"] is False, (service, mount)
     assert readers == {
         "redis-secrets": {"redis"},
         "service-secrets": {"auth", "ingestor-1", "ingestor-2", "gateway"},
+        "recorder-secrets": {"recorder"},
     }
 
 

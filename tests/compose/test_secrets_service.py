@@ -130,3 +130,16 @@ def test_services_read_secrets_from_the_directory_the_environment_names(
     # the environment still wins, as for every other setting
     monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6379/0")
     assert load_settings(GatewaySettings).redis_url == "redis://elsewhere:6379/0"
+
+
+def test_the_recorders_volume_holds_redis_url_alone(
+    volumes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    redis_dir, services_dir = volumes
+    recorder_dir = tmp_path / "recorder"
+    recorder_dir.mkdir()
+    address = "127.0.0.1:6379/0"
+    compose_secrets.provision(redis_dir, services_dir, {}, address, recorder_dir)
+    assert sorted(p.name for p in recorder_dir.iterdir()) == ["redis_url"]
+    assert (recorder_dir / "redis_url").read_text() == (services_dir / "redis_url").read_text()
+    assert stat.S_IMODE((recorder_dir / "redis_url").stat().st_mode) == 0o600
