@@ -27,7 +27,7 @@ FROM python:3.12-slim
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin tickstream \
  && install -d -m 0700 -o 10001 -g 10001 /var/lib/tickstream/auth /run/tickstream/secrets \
-      /data/recording \
+      /run/tickstream/recorder-secrets /data/recording \
  && install -d -m 0755 -o 10001 -g 10001 /run/tickstream/redis-secrets
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /wheels /tmp/wheels

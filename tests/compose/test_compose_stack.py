@@ -198,6 +198,25 @@ def test_a_websocket_client_receives_live_updates(stack: Stack) -> None:
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
 
 
+def test_what_a_client_watches_is_recorded_and_served_through_the_proxy(
+    stack: Stack, http: httpx.Client
+) -> None:
+    """The recorder in its container: Redis through its own secrets volume, its named volume
+    writable by its user, and /api/ticks/ routed to it by nginx."""
+    with open_feed(stack) as ws:
+        receive_updates(ws, KEY, wanted=3, within=90)
+        deadline = time.monotonic() + 60
+        while True:
+            answer = http.get(f"/api/ticks/{KEY}")
+            assert answer.status_code == 200, answer.text
+            if answer.json()["ticks"]:
+                break
+            assert time.monotonic() < deadline, "nothing recorded within 60 s"
+            time.sleep(1)
+    tick = answer.json()["ticks"][-1]
+    assert tick["ltp"] > 0 and tick["ts"].endswith("+05:30")
+
+
 def container_health(container: str) -> dict[str, Any]:
     """A service's own /healthz, asked from inside its container (its port is not published)."""
     probe = (
