@@ -348,8 +348,11 @@ def compose_secrets() -> dict[str, set[str]]:
             and ("SecretStr" in str(fields[name.lower()].annotation) or name == "REDIS_URL")
             and not COMPOSE_LITERAL.match(str(value or ""))
         }
-        if any(volume.startswith("service-secrets:") for volume in spec.get("volumes", [])):
+        volumes = spec.get("volumes", [])
+        if any(volume.startswith("service-secrets:") for volume in volumes):
             given[service] |= {REDIS_URL_FILE, FERNET_KEY_FILE}
+        if any(volume.startswith("recorder-secrets:") for volume in volumes):
+            given[service] |= {REDIS_URL_FILE}
     return given
 
 

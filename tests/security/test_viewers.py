@@ -46,10 +46,11 @@ def token(secret: str = SECRET, **claims: Any) -> str:
     return jwt.encode(payload, secret.encode(), algorithm="HS256")
 
 
+# Made at collection, maybe long before a test reads them: only "expired" may expire.
 BAD_TOKENS = {
     "expired": token(exp=int(time.time()) - 60),
-    "bad_signature": token(secret="someone-elses-secret-" + "x" * 16),
-    "wrong_audience": token(aud="another-app"),
+    "bad_signature": token(secret="someone-elses-secret-" + "x" * 16, exp=4_000_000_000),
+    "wrong_audience": token(aud="another-app", exp=4_000_000_000),
     "unsupported_algorithm": unsigned({"sub": "viewer", "exp": 4_000_000_000, "aud": AUDIENCE}),
     "malformed": "let-me-in",
 }
