@@ -34,6 +34,8 @@ from shared.redis_link import REDIS_ERRORS, RedisHealth, guarded
 from shared.tasks import cancel_and_wait
 from shared.upstox.backoff import Backoff
 
+TOPOLOGY_ROUND_SECONDS: Final = 15.0  # one topology round, every node asked (each bounded)
+
 __all__ = ["LINK_ERRORS", "Broker", "BrokerHandler"]
 
 logger = logging.getLogger(__name__)
@@ -202,9 +204,15 @@ class Broker:
             await self._refresh.wait()
             self._refresh.clear()
             known = [*self._shards, *(self._slot_map.nodes if self._slot_map else ())]
-            slot_map = await fetch_slot_map(self._url, known)
+            try:
+                # Bounded: every node's reply is, but a round must never stall the follower.
+                async with asyncio.timeout(TOPOLOGY_ROUND_SECONDS):
+                    slot_map = await fetch_slot_map(self._url, known)
+                moved = self._apply(slot_map) if slot_map is not None else False
+            except Exception:  # the follower is the cluster's only way back: it must go on
+                logger.exception("Redis Cluster: reading the slot map failed; trying again")
+                slot_map, moved = None, False
             self.topology_refreshes += 1
-            moved = self._apply(slot_map) if slot_map is not None else False
             unsettled = bool(self._homeless) or not all(
                 shard.connected for shard in self._shards.values()
             )

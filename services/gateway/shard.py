@@ -114,6 +114,9 @@ class Shard:
                 await self._serve()
             except LINK_ERRORS as error:
                 await self._down(error)
+            except Exception as error:  # a bug must cost one connection, never the shard
+                logger.exception("the pub/sub connection to %s failed unexpectedly", self.label)
+                await self._down(error)
             await asyncio.sleep(self.backoff.next_delay())
 
     async def _serve(self) -> None:
