@@ -173,14 +173,15 @@ class Broker:
         shard.backoff.reset()
 
     async def on_shard_down(self, shard: Shard, cause: BaseException) -> None:
+        if self._single is None:
+            # First: whatever happens below, the topology follower must look for the slots.
+            self._refresh.set()
         if not self.health.ok:
             logger.debug("Redis still unreachable at %s: %s", shard.label, cause)
         self._handler.on_down(None if self._single is not None else list(shard.names))
         self.health.failed(cause)  # on the way down: warns, and the hub tells its clients
         if self._single is not None and self._redis is not None:
             await _drop_idle_commands(self._redis)
-        else:
-            self._refresh.set()  # a replica may be promoted: find where its slots went
 
     def on_moved(self, shard: Shard, names: tuple[bytes, ...], reason: str) -> None:
         logger.info("%d channels left %s (%s): rerouting", len(names), shard.label, reason)

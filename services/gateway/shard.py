@@ -110,13 +110,18 @@ class Shard:
     async def run(self) -> None:
         """Serve one connection after another, with backoff in between."""
         while True:
+            cause: BaseException
             try:
                 await self._serve()
             except LINK_ERRORS as error:
-                await self._down(error)
+                cause = error
             except Exception as error:  # a bug must cost one connection, never the shard
                 logger.exception("the pub/sub connection to %s failed unexpectedly", self.label)
-                await self._down(error)
+                cause = error
+            try:
+                await self._down(cause)
+            except Exception:  # nor may reporting the loss end the reconnecting
+                logger.exception("reporting the loss of %s failed", self.label)
             await asyncio.sleep(self.backoff.next_delay())
 
     async def _serve(self) -> None:
