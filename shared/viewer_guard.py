@@ -11,6 +11,7 @@ page. Here a refusal is JSON: 401 saying why (never echoing the credential), or 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
@@ -78,3 +79,13 @@ def forbidden_key(key: str) -> Response:
         {"error": "forbidden_key", "message": "your token does not allow this key", "keys": [key]},
         status_code=403,
     )
+
+
+def viewer_of(state: Any, client: str | None) -> str:
+    """Who a request is counted under (rate limits): the viewer its token names (`sub`), else
+    its client address (forwarded-for only from TRUSTED_PROXIES, as `shared.serve` serves it)."""
+    viewer = getattr(state, "viewer", None)
+    subject = getattr(viewer, "sub", None)
+    if isinstance(subject, str) and subject:
+        return "viewer:" + subject
+    return "address:" + (client or "unknown")

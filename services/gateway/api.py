@@ -21,7 +21,6 @@ from services.gateway.history import (
     Rows,
     chart_parts,
     merge_rows,
-    viewer_of,
 )
 from services.gateway.hub import Hub
 from services.gateway.instruments import CatalogueError, CatalogueSource
@@ -40,6 +39,7 @@ from shared.upstox.errors import (
     UpstoxServerError,
 )
 from shared.upstox.models import Candle
+from shared.viewer_guard import viewer_of
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ other request for that part, on any replica, polls the entry until it is there (
 gone: then one of them takes it). Upstox's errors are stored too, for two seconds only, so a
 failing Upstox is asked once, not once per viewer; an error entry names the login it happened
 under (a hash of the token, never the token), so after a new login no refusal of the old token
-is ever served. What viewers are counted under: `viewer_of`; their buckets: `BucketTable`.
+is ever served. What viewers are counted under: `shared.viewer_guard.viewer_of`; their
+buckets: `BucketTable`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ __all__ = [
     "Rows",
     "chart_parts",
     "merge_rows",
-    "viewer_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -209,16 +209,6 @@ class HistoryCache:
         ttl = ERROR_TTL_MS if isinstance(result, Failure) else part.ttl_ms
         await self._redis.set(part.cache_key, encode_entry(result, mark), px=ttl)
         return result
-
-
-def viewer_of(state: Any, client: str | None) -> str:
-    """Who a request is counted under: the viewer its token names (`sub`), else its client
-    address (forwarded-for only from TRUSTED_PROXIES, as `shared.serve` serves it)."""
-    viewer = getattr(state, "viewer", None)
-    subject = getattr(viewer, "sub", None)
-    if isinstance(subject, str) and subject:
-        return "viewer:" + subject
-    return "address:" + (client or "unknown")
 
 
 @dataclass

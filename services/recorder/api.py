@@ -8,6 +8,9 @@ Answers have the shape of the gateway's `/api/history` so that the dashboard rea
 (what the recording is missing, so that a gap is reported, never hidden); errors are
 `{"error": code, "message": text}`. Bounds keep one request from reading a recording's whole
 history or building a huge answer: a span of at most `MAX_SPAN` and at most `MAX_TICKS` ticks.
+A viewer (its token's subject, else its address) may make so many queries a minute
+(`request.app.state.query_limits`, a `BucketTable`; none: no limit), since each one reads
+files: beyond, 429 `rate_limited` with Retry-After.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from pathlib import Path as FilePath
 from typing import Annotated, Final
 
@@ -24,6 +28,8 @@ from fastapi.responses import JSONResponse, Response
 from services.recorder import query
 from shared.instruments import is_instrument_key
 from shared.ist import IST, now_ist
+from shared.token_bucket import BucketTable
+from shared.viewer_guard import viewer_of
 
 __all__ = ["MAX_SPAN", "MAX_TICKS", "TimeError", "parse_time", "router"]
 
@@ -79,6 +85,19 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
 
+def _over_rate(request: Request) -> JSONResponse | None:
+    limits: BucketTable | None = getattr(request.app.state, "query_limits", None)
+    if limits is None:
+        return None
+    client = request.client.host if request.client else None
+    wait = limits.take(viewer_of(request.state, client), time.monotonic())
+    if not wait:
+        return None
+    response = _error(429, "rate_limited", "too many recording queries a minute: try again later")
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
 def _root(request: Request) -> FilePath | str | None:
     root: FilePath | str | None = getattr(request.app.state, "recording_root", None)
     return root
@@ -93,6 +112,8 @@ async def recorded_ticks(
     limit: int = 10_000,
 ) -> Response:
     """The recorded ticks of `key` in [from, to) (default: the last hour), oldest first."""
+    if (refused := _over_rate(request)) is not None:
+        return refused
     if not is_instrument_key(key):
         return _error(400, "bad_key", "malformed instrument key: expected SEGMENT|IDENTIFIER")
     if not 1 <= limit <= MAX_TICKS:
@@ -120,6 +141,8 @@ async def recorded_candles(
     end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
 ) -> Response:
     """Candles of `key` built from its recorded ticks in [from, to) (default: today, IST)."""
+    if (refused := _over_rate(request)) is not None:
+        return refused
     if not is_instrument_key(key):
         return _error(400, "bad_key", "malformed instrument key: expected SEGMENT|IDENTIFIER")
     try:
@@ -145,6 +168,8 @@ async def recording_gaps(
 ) -> Response:
     """Frames missing from the recording in [from, to) (default: the last week): each gap with
     the instance whose frames are missing, how many, and the received times around it."""
+    if (refused := _over_rate(request)) is not None:
+        return refused
     try:
         since, until = time_range(start, end, GAPS_SPAN)
     except TimeError as error:

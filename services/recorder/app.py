@@ -19,6 +19,7 @@ from services.recorder.api import router
 from services.recorder.service import Recorder
 from services.recorder.settings import RecorderSettings
 from shared.metrics import metrics_response
+from shared.token_bucket import BucketTable
 from shared.viewer_access import ViewerAccess
 from shared.viewer_guard import ViewerGuard
 
@@ -47,6 +48,7 @@ def create_app(settings: RecorderSettings) -> FastAPI:
     )
     app.state.recorder = recorder
     app.state.recording_root = settings.recorder_dir  # read by the query API
+    app.state.query_limits = BucketTable(settings.recorder_queries_per_minute)
     app.include_router(router)
     app.add_middleware(ViewerGuard, access=viewers, keyed_prefixes=KEYED_API_PREFIXES)
 

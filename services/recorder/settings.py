@@ -39,6 +39,12 @@ class RecorderSettings(ViewerSettings, CommonSettings):
     recorder_compact_files: int = Field(
         default=60, ge=2, description="Files in a day directory above which small ones are merged."
     )
+    recorder_queries_per_minute: int = Field(
+        default=120,
+        ge=1,
+        description="Queries (/api/ticks, /api/candles, /api/recording/gaps) one viewer (its "
+        "token's subject, else its address) may make per minute; beyond: 429 with Retry-After.",
+    )
     recorder_retry_seconds: float = Field(
         default=3.0, gt=0, le=600, description="Pause between tries to write after a disk error."
     )

@@ -17,6 +17,7 @@ from services.recorder.gaps import Gap
 from services.recorder.store import Store
 from shared.ist import IST
 from shared.recording import GAPS
+from shared.token_bucket import BucketTable
 from tests.recorder.test_query import KEY, OPEN, at, tick, write
 from tests.support.servers import running_server
 
@@ -143,3 +144,16 @@ async def test_gaps_found_by_the_recorder_are_reported_in_range(
     assert [g["from_n"] for g in body["gaps"]] == [50]
     status, body = await get(client, "/api/recording/gaps", **{"from": "yesterday"})
     assert status == 400 and body["error"] == "bad_time"
+
+
+async def test_a_viewer_over_its_queries_a_minute_gets_429(tmp_path: Path) -> None:
+    app = FastAPI()
+    app.include_router(router)
+    app.state.recording_root = tmp_path
+    app.state.query_limits = BucketTable(3)
+    async with running_server(app) as server, httpx.AsyncClient(base_url=server.http_url) as http:
+        answers = [await http.get(f"/api/ticks/{KEY}") for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        refused = await http.get("/api/recording/gaps")
+        assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
