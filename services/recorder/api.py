@@ -98,9 +98,31 @@ def _over_rate(request: Request) -> JSONResponse | None:
     return response
 
 
-def _root(request: Request) -> FilePath | str | None:
+Prepared = tuple[FilePath | str, dt.datetime, dt.datetime]
+
+
+def _prepare(
+    request: Request,
+    start: str | None,
+    end: str | None,
+    default_span: dt.timedelta | None,
+    key: str | None = None,
+) -> Prepared | JSONResponse:
+    """What every query checks first, in order: the caller's rate, the key (when the route
+    names one), the time range, and that there is a recording: (root, since, until), or the
+    refusal to answer with."""
+    if (refused := _over_rate(request)) is not None:
+        return refused
+    if key is not None and not is_instrument_key(key):
+        return _error(400, "bad_key", "malformed instrument key: expected SEGMENT|IDENTIFIER")
+    try:
+        since, until = time_range(start, end, default_span)
+    except TimeError as error:
+        return _error(400, "bad_time", str(error))
     root: FilePath | str | None = getattr(request.app.state, "recording_root", None)
-    return root
+    if root is None:
+        return _error(503, "no_recording", "this server has no recording")
+    return root, since, until
 
 
 @router.get("/api/ticks/{key}")
@@ -112,19 +134,12 @@ async def recorded_ticks(
     limit: int = 10_000,
 ) -> Response:
     """The recorded ticks of `key` in [from, to) (default: the last hour), oldest first."""
-    if (refused := _over_rate(request)) is not None:
-        return refused
-    if not is_instrument_key(key):
-        return _error(400, "bad_key", "malformed instrument key: expected SEGMENT|IDENTIFIER")
+    prepared = _prepare(request, start, end, TICKS_SPAN, key)
+    if isinstance(prepared, JSONResponse):
+        return prepared
     if not 1 <= limit <= MAX_TICKS:
         return _error(400, "bad_limit", f"limit must be 1 to {MAX_TICKS}")
-    try:
-        since, until = time_range(start, end, TICKS_SPAN)
-    except TimeError as error:
-        return _error(400, "bad_time", str(error))
-    root = _root(request)
-    if root is None:
-        return _error(503, "no_recording", "this server has no recording")
+    root, since, until = prepared
     # One more than asked, to tell a cut answer from a complete one.
     found = await asyncio.to_thread(query.ticks, root, key, since, until, limit + 1)
     return JSONResponse(
@@ -141,21 +156,14 @@ async def recorded_candles(
     end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
 ) -> Response:
     """Candles of `key` built from its recorded ticks in [from, to) (default: today, IST)."""
-    if (refused := _over_rate(request)) is not None:
-        return refused
-    if not is_instrument_key(key):
-        return _error(400, "bad_key", "malformed instrument key: expected SEGMENT|IDENTIFIER")
+    prepared = _prepare(request, start, end, None, key)
+    if isinstance(prepared, JSONResponse):
+        return prepared
     try:
         query.parse_interval(interval)
     except ValueError as error:
         return _error(400, "bad_interval", str(error))
-    try:
-        since, until = time_range(start, end, None)
-    except TimeError as error:
-        return _error(400, "bad_time", str(error))
-    root = _root(request)
-    if root is None:
-        return _error(503, "no_recording", "this server has no recording")
+    root, since, until = prepared
     found = await asyncio.to_thread(query.candles, root, key, interval, since, until)
     return JSONResponse({"key": key, "interval": interval, "candles": found})
 
@@ -168,14 +176,9 @@ async def recording_gaps(
 ) -> Response:
     """Frames missing from the recording in [from, to) (default: the last week): each gap with
     the instance whose frames are missing, how many, and the received times around it."""
-    if (refused := _over_rate(request)) is not None:
-        return refused
-    try:
-        since, until = time_range(start, end, GAPS_SPAN)
-    except TimeError as error:
-        return _error(400, "bad_time", str(error))
-    root = _root(request)
-    if root is None:
-        return _error(503, "no_recording", "this server has no recording")
+    prepared = _prepare(request, start, end, GAPS_SPAN)
+    if isinstance(prepared, JSONResponse):
+        return prepared
+    root, since, until = prepared
     found = await asyncio.to_thread(query.gaps, root, since, until)
     return JSONResponse({"gaps": found})
