@@ -19,6 +19,22 @@ Delivery rules:
   as it came, but never supersedes a pending value outright: conflated, it is merged onto it
   part-wise, so the subscriber still gets every part the superseded value carried.
 
+When frames go out (`FlushPacer`, applied by the hub): coalescing only where it pays.
+- an update for a subscriber with nothing pending goes out as soon as the gateway has nothing
+  more to read: at the end of the event-loop pass that read it, once one more pass has found no
+  new tick (a Redis read that is cut in two, as a large burst is, arrives in the next pass);
+- updates that arrive while the gateway is busy share a frame: the rest of the same Redis read,
+  the reads that pile up while a flush or a read is being processed, and anything for a
+  subscriber that is behind. Under load the passes get longer, so the batches grow by
+  themselves and frames per update fall without any timer;
+- `GATEWAY_FLUSH_INTERVAL_MS` is the bound: while ticks keep arriving pass after pass, the
+  pending frames go out once the first of them has waited that long (0: after every pass);
+- a flush that runs later than that bound by `OVERDUE` means the replica is overloaded: the
+  fan-out stops being `eager` until a flush is on time again;
+- a frame for a subscriber whose previous frame is still in its socket's buffer is written
+  behind it (uvloop appends it without a send, so it costs only its building) unless the
+  buffer is over its bound: then the subscriber is behind (below).
+
 Snapshots (`complete`): a subscriber starts a channel from its snapshot value, sent in an
 `initial_feed`; it gets the channel's live updates from then on, never one older than that
 value. A channel with no value yet (nothing in memory, nothing in Redis) may wait for its first
@@ -36,10 +52,11 @@ value. A channel with no value yet (nothing in memory, nothing in Redis) may wai
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from services.gateway.protocol import FeedItem
 from services.gateway.wires import JSON, Wire
@@ -141,6 +158,60 @@ class Join:
     channel: Channel
     opened: bool  # a new channel: subscribe to it in Redis
     closed: Channel | None  # the key's previous channel (another mode) if nobody holds it now
+
+
+OVERDUE: Final = 0.025  # a flush this late (s) past its bound means overload
+IDLE_LOAD: Final = 0.2  # the gateway's CPU (share of a core) below which frames never wait
+BUSY_LOAD: Final = 0.4  # ... and from which they wait the whole bound
+LOAD_SAMPLE: Final = 0.25  # seconds between CPU samples
+
+
+class FlushPacer:
+    """When the pending frames go out (the module docstring's rules). The hub calls `begin`
+    when the first update becomes pending, sleeps for the window it returns, then asks `due`
+    once per event-loop pass with the count of ticks received so far until it answers True,
+    and flushes. `observe` feeds it the process's CPU time. Pure: time comes in."""
+
+    __slots__ = ("_bound", "_cpu", "_deadline", "_sampled", "_seen", "load")
+
+    def __init__(self, bound: float) -> None:
+        """`bound`: GATEWAY_FLUSH_INTERVAL_MS in seconds."""
+        self._bound = bound
+        self._deadline = math.inf  # no flush pending
+        self._seen = -1
+        self._sampled = -math.inf
+        self._cpu = 0.0
+        self.load = 0.0  # share of a core the process used, smoothed over recent samples
+
+    def observe(self, now: float, cpu: float) -> None:
+        """The process's CPU time (s) at `now`: sampled every `LOAD_SAMPLE` at most."""
+        elapsed = now - self._sampled
+        if elapsed < LOAD_SAMPLE:
+            return
+        if elapsed < 4 * LOAD_SAMPLE:  # a longer gap was idle: no flush asked to observe
+            self.load = 0.5 * self.load + 0.5 * (cpu - self._cpu) / elapsed
+        else:
+            self.load = 0.0
+        self._sampled, self._cpu = now, cpu
+
+    def begin(self, now: float) -> float:
+        """A first update is pending: the seconds to wait before asking `due` (0: none)."""
+        self._deadline = now + self._bound
+        self._seen = -1  # the pass that began it may be followed by more of the same read
+        share = (self.load - IDLE_LOAD) / (BUSY_LOAD - IDLE_LOAD)
+        return self._bound * min(1.0, max(0.0, share))
+
+    def due(self, now: float, received: int) -> bool:
+        """Whether to flush now: the last pass brought no new tick, or the bound is reached."""
+        if received == self._seen or now >= self._deadline:
+            self._deadline = math.inf
+            return True
+        self._seen = received
+        return False
+
+    def overloaded(self, now: float) -> bool:
+        """A flush is pending and later than its bound by `OVERDUE`."""
+        return now > self._deadline + OVERDUE
 
 
 def _epoch_ms() -> int:
@@ -254,7 +325,7 @@ class FanOut:
         if sub.closed:
             return None
         present, _ = self._start(sub, items)
-        return self._frame(True, present, self._clock_ms())
+        return self._frame(True, present, self._stamp())
 
     def complete_waiting(
         self,
@@ -278,7 +349,7 @@ class FanOut:
             self.stats.first_value_waits += len(missing)
             if not present:
                 return None, first
-        return self._frame(True, present, self._clock_ms()), first
+        return self._frame(True, present, self._stamp()), first
 
     def expire(self, sub: Subscriber, first: FirstValues) -> bytes | None:
         """The wait of `first` is over: first values still pending go out in an `initial_feed`
@@ -300,7 +371,7 @@ class FanOut:
             return None
         first.sent = True
         self.stats.delivered += len(items)
-        return self._frame(True, items, self._clock_ms())
+        return self._frame(True, items, self._stamp())
 
     def _start(
         self, sub: Subscriber, items: Sequence[tuple[Channel, FeedItem | None]]
@@ -362,7 +433,7 @@ class FanOut:
                         update = merged
                 else:
                     # The client keeps up: deliver the earlier update now instead of dropping it.
-                    self._write_pending(sub, self._clock_ms())
+                    self._write_pending(sub, self._stamp())
             elif not pending:
                 dirty[sub] = None
             pending[channel] = update
@@ -381,27 +452,43 @@ class FanOut:
         behind (those wait for `resume`). Returns the number of frames written."""
         if not self.dirty:
             return 0
-        ts = self._clock_ms()
+        stamp = self._stamp()
         dirty, self.dirty = self.dirty, {}
-        written = 0
+        frame_of = self.wire.frame
+        written = delivered = size = 0
+        # The hot loop: one frame per subscriber, so `_write_pending` is inlined but for the
+        # rare first values, and the counters are added once.
         for sub in dirty:
-            if sub.pending and not sub.behind:
-                self._write_pending(sub, ts)
-                written += 1
+            pending = sub.pending
+            if not pending or sub.behind:
+                continue
+            if sub.awaiting:
+                self._write_pending(sub, stamp)
+                continue
+            frame = frame_of(False, pending.values(), stamp)
+            delivered += len(pending)
+            size += len(frame)
+            written += 1
+            pending.clear()
+            sub.sink.send_frame(frame)
+        stats = self.stats
+        stats.frames += written
+        stats.bytes += size
+        stats.delivered += delivered
         return written
 
-    def _write_pending(self, sub: Subscriber, ts: int) -> None:
+    def _write_pending(self, sub: Subscriber, stamp: bytes) -> None:
         if sub.awaiting:
-            self._write_first(sub, ts)
+            self._write_first(sub, stamp)
             if not sub.pending:
                 return
         pending = sub.pending
-        frame = self._frame(False, pending.values(), ts)
+        frame = self._frame(False, pending.values(), stamp)
         self.stats.delivered += len(pending)
         pending.clear()
         sub.sink.send_frame(frame)
 
-    def _write_first(self, sub: Subscriber, ts: int) -> None:
+    def _write_first(self, sub: Subscriber, stamp: bytes) -> None:
         """The pending first values of channels `sub` waits for: one `initial_feed`, written
         before anything else pending."""
         pending, awaiting = sub.pending, sub.awaiting
@@ -413,10 +500,13 @@ class FanOut:
             awaiting.pop(channel).sent = True
             items.append(pending.pop(channel))
         self.stats.delivered += len(items)
-        sub.sink.send_frame(self._frame(True, items, ts))
+        sub.sink.send_frame(self._frame(True, items, stamp))
 
-    def _frame(self, initial: bool, items: Iterable[FeedItem], epoch_ms: int) -> bytes:
-        frame = self.wire.frame(initial, items, epoch_ms)
+    def _stamp(self) -> bytes:
+        return self.wire.stamp(self._clock_ms())
+
+    def _frame(self, initial: bool, items: Collection[FeedItem], stamp: bytes) -> bytes:
+        frame = self.wire.frame(initial, items, stamp)
         self.stats.frames += 1
         self.stats.bytes += len(frame)
         return frame

@@ -16,8 +16,9 @@ Ordering that matters:
 - pub/sub commands are written without waiting, in the order they are issued; a client's
   subscribe waits for a PING barrier only when one of its channels is not yet confirmed, so its
   snapshot (read after the barrier) can never miss an update published in between;
-- one timer per coalescing window flushes frames; while flushes run late (overload) the fan-out
-  stops flushing early and conflates instead;
+- frames go out when the gateway has nothing more to read, or at the coalescing bound
+  (`fanout.FlushPacer`: the delivery timing rules are in `fanout`'s docstring); while flushes
+  run late (overload) the fan-out stops flushing early and conflates instead;
 - on (re)connection the resync rewrites the demand and rereads the upstream state before
   clients are told Redis is up, then resends every client's snapshot (updates published during
   the outage were missed).
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -39,7 +39,7 @@ from services.gateway.broker import Broker
 from services.gateway.commands import Decision
 from services.gateway.demand import DemandWriter
 from services.gateway.drain import Drain
-from services.gateway.fanout import Channel, FanOut, Sink, Subscriber
+from services.gateway.fanout import Channel, FanOut, FlushPacer, Sink, Subscriber
 from services.gateway.instruments import SIMULATOR, CatalogueError, CatalogueSource
 from services.gateway.protocol import (
     Command,
@@ -61,7 +61,6 @@ from shared.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
-OVERDUE: Final = 0.025  # a flush this late (s) means overload: conflate instead of flushing early
 LAG_SAMPLE_EVERY: Final = 16  # tick messages per lag sample
 _MARKET_INFO_EVENTS: Final = rc.MARKET_INFO_EVENTS.encode()
 _INGESTOR_EVENTS: Final = rc.INGESTOR_EVENTS.encode()
@@ -131,11 +130,11 @@ class Hub:
             self.clients, settings.gateway_drain_seconds, settings.gateway_close_timeout_seconds
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._flush_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._flush_handle: asyncio.Handle | None = None
+        self.pacer = FlushPacer(settings.flush_interval)
         self.tick_lag = Buckets(LAG_BUCKETS)  # upstream frame time -> received here (sampled)
         self.flush_time = Buckets(FLUSH_BUCKETS)  # one flush pass, writing every due frame
         self._sample_countdown = 0
-        self._flush_due = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -353,7 +352,7 @@ class Hub:
             upstox = self.upstox
             if upstox.by_name and name in upstox.by_name:
                 fanout = upstox
-            eager = self._loop is None or self._loop.time() < self._flush_due + OVERDUE
+            eager = self._loop is None or not self.pacer.overloaded(self._loop.time())
             fanout.eager = upstox.eager = eager
             if fanout.publish(name, data):
                 self._schedule_flush()
@@ -361,16 +360,25 @@ class Hub:
     def _schedule_flush(self) -> None:
         if self._flush_handle is not None or self._loop is None:
             return
-        interval = self.settings.flush_interval
-        self._flush_due = self._loop.time() + interval
-        if interval > 0:
-            self._flush_handle = self._loop.call_later(interval, self._flush)
+        now = self._loop.time()
+        self.pacer.observe(now, time.process_time())
+        window = self.pacer.begin(now)
+        if window > 0:
+            self._flush_handle = self._loop.call_later(window, self._settle)
         else:
-            self._flush_handle = self._loop.call_soon(self._flush)
+            self._flush_handle = self._loop.call_soon(self._settle)
+
+    def _settle(self) -> None:
+        """Once per event-loop pass while frames are pending: flush when the pacer says so."""
+        assert self._loop is not None
+        received = self.fanout.stats.messages + self.upstox.stats.messages
+        if self.pacer.due(self._loop.time(), received):
+            self._flush()
+        else:
+            self._flush_handle = self._loop.call_soon(self._settle)
 
     def _flush(self) -> None:
         self._flush_handle = None
-        self._flush_due = math.inf
         started = time.perf_counter()
         if self.fanout.flush() + self.upstox.flush():
             self.flush_time.observe(time.perf_counter() - started)

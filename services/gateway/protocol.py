@@ -274,9 +274,9 @@ class FeedItem:
 
 LIVE_FEED: Final = b'{"type":"live_feed","feeds":{'
 INITIAL_FEED: Final = b'{"type":"initial_feed","feeds":{'
-_META: Final = b'},"meta":{'
-_TS: Final = b'},"currentTs":"'
-_END: Final = b'"}'
+FEED_META: Final = b'},"meta":{'
+FEED_TS: Final = b'},"currentTs":"'
+FEED_END: Final = b'"}'
 
 
 def feed_frame_parts(head: bytes, items: Iterable[FeedItem], current_ts: bytes) -> list[bytes]:
@@ -286,7 +286,7 @@ def feed_frame_parts(head: bytes, items: Iterable[FeedItem], current_ts: bytes) 
     for item in items:
         feeds.append(item.feed)
         metas.append(item.meta)
-    return [head, b",".join(feeds), _META, b",".join(metas), _TS, current_ts, _END]
+    return [head, b",".join(feeds), FEED_META, b",".join(metas), FEED_TS, current_ts, FEED_END]
 
 
 def feed_frame(head: bytes, items: Iterable[FeedItem], current_ts: bytes) -> bytes:

@@ -40,7 +40,10 @@ class GatewaySettings(ViewerSettings, CommonSettings):
         default=5.0,
         ge=0,
         le=1000,
-        description="Coalescing window: live updates wait at most this long to share a frame.",
+        description=(
+            "Coalescing bound: an update goes out once the gateway has nothing more to read; "
+            "while ticks keep arriving, pending updates wait at most this long to share a frame."
+        ),
     )
     gateway_max_backlog_bytes: int = Field(
         default=256 * 1024,

@@ -16,16 +16,24 @@ value costs a decode and an encode, once per channel, not per client.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection
 from typing import Final
 
 from google.protobuf import json_format
 from google.protobuf.message import Error as ProtobufError
 
-from services.gateway.protocol import INITIAL_FEED, LIVE_FEED, FeedItem, feed_frame_parts, key_json
-from services.gateway.wsframe import binary_frame_of, text_frame_of
+from services.gateway.protocol import (
+    FEED_END,
+    FEED_META,
+    FEED_TS,
+    INITIAL_FEED,
+    LIVE_FEED,
+    FeedItem,
+    key_json,
+)
+from services.gateway.wsframe import binary_frame_of, text_header
 from shared import redis_contract as rc
-from shared.feed_frames import feed_entry, frame_parts
+from shared.feed_frames import feed_entry, frame_parts, timestamp_field
 from shared.instruments import Mode
 from shared.proto import pb
 from shared.render import merge_feed, merge_value
@@ -33,6 +41,8 @@ from shared.render import merge_feed, merge_value
 __all__ = ["JSON", "UPSTOX", "Wire"]
 
 logger = logging.getLogger(__name__)
+
+_FRAME_FIXED: Final = len(FEED_META) + len(FEED_TS) + len(FEED_END)
 
 
 class Wire:
@@ -65,9 +75,21 @@ class Wire:
             meta = rc.whole_meta(meta)
         return FeedItem.of(encoded_key, value, meta)
 
-    def frame(self, initial: bool, items: Iterable[FeedItem], epoch_ms: int) -> bytes:
+    def stamp(self, epoch_ms: int) -> bytes:
+        """A frame's time as `frame` takes it: formatted once per flush, not per frame."""
+        return b"%d" % epoch_ms
+
+    def frame(self, initial: bool, items: Collection[FeedItem], stamp: bytes) -> bytes:
+        """One feed frame, WebSocket header included, joined once. The hot path of a flush
+        (one call per frame): measured in `bench.flushpass`, building the payload's parts
+        first and framing them after cost 1.2 µs a frame against 0.8 µs for this."""
+        feeds = b",".join([item.feed for item in items])
+        metas = b",".join([item.meta for item in items])
         head = INITIAL_FEED if initial else LIVE_FEED
-        return text_frame_of(feed_frame_parts(head, items, b"%d" % epoch_ms))
+        length = len(head) + len(feeds) + len(metas) + len(stamp) + _FRAME_FIXED
+        return b"".join(
+            (text_header(length), head, feeds, FEED_META, metas, FEED_TS, stamp, FEED_END)
+        )
 
 
 _WHOLE: Final = b""
@@ -96,8 +118,11 @@ class UpstoxWire(Wire):
         meta = older.meta if rc.is_partial(older.meta) else _WHOLE
         return FeedItem(feed_entry(key, merge_feed(whole, update)), meta)
 
-    def frame(self, initial: bool, items: Iterable[FeedItem], epoch_ms: int) -> bytes:
-        return binary_frame_of(frame_parts(initial, [item.feed for item in items], epoch_ms))
+    def stamp(self, epoch_ms: int) -> bytes:
+        return timestamp_field(epoch_ms)
+
+    def frame(self, initial: bool, items: Collection[FeedItem], stamp: bytes) -> bytes:
+        return binary_frame_of(frame_parts(initial, [item.feed for item in items], stamp))
 
     def market_info(self, payload: bytes) -> bytes | None:
         """The `market_info` frame of the JSON one the ingestor stores (converted once per

@@ -26,7 +26,12 @@ def _header(first: int, length: int) -> bytes:
 
 def text_header(length: int) -> bytes:
     """The header of a final, unmasked text frame carrying `length` payload bytes."""
-    return _header(_FIN_TEXT, length)
+    # `_header` spelled out: one call per live frame on the flush's hot path.
+    if length < 126:
+        return bytes((_FIN_TEXT, length))
+    if length < 1 << 16:
+        return _U16.pack(_FIN_TEXT, 126, length)
+    return _U64.pack(_FIN_TEXT, 127, length)
 
 
 def text_frame(payload: bytes) -> bytes:
