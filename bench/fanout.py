@@ -64,6 +64,8 @@ from shared.proto import pb
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_LATENCY_MS = 10_000
+BIN_US = 50  # latency histogram resolution
+BINS = MAX_LATENCY_MS * 1000 // BIN_US
 QUANTILES = (("p50", 0.5), ("p99", 0.99))
 
 # Values as the ingestor's renderer writes them (captured from a simulator + ingestor run).
@@ -240,9 +242,10 @@ async def publish_loop(
     drain = asyncio.create_task(discard_replies())
     while not stop.is_set():
         for batch in batches:
-            now_ms = time.time_ns() // 1_000_000
             out = []
             for i in batch:
+                now_us = time.time_ns() // 1_000
+                now_ms = now_us // 1_000
                 seq[i] += 1
                 price[i] += random.choice((-0.05, 0.05))
                 if upstox:
@@ -251,10 +254,12 @@ async def publish_loop(
                     payload = entry_bytes(keys[i], feed.SerializeToString())
                 else:
                     value = template % (price[i], now_ms)
-                    payload = b'%b\n{"seq":%d,"epoch":"%b","ts":%d}' % (
+                    # `us`: the publisher's clock in microseconds, for the clients' latency.
+                    payload = b'%b\n{"seq":%d,"epoch":"%b","us":%d,"ts":%d}' % (
                         value,
                         seq[i],
                         epoch,
+                        now_us,
                         now_ms,
                     )
                 out.append(encode_command(b"PUBLISH", channels[i], payload))
@@ -297,12 +302,12 @@ class ClientStats:
     frames: int = 0
     updates: int = 0
     bytes: int = 0
-    latency: list[int] = field(default_factory=lambda: [0] * (MAX_LATENCY_MS + 1))
+    latency: list[int] = field(default_factory=lambda: [0] * (BINS + 1))  # BIN_US each
     measuring: bool = False
 
     def reset(self) -> None:
         self.frames = self.updates = self.bytes = 0
-        self.latency = [0] * (MAX_LATENCY_MS + 1)
+        self.latency = [0] * (BINS + 1)
 
 
 def mask_frame(opcode: int, payload: bytes) -> bytes:
@@ -408,11 +413,11 @@ class BenchClient(asyncio.Protocol):
             meta_at = buffer.rfind(b'},"meta":', start, end)
             ts_at = buffer.rfind(b',"currentTs":', start, end)
             meta = orjson.loads(bytes(buffer[meta_at + 9 : ts_at]))
-            now_ms = time.time_ns() // 1_000_000
+            now_us = time.time_ns() // 1_000
             latency = stats.latency
             for item in meta.values():
-                delay = now_ms - item["ts"]
-                latency[min(max(delay, 0), MAX_LATENCY_MS)] += 1
+                sent_us = item.get("us") or item["ts"] * 1000
+                latency[min(max((now_us - sent_us) // BIN_US, 0), BINS)] += 1
             stats.updates += len(meta)
         elif buffer[start + 9 : start + 22] == b'initial_feed"':
             stats.subscribed += 1
@@ -430,11 +435,11 @@ class BenchClient(asyncio.Protocol):
             if not stats.measuring:
                 return
             response = pb.FeedResponse.FromString(bytes(buffer[start:end]))
-            now_ms = time.time_ns() // 1_000_000
+            now_us = time.time_ns() // 1_000
             latency = stats.latency
             for feed in response.feeds.values():
-                delay = now_ms - _ltpc(feed).ltt
-                latency[min(max(delay, 0), MAX_LATENCY_MS)] += 1
+                delay = now_us - _ltpc(feed).ltt * 1000  # ms resolution
+                latency[min(max(delay // BIN_US, 0), BINS)] += 1
             stats.updates += len(response.feeds)
         elif head != b"\x08\x02":  # not market_info: initial_feed
             stats.subscribed += 1
@@ -533,7 +538,8 @@ def client_main(port: int, assignments: list[list[str]], mode: str, concurrency:
 # ---- orchestration ------------------------------------------------------------------------------
 
 
-def percentile(histogram: list[int], fraction: float) -> int:
+def percentile(histogram: list[int], fraction: float) -> float:
+    """The `fraction` quantile of a latency histogram, in ms (the upper bound of its bin)."""
     total = sum(histogram)
     if not total:
         return -1
@@ -542,8 +548,8 @@ def percentile(histogram: list[int], fraction: float) -> int:
     for value, count in enumerate(histogram):
         running += count
         if running >= threshold:
-            return value
-    return len(histogram) - 1
+            return round((value + 1) * BIN_US / 1000, 2)
+    return MAX_LATENCY_MS
 
 
 def universe_keys(count: int) -> list[str]:
@@ -736,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
         for worker in workers:
             worker.join(10)
 
-    histogram = [sum(r["latency"][i] for r in reports) for i in range(MAX_LATENCY_MS + 1)]
+    histogram = [sum(column) for column in zip(*(r["latency"] for r in reports), strict=True)]
     updates = sum(r["updates"] for r in reports)
     frames = sum(r["frames"] for r in reports)
     delta = {k: counters1.get(k, 0) - counters0.get(k, 0) for k in counters1}
@@ -758,8 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames_per_s": round(frames / wall),
         "updates_per_frame": round(updates / max(1, frames), 2),
         "latency_ms": {"p50": percentile(histogram, 0.5), "p99": percentile(histogram, 0.99),
-                       "p999": percentile(histogram, 0.999), "max": max(
-                           (i for i, c in enumerate(histogram) if c), default=-1)},
+                       "p999": percentile(histogram, 0.999), "max": percentile(histogram, 1.0)},
         "gateway_cpu_percent": round(100 * (g1.cpu_seconds - g0.cpu_seconds) / wall, 1),
         "source_cpu_percent": round(100 * (sum(s1) - sum(s0)) / wall, 1),
         "clients_cpu_percent": round(100 * sum(r["cpu"] for r in reports) / wall, 1),
