@@ -16,14 +16,16 @@ Tick sources:
 Protocols (--protocol): `json`, our `/ws`; `upstox`, the Upstox-compatible feed (each client
 authorizes over HTTP, then subscribes with Upstox's binary JSON request and counts the
 `FeedResponse` entries it gets; the publisher writes protobuf `feeds` entries instead of JSON, as
-the ingestor does next to its JSON). Latency comes from the meta `ts` (json) or `ltpc.ltt`
-(upstox), both the tick's own time.
+the ingestor does next to its JSON). Latency comes from the publisher's clock in the meta
+(`us`, microseconds: stamped as each tick is built) or from `ltpc.ltt` (upstox, and the
+simulator's ticks: milliseconds), into 50 µs bins.
 
 Phases: gateway RSS before any client; all clients connected and subscribed with no ticks
 (idle memory per connection); then --warmup seconds of ticks and a --duration measurement
 window: delivered instrument updates/s and frames/s (counted by the clients), tick->client
-latency from the meta `ts` (the tick's own timestamp, ms), the gateway's CPU (from /proc) and
-its counters (/metrics). Every process shares the machine's cores: the report says how many.
+latency, the gateway's CPU (from /proc) and its counters (/metrics). `--shapes` runs the five
+loads of `SHAPES` in turn (ticks in bursts of `--burst` keys) and prints a table of them.
+Every process shares the machine's cores: the report says how many.
 """
 
 from __future__ import annotations
@@ -562,6 +564,40 @@ def universe_keys(count: int) -> list[str]:
     return keys[:count]
 
 
+# The latency-at-every-load loads: (clients, keys per client, universe, ticks per key per
+# second). `--shapes` runs each in turn and prints one table; the README's figures come from it.
+SHAPES: dict[str, tuple[int, int, int, float]] = {
+    "200x10": (200, 10, 200, 2.5),  # 500 ticks/s, 5k updates/s
+    "2000x5": (2000, 5, 200, 1.0),  # 200 ticks/s, 10k updates/s
+    "500x20": (500, 20, 200, 10.0),  # 2,000 ticks/s, 100k updates/s
+    "1000x20": (1000, 20, 200, 15.0),  # 3,000 ticks/s, 300k updates/s
+    "5000x10": (5000, 10, 500, 2.0),  # 1,000 ticks/s, 100k updates/s
+}
+SHAPE_ROW = (
+    "| {shape} | {updates_per_s:,} | {frames_per_s:,} | {gateway_cpu_percent}% | {p50} / {p99} ms |"
+)
+
+
+def run_shapes(argv: list[str], burst: int | None) -> int:
+    """Each of `SHAPES` with the other options in `argv`; ticks in bursts of `burst` keys (None:
+    one key at a time). Prints each report, then a table of them."""
+    rows = []
+    for shape, (clients, keys, universe, rate) in SHAPES.items():
+        spread = universe // burst if burst else universe
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            options = ["--clients", str(clients), "--keys", str(keys), "--universe",
+                       str(universe), "--rate", str(rate), "--spread", str(spread)]  # fmt: skip
+            if main([*argv, *options, "--json", out.name]) != 0:
+                return 1
+            report = json.loads(Path(out.name).read_text())
+        rows.append(SHAPE_ROW.format(shape=shape, **report, **report["latency_ms"]))
+    sys.stdout.write(
+        "| shape | updates/s | frames/s | gateway CPU | p50 / p99 |\n"
+        "| --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.fanout", description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000)
@@ -592,7 +628,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pin", action="store_true", help="gateway alone on one core, the rest on the others"
     )
+    parser.add_argument(
+        "--shapes",
+        action="store_true",
+        help="run every load of SHAPES (its --clients, --keys, --universe, --rate, --spread)",
+    )
+    parser.add_argument(
+        "--burst", type=int, default=10, help="with --shapes: keys per burst (0: one at a time)"
+    )
     args = parser.parse_args(argv)
+    if args.shapes:
+        rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--shapes"]
+        return run_shapes(rest, args.burst or None)
     if args.redis_cluster and (args.redis_url is None or args.source != "simulator"):
         parser.error("--redis-cluster needs --redis-url and --source simulator")
     watched = [int(pid) for pid in args.watch_pids.split(",") if pid]

@@ -41,8 +41,9 @@ class GatewaySettings(ViewerSettings, CommonSettings):
         ge=0,
         le=1000,
         description=(
-            "Coalescing bound: an update goes out once the gateway has nothing more to read; "
-            "while ticks keep arriving, pending updates wait at most this long to share a frame."
+            "Coalescing bound: an idle gateway sends an update once it has read what came with "
+            "it; from 20% of a core busy, updates wait longer to share frames, up to this long "
+            "at 40%."
         ),
     )
     gateway_max_backlog_bytes: int = Field(

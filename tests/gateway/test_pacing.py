@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from services.gateway.fanout import BUSY_LOAD, IDLE_LOAD, LOAD_SAMPLE, OVERDUE, FlushPacer
+from services.gateway.fanout import (
+    BUSY_LOAD,
+    IDLE_LOAD,
+    LOAD_SAMPLE,
+    OVERDUE,
+    FanOut,
+    FlushPacer,
+    Subscriber,
+)
 from services.gateway.hub import Hub
-from services.gateway.protocol import INITIAL_FEED, LIVE_FEED, FeedItem, feed_frame
+from services.gateway.protocol import INITIAL_FEED, LIVE_FEED, FeedItem, feed_frame, key_json
 from services.gateway.wires import JSON, UPSTOX
 from services.gateway.wsframe import text_frame
 from shared import redis_contract as rc
@@ -108,6 +117,36 @@ def test_an_upstox_frame_is_the_binary_frame_of_its_entries() -> None:
     stamp = UPSTOX.stamp(1_740_727_891_235)
     assert UPSTOX.frame(False, items, stamp)[2:] == live_frame(entries, 1_740_727_891_235)
     assert UPSTOX.frame(True, items, stamp)[2:] == initial_frame(entries, 1_740_727_891_235)
+
+
+class KeepSink:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+
+def test_a_lone_update_is_framed_once_for_all_its_subscribers() -> None:
+    fan = FanOut(lambda: 1_740_727_891_235)
+    sinks = [KeepSink() for _ in range(4)]
+    keys = ([NIFTY], [NIFTY], [NIFTY, BANK], [BANK])
+    for sink, held in zip(sinks, keys, strict=True):
+        sub = Subscriber(sink)
+        joined = [fan.join(sub, Mode.LTPC, key).channel for key in held]
+        fan.complete(sub, [(channel, None) for channel in joined])
+    before = fan.stats.frames  # the initial_feed frames
+    for key in (NIFTY, BANK):
+        fan.publish(*tick_of(key, 1))
+    assert fan.flush() == 4
+    alone, also, both, other = (sink.frames[-1] for sink in sinks)
+    assert alone is also  # one frame built for both
+    assert alone == JSON.frame(
+        False, [JSON.item(key_json(NIFTY), tick_of(NIFTY, 1)[1])], b"1740727891235"
+    )
+    assert set(json.loads(both[both.index(b"{") :])["feeds"]) == {NIFTY, BANK}
+    assert set(json.loads(other[other.index(b"{") :])["feeds"]) == {BANK}
+    assert fan.stats.frames == before + 4 and fan.stats.delivered == 5
 
 
 # ---- a real gateway ---------------------------------------------------------------------------
