@@ -582,7 +582,9 @@ def run_shapes(argv: list[str], burst: int | None) -> int:
     """Each of `SHAPES` with the other options in `argv`; ticks in bursts of `burst` keys (None:
     one key at a time). Prints each report, then a table of them."""
     rows = []
+    cores = os.sched_getaffinity(0)
     for shape, (clients, keys, universe, rate) in SHAPES.items():
+        os.sched_setaffinity(0, cores)  # --pin narrowed this process to the clients' cores
         spread = universe // burst if burst else universe
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             options = ["--clients", str(clients), "--keys", str(keys), "--universe",
