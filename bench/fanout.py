@@ -7,6 +7,10 @@ What runs, each in its own process: a Redis server (unless --redis-url), one gat
 many connections on one event loop (a minimal WebSocket client: handshake, unmasked frame
 parsing, masked pongs; it parses only each frame's `meta` to count updates and latency).
 
+Servers (--server): `gateway`, one `tickstream gateway`; `peer`, `bench.peer`, a per-message
+fan-out in the usual Python design (FastAPI, one redis-py pub/sub, `await send_text` per client
+per message), the baseline the gateway is measured against in the same harness.
+
 Tick sources:
 - `publisher` (default): writes ingestor-shaped payloads (values captured from the real
   renderer, the ingestor's SET + PUBLISH per tick) straight to Redis: every key of the universe
@@ -631,6 +635,12 @@ def main(argv: list[str] | None = None) -> int:
         "--pin", action="store_true", help="gateway alone on one core, the rest on the others"
     )
     parser.add_argument(
+        "--server",
+        choices=("gateway", "peer"),
+        default="gateway",
+        help="the server: tickstream's gateway, or bench.peer (per-message sends, for comparison)",
+    )
+    parser.add_argument(
         "--shapes",
         action="store_true",
         help="run every load of SHAPES (its --clients, --keys, --universe, --rate, --spread)",
@@ -687,6 +697,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.flush_ms is not None:
             gateway_env["GATEWAY_FLUSH_INTERVAL_MS"] = str(args.flush_ms)
         command = tickstream("gateway", "--port", str(gateway_port))
+        if args.server == "peer":
+            command = [sys.executable, "-m", "bench.peer", "--port", str(gateway_port)]
         if args.profile is not None:  # cProfile the gateway (costs it some speed)
             # uvicorn re-raises SIGTERM after its graceful shutdown, with the handler that was
             # installed before it started: that handler saves the profile.
@@ -802,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
             "mode": args.mode, "protocol": args.protocol, "source": args.source,
             "rate_per_key": args.rate if args.source == "publisher" else 1000 / args.sim_tick_ms,
             "spread": args.spread, "client_procs": args.client_procs,
-            "flush_ms": args.flush_ms,
+            "flush_ms": args.flush_ms, "server": args.server,
             "pinned": args.pin, "duration_s": round(wall, 2), "cores": os.cpu_count(),
         },
         "connected": subscribed, "failed": failed, "connect_seconds": round(connect_seconds, 1),
