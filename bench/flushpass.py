@@ -52,6 +52,9 @@ class TransportSink:
         if self._open and self._transport is not None:
             self._transport.write(frame)
 
+    def backlog(self) -> int:
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
+
 
 class KeepSink:
     """Keeps the last frame instead of sending it."""
@@ -63,6 +66,9 @@ class KeepSink:
 
     def send_frame(self, frame: bytes) -> None:
         self.frame = frame
+
+    def backlog(self) -> int:
+        return 0
 
 
 class Accepted(asyncio.Protocol):

@@ -227,6 +227,9 @@ class GatewayConnection(asyncio.Protocol):
         if self._open and self._transport is not None:
             self._transport.write(frame)
 
+    def backlog(self) -> int:
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
+
     # ---- uvicorn's shutdown hook -----------------------------------------------------------
 
     def shutdown(self) -> None:

@@ -36,8 +36,10 @@ only worth saving when the gateway is short of it:
   frames go out once the first of them has waited that long (0: after every pass);
 - a flush later than its bound by `OVERDUE` means the replica is overloaded: the fan-out stops
   being `eager` until a flush is on time again;
-- a frame for a subscriber whose previous frame is still in its socket's buffer is queued
-  behind it, up to the buffer's bound: past that the subscriber is behind (above).
+- a subscriber whose socket still holds earlier bytes (its `backlog`, short of the bound that
+  makes it behind) is busy too: its updates wait for the next flush that finds the socket
+  empty, and at most `GATEWAY_FLUSH_INTERVAL_MS`, then go out in one frame behind the earlier
+  bytes. A slow link gets fewer, fuller frames instead of a queue of small ones.
 
 Snapshots (`complete`): a subscriber starts a channel from its snapshot value, sent in an
 `initial_feed`; it gets the channel's live updates from then on, never one older than that
@@ -73,6 +75,9 @@ class Sink(Protocol):
 
     def send_frame(self, frame: bytes) -> None:
         """Queue one complete WebSocket frame for sending."""
+
+    def backlog(self) -> int:
+        """Bytes written and not yet taken by the kernel (0: the last frame is gone)."""
 
 
 class Channel:
@@ -240,6 +245,7 @@ class FanOut:
         self.dirty: dict[Subscriber, None] = {}
         self.stats = FanOutStats()
         self.eager = True  # flush early rather than supersede (see the module docstring)
+        self.held = 0  # subscribers the last `flush` held: their sockets still held bytes
         self._clock_ms = clock_ms
 
     # ---- membership ------------------------------------------------------------------------
@@ -451,9 +457,12 @@ class FanOut:
             return True
         return False
 
-    def flush(self) -> int:
+    def flush(self, *, hold: bool = False) -> int:
         """Write one coalesced `live_feed` frame to every subscriber with news that is not
-        behind (those wait for `resume`). Returns the number of frames written."""
+        behind (those wait for `resume`). Returns the number of frames written. `hold`: a
+        subscriber whose socket still holds earlier bytes stays due instead (`held` counts
+        them) until a flush without `hold`."""
+        self.held = 0
         if not self.dirty:
             return 0
         stamp = self._stamp()
@@ -463,12 +472,16 @@ class FanOut:
         # per flush (keyed by the item's identity; the item is kept so the id stays its own).
         # When frames are about as many as deliveries, most frames are such.
         alone: dict[int, tuple[FeedItem, bytes]] = {}
-        written = delivered = size = 0
+        written = delivered = size = held = 0
         # The hot loop: one frame per subscriber, so `_write_pending` is inlined but for the
         # rare first values, and the counters are added once.
         for sub in dirty:
             pending = sub.pending
             if not pending or sub.behind:
+                continue
+            if hold and sub.sink.backlog():
+                self.dirty[sub] = None
+                held += 1
                 continue
             if sub.awaiting:
                 self._write_pending(sub, stamp)
@@ -490,6 +503,7 @@ class FanOut:
         stats.frames += written
         stats.bytes += size
         stats.delivered += delivered
+        self.held = held
         return written
 
     def _write_pending(self, sub: Subscriber, stamp: bytes) -> None:

@@ -17,8 +17,9 @@ Ordering that matters:
   subscribe waits for a PING barrier only when one of its channels is not yet confirmed, so its
   snapshot (read after the barrier) can never miss an update published in between;
 - frames go out when the gateway has nothing more to read, or at the coalescing bound
-  (`fanout.FlushPacer`: the delivery timing rules are in `fanout`'s docstring); while flushes
-  run late (overload) the fan-out stops flushing early and conflates instead;
+  (`fanout.FlushPacer`: the delivery timing rules are in `fanout`'s docstring); a subscriber
+  whose socket still holds bytes waits for a later flush, a bound at most; while flushes run
+  late (overload) the fan-out stops flushing early and conflates instead;
 - on (re)connection the resync rewrites the demand and rereads the upstream state before
   clients are told Redis is up, then resends every client's snapshot (updates published during
   the outage were missed).
@@ -131,6 +132,7 @@ class Hub:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_handle: asyncio.Handle | None = None
+        self._held_handle: asyncio.TimerHandle | None = None  # subscribers with a backlog
         self.pacer = FlushPacer(settings.flush_interval)
         self.tick_lag = Buckets(LAG_BUCKETS)  # upstream frame time -> received here (sampled)
         self.flush_time = Buckets(FLUSH_BUCKETS)  # one flush pass, writing every due frame
@@ -173,8 +175,9 @@ class Hub:
         linked = self.broker.connected  # read first: cancelling the link task ends the connection
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
+        for handle in (self._flush_handle, self._held_handle):
+            if handle is not None:
+                handle.cancel()
         if linked:
             await self.demand.withdraw()
         await self.broker.close()
@@ -378,7 +381,19 @@ class Hub:
             self._flush_handle = self._loop.call_soon(self._settle)
 
     def _flush(self) -> None:
+        """The paced flush: subscribers whose sockets still hold bytes are held, for at most
+        the bound (`_flush_held`)."""
         self._flush_handle = None
+        started = time.perf_counter()
+        if self.fanout.flush(hold=True) + self.upstox.flush(hold=True):
+            self.flush_time.observe(time.perf_counter() - started)
+        if (self.fanout.held or self.upstox.held) and self._held_handle is None:
+            assert self._loop is not None
+            interval = self.settings.flush_interval
+            self._held_handle = self._loop.call_later(interval, self._flush_held)
+
+    def _flush_held(self) -> None:
+        self._held_handle = None
         started = time.perf_counter()
         if self.fanout.flush() + self.upstox.flush():
             self.flush_time.observe(time.perf_counter() - started)

@@ -23,6 +23,9 @@ class NullSink:
     def send_frame(self, frame: bytes) -> None:
         raise AssertionError("a decision sends nothing by itself")
 
+    def backlog(self) -> int:
+        return 0
+
 
 def client() -> Subscriber:
     return Subscriber(NullSink())

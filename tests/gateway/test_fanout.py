@@ -34,6 +34,9 @@ class RecordingSink:
             return
         raise AssertionError("the sink got an incomplete frame")
 
+    def backlog(self) -> int:
+        return 0
+
     def seqs(self, key: str) -> list[int]:
         return [f["meta"][key]["seq"] for f in self.frames if key in f.get("meta", {})]
 

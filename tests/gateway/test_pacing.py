@@ -126,6 +126,9 @@ class KeepSink:
     def send_frame(self, frame: bytes) -> None:
         self.frames.append(frame)
 
+    def backlog(self) -> int:
+        return 0
+
 
 def test_a_lone_update_is_framed_once_for_all_its_subscribers() -> None:
     fan = FanOut(lambda: 1_740_727_891_235)
@@ -221,3 +224,46 @@ async def test_a_busy_gateway_lets_updates_wait_to_share_a_frame(
         (frame,) = await live_frames(watcher, 1)
         assert set(frame["meta"]) == {NIFTY, BANK}
         await eventually(lambda: hub.fanout.stats.frames == frames + 1, "one frame")
+
+
+async def test_a_client_whose_socket_still_holds_bytes_gets_its_updates_in_one_frame(
+    start_gateway: StartGateway,
+) -> None:
+    """Its socket full (it stopped reading), two updates in two passes wait; once it reads
+    again they arrive together, one frame behind what was queued."""
+    gateway = await start_gateway(
+        gateway_flush_interval_ms=1000.0,
+        gateway_socket_send_buffer_bytes=4096,
+        gateway_max_backlog_bytes=256 << 20,  # never behind: this is the step before
+        gateway_max_backlog_seconds=60.0,
+    )
+    hub = gateway.hub
+    async with client(gateway.ws_url, max_queue=1, max_size=None) as watcher:
+        await watcher.subscribe([NIFTY, BANK, RELIANCE])
+        (sub,) = hub.clients
+        bulk = rc.tick_channel(Mode.LTPC, RELIANCE).encode()
+        seq = 0
+
+        async def fill() -> bool:
+            nonlocal seq
+            seq += 1
+            value = b'{"ltpc":{"ltp":1.5,"ltt":"1","ltq":"1","cp":1.0},"pad":"%s"}' % (
+                b"x" * 60_000
+            )
+            hub.on_message(bulk, rc.encode_tick(value, seq, "e1", 1))
+            await passes(3)
+            return sub.sink.backlog() > 1 << 20  # well past what the kernel takes
+
+        await eventually(fill, "the client's socket to fill up")
+        frames = hub.fanout.stats.frames
+        hub.on_message(*tick_of(NIFTY, 1))
+        await passes(3)
+        hub.on_message(*tick_of(BANK, 1))
+        await passes(3)
+        assert hub.fanout.stats.frames == frames and hub.fanout.held == 1
+        while True:
+            frame = await watcher.recv()
+            if frame.get("type") == "live_feed" and NIFTY in frame["meta"]:
+                break
+        assert {NIFTY, BANK} <= set(frame["meta"])  # with the last bulk tick, held as well
+        assert hub.fanout.stats.frames == frames + 1

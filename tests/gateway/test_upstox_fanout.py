@@ -29,6 +29,9 @@ class ProtobufSink:
         assert frame.opcode is Opcode.BINARY
         self.frames.append(pb.FeedResponse.FromString(bytes(frame.data)))
 
+    def backlog(self) -> int:
+        return 0
+
 
 def upstox_subscriber(fan: FanOut, mode: Mode, *keys: str) -> ProtobufSink:
     sink = ProtobufSink()
