@@ -384,9 +384,7 @@ class Hub:
         """The paced flush: subscribers whose sockets still hold bytes are held, for at most
         the bound (`_flush_held`)."""
         self._flush_handle = None
-        started = time.perf_counter()
-        if self.fanout.flush(hold=True) + self.upstox.flush(hold=True):
-            self.flush_time.observe(time.perf_counter() - started)
+        self._flush_pass(hold=True)
         if (self.fanout.held or self.upstox.held) and self._held_handle is None:
             assert self._loop is not None
             interval = self.settings.flush_interval
@@ -394,8 +392,11 @@ class Hub:
 
     def _flush_held(self) -> None:
         self._held_handle = None
+        self._flush_pass(hold=False)
+
+    def _flush_pass(self, *, hold: bool) -> None:
         started = time.perf_counter()
-        if self.fanout.flush() + self.upstox.flush():
+        if self.fanout.flush(hold=hold) + self.upstox.flush(hold=hold):
             self.flush_time.observe(time.perf_counter() - started)
 
     # ---- the broker's reports --------------------------------------------------------------
