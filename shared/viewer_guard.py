@@ -5,18 +5,21 @@ a key outside the token's `keys` claim on the routes that name a key in their pa
 Each service names its own keyed routes (`keyed_prefixes`); a service with pages (the gateway's
 dashboard) subclasses the guard to guard them too and send a refused browser to its sign-in
 page. Here a refusal is JSON: 401 saying why (never echoing the credential), or 403
-`forbidden_key`.
+`forbidden_key`; `over_rate` is the 429 of a viewer's per-minute query limits.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.token_bucket import BucketTable
 from shared.viewer_access import ViewerAccess, presented_key
 from shared.viewer_tokens import TokenRefused
 
@@ -89,3 +92,15 @@ def viewer_of(state: Any, client: str | None) -> str:
     if isinstance(subject, str) and subject:
         return "viewer:" + subject
     return "address:" + (client or "unknown")
+
+
+def over_rate(limits: BucketTable, request: Request, message: str) -> JSONResponse | None:
+    """None while the request's viewer (`viewer_of`) has a token left in `limits` (one is
+    spent); else 429 `rate_limited` saying `message`, with Retry-After."""
+    client = request.client.host if request.client else None
+    wait = limits.take(viewer_of(request.state, client), time.monotonic())
+    if not wait:
+        return None
+    response = JSONResponse({"error": "rate_limited", "message": message}, status_code=429)
+    response.headers["Retry-After"] = str(wait)
+    return response

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -39,7 +38,7 @@ from shared.upstox.errors import (
     UpstoxServerError,
 )
 from shared.upstox.models import Candle
-from shared.viewer_guard import viewer_of
+from shared.viewer_guard import over_rate
 
 logger = logging.getLogger(__name__)
 
@@ -182,17 +181,12 @@ def _unlisted(context: ApiContext, key: str) -> JSONResponse | None:
 def _over_history_rate(request: Request, context: ApiContext) -> JSONResponse | None:
     """429 once the caller has spent its `GATEWAY_HISTORY_PER_MINUTE` (cached answers count:
     this bounds a viewer, not Upstox)."""
-    client = request.client.host if request.client else None
-    wait = context.history.viewers.take(viewer_of(request.state, client), time.monotonic())
-    if not wait:
-        return None
-    context.history.stats.rate_limited += 1
     per_minute = context.hub.settings.gateway_history_per_minute
-    response = _error(
-        429, "rate_limited", f"over {per_minute} history requests a minute: try again later"
-    )
-    response.headers["Retry-After"] = str(wait)
-    return response
+    message = f"over {per_minute} history requests a minute: try again later"
+    refused = over_rate(context.history.viewers, request, message)
+    if refused is not None:
+        context.history.stats.rate_limited += 1
+    return refused
 
 
 async def _load_part(upstox: UpstoxClient, token: str, part: Part) -> Rows | Failure:

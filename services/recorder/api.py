@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from pathlib import Path as FilePath
 from typing import Annotated, Final
 
@@ -29,7 +28,7 @@ from services.recorder import query
 from shared.instruments import is_instrument_key
 from shared.ist import IST, now_ist
 from shared.token_bucket import BucketTable
-from shared.viewer_guard import viewer_of
+from shared.viewer_guard import over_rate
 
 __all__ = ["MAX_SPAN", "MAX_TICKS", "TimeError", "parse_time", "router"]
 
@@ -89,13 +88,7 @@ def _over_rate(request: Request) -> JSONResponse | None:
     limits: BucketTable | None = getattr(request.app.state, "query_limits", None)
     if limits is None:
         return None
-    client = request.client.host if request.client else None
-    wait = limits.take(viewer_of(request.state, client), time.monotonic())
-    if not wait:
-        return None
-    response = _error(429, "rate_limited", "too many recording queries a minute: try again later")
-    response.headers["Retry-After"] = str(wait)
-    return response
+    return over_rate(limits, request, "too many recording queries a minute: try again later")
 
 
 Prepared = tuple[FilePath | str, dt.datetime, dt.datetime]
