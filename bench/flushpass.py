@@ -144,7 +144,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     assignments = [rng.sample(keys, args.keys) for _ in range(args.clients)]
     sending, keeping = FanOut(), FanOut()
     sent_subs = [Subscriber(TransportSink(t)) for t in transports]
-    kept_subs = [Subscriber(KeepSink()) for _ in transports]
+    kept = [KeepSink() for _ in transports]
+    kept_subs = [Subscriber(sink) for sink in kept]
     subscribe_all(sending, sent_subs, assignments, mode)
     subscribe_all(keeping, kept_subs, assignments, mode)
     value = FULL_VALUE if mode is Mode.FULL else LTPC_VALUE
@@ -163,13 +164,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         frames = keeping.flush()
         ours = time.perf_counter() - started
         delivered = keeping.stats.delivered - delivered_before
-        built = [
-            (sink.send_frame.__self__.frame, t)  # type: ignore[attr-defined]
-            for sub, t in zip(kept_subs, transports, strict=True)
-            if (sink := sub.sink) and sink.frame  # type: ignore[attr-defined]
-        ]
-        for sub in kept_subs:
-            sub.sink.frame = b""  # type: ignore[attr-defined]
+        built = [(sink.frame, t) for sink, t in zip(kept, transports, strict=True) if sink.frame]
+        for sink in kept:
+            sink.frame = b""
         started = time.perf_counter()
         for frame, transport in built:
             transport.write(frame)

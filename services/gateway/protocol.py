@@ -279,18 +279,13 @@ FEED_TS: Final = b'},"currentTs":"'
 FEED_END: Final = b'"}'
 
 
-def feed_frame_parts(head: bytes, items: Iterable[FeedItem], current_ts: bytes) -> list[bytes]:
-    """The parts of a live_feed/initial_feed frame (join them, or hand them to the framer)."""
-    feeds: list[bytes] = []
-    metas: list[bytes] = []
-    for item in items:
-        feeds.append(item.feed)
-        metas.append(item.meta)
-    return [head, b",".join(feeds), FEED_META, b",".join(metas), FEED_TS, current_ts, FEED_END]
-
-
 def feed_frame(head: bytes, items: Iterable[FeedItem], current_ts: bytes) -> bytes:
-    return b"".join(feed_frame_parts(head, items, current_ts))
+    """A live_feed/initial_feed payload, unframed: the reference `wires.JSON.frame` builds in
+    one join with its WebSocket header."""
+    items = list(items)
+    feeds = b",".join(item.feed for item in items)
+    metas = b",".join(item.meta for item in items)
+    return b"".join((head, feeds, FEED_META, metas, FEED_TS, current_ts, FEED_END))
 
 
 def current_ts(epoch_ms: int) -> bytes:

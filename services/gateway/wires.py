@@ -81,7 +81,7 @@ class Wire:
 
     def frame(self, initial: bool, items: Collection[FeedItem], stamp: bytes) -> bytes:
         """One feed frame, WebSocket header included, joined once. The hot path of a flush
-        (one call per frame): measured in `bench.flushpass`, building the payload's parts
+        (one call per frame): timed on three-update ltpc frames, building the payload's parts
         first and framing them after cost 1.2 µs a frame against 0.8 µs for this."""
         feeds = b",".join([item.feed for item in items])
         metas = b",".join([item.meta for item in items])

@@ -38,14 +38,6 @@ def text_frame(payload: bytes) -> bytes:
     return text_header(len(payload)) + payload
 
 
-def text_frame_of(parts: list[bytes]) -> bytes:
-    """A text frame whose payload is the concatenation of `parts` (no intermediate copy)."""
-    length = 0
-    for part in parts:
-        length += len(part)
-    return b"".join([text_header(length), *parts])
-
-
 def binary_frame_of(parts: list[bytes]) -> bytes:
     """A final, unmasked binary frame whose payload is the concatenation of `parts` (Upstox's
     feed frames are binary protobuf)."""

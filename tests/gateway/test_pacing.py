@@ -54,6 +54,14 @@ def test_an_idle_gateway_flushes_after_one_pass_brings_nothing_new() -> None:
     assert pacer.due(1.0, 7)  # a pass with no new tick: out now
 
 
+def test_a_bound_of_zero_flushes_after_every_pass() -> None:
+    pacer = FlushPacer(0.0)
+    assert pacer.begin(1.0) == 0
+    assert pacer.due(1.0, 7)  # no waiting for a quiet pass either
+    pacer.begin(1.0)
+    assert pacer.due(1.0, 8)
+
+
 def test_ticks_arriving_pass_after_pass_share_a_frame_until_the_bound() -> None:
     pacer = FlushPacer(BOUND)
     pacer.begin(1.0)

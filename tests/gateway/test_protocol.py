@@ -27,7 +27,7 @@ from services.gateway.protocol import (
     pong_frame,
     status_frame,
 )
-from services.gateway.wsframe import text_frame, text_frame_of
+from services.gateway.wsframe import text_frame, text_header
 from shared.instruments import Mode
 from shared.redis_contract import encode_tick, split_tick
 
@@ -248,4 +248,4 @@ def test_text_frames_parse_back(size: int) -> None:
     assert frame.opcode is Opcode.TEXT and frame.fin
     assert bytes(frame.data) == payload
     parts = [payload[: size // 3], payload[size // 3 :]]
-    assert text_frame_of(parts) == text_frame(payload)
+    assert b"".join((text_header(size), *parts)) == text_frame(payload)
