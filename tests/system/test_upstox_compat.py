@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from shared.proto import pb
@@ -152,6 +152,20 @@ async def test_a_plain_client_following_upstoxs_steps_gets_every_mode(stack: Sta
             assert arrived == dict.fromkeys(keys, branch), mode
             assert types[0] == pb.initial_feed, mode
             await ws.send(feed_request(mode, "unsub", keys))
+            await in_flight_read(ws)
+
+
+async def in_flight_read(ws: ClientConnection) -> None:
+    """Read the frames sent before an `unsub` took effect (Upstox acknowledges none, and a
+    frame may be on its way while the request is): until a second passes without one. Frames
+    that never stop mean the `unsub` was not heeded."""
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                async with asyncio.timeout(1.0):
+                    await ws.recv(decode=False)
+            except TimeoutError:
+                return
 
 
 @pytest.mark.parametrize("mode", list(MODES))
